@@ -1,0 +1,416 @@
+//! The bus over Kafka (any Kafka-protocol broker) through rdkafka.
+//!
+//! Offsets are stored only when the application acknowledges (and only up to the
+//! lowest message still in flight, see `offsets`), committed periodically, on
+//! partition revocation and on close. Producers are idempotent and wait for every
+//! in-sync replica. Kafka transactions are not used: effects downstream are
+//! idempotent instead.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::headers::add_trace_context;
+use crate::offsets::OffsetTracker;
+use crate::{Bus, BusError, BusErrorKind, Consumer, Delivery, Headers, Received, Record};
+
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    pub client_id: String,
+    pub replication_factor: i32,
+    /// How long a produce may take before it fails (and the caller reports a
+    /// retryable failure to its sender).
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(30),
+            properties: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
+        for (name, value) in &self.properties {
+            config.set(name, value);
+        }
+        config
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let secret = name.contains("password") || name.contains("secret");
+                (
+                    name.as_str(),
+                    if secret { "<redacted>" } else { value.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("replication_factor", &self.replication_factor)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(error: KafkaError) -> BusError {
+    BusError::Config(error.to_string())
+}
+
+/// Errors that retrying the same message cannot fix.
+fn produce_error_kind(error: &KafkaError) -> BusErrorKind {
+    use RDKafkaErrorCode::{
+        InvalidMessage, InvalidMessageSize, InvalidRecord, MessageSizeTooLarge,
+        TopicAuthorizationFailed,
+    };
+    match error.rdkafka_error_code() {
+        Some(
+            MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidRecord
+            | TopicAuthorizationFailed,
+        ) => BusErrorKind::Permanent,
+        _ => BusErrorKind::Transient,
+    }
+}
+
+impl KafkaBus {
+    /// Creates the producer and admin clients. Connections are made lazily; call
+    /// [`KafkaBus::check`] to find out whether the brokers answer.
+    pub fn connect(config: KafkaConfig) -> Result<Self, BusError> {
+        let producer: FutureProducer = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(config_error)?;
+        let admin: AdminClient<DefaultClientContext> =
+            config.client_config().create().map_err(config_error)?;
+        Ok(Self {
+            config,
+            producer,
+            admin,
+        })
+    }
+
+    /// Asks a broker for cluster metadata; fails when none answers within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::client(&producer)
+                .fetch_metadata(None, Timeout::After(timeout))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|error| BusError::Config(format!("metadata task failed: {error}")))?
+        .map_err(|error| BusError::Consume {
+            topics: "(metadata)".into(),
+            message: error.to_string(),
+            kind: BusErrorKind::Transient,
+        })
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
+        let dead_letter = crate::dead_letter_topic(topic);
+        let partitions = i32::try_from(partitions.max(1)).unwrap_or(i32::MAX);
+        let replication = self.config.replication_factor;
+        let new_topics = [
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
+            NewTopic::new(
+                &dead_letter,
+                partitions,
+                TopicReplication::Fixed(replication),
+            ),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+        let results = self
+            .admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|error| BusError::Topic {
+                topic: topic.to_owned(),
+                message: error.to_string(),
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Topic {
+                        topic: name,
+                        message: code.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn produce(&self, topic: &str, mut record: Record) -> Result<Delivery, BusError> {
+        add_trace_context(&mut record.headers);
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in record.headers.iter() {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let message = FutureRecord::to(topic)
+            .key(&record.key)
+            .payload(&record.payload)
+            .headers(headers);
+        match self
+            .producer
+            .send(message, Timeout::After(self.config.delivery_timeout))
+            .await
+        {
+            Ok(delivery) => Ok(Delivery {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((error, _unsent)) => Err(BusError::Produce {
+                topic: topic.to_owned(),
+                kind: produce_error_kind(&error),
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, BusError> {
+        if topics.is_empty() {
+            return Err(BusError::Config(
+                "subscribe needs at least one topic".into(),
+            ));
+        }
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let context = GroupContext {
+            tracker: Arc::clone(&tracker),
+        };
+        let consumer: StreamConsumer<GroupContext> = self
+            .config
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // The application decides what is done: offsets are stored on acknowledgement only.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "500")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create_with_context(context)
+            .map_err(config_error)?;
+        consumer
+            .subscribe(topics)
+            .map_err(|error| BusError::Consume {
+                topics: topics.join(","),
+                message: error.to_string(),
+                kind: BusErrorKind::Permanent,
+            })?;
+        Ok(Box::new(KafkaConsumer {
+            consumer: Some(Arc::new(consumer)),
+            tracker,
+            topics: topics.join(","),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka at {}", self.config.brokers)
+    }
+}
+
+/// Commits acknowledged positions before partitions move to another member.
+struct GroupContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn commit_stored(consumer: &impl rdkafka::consumer::Consumer<GroupContext>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        // Nothing acknowledged since the last commit.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "committing acknowledged offsets failed"),
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            commit_stored(consumer);
+            let mut tracker = lock(&self.tracker);
+            for element in partitions.elements() {
+                tracker.revoke(element.topic(), element.partition());
+            }
+        }
+    }
+}
+
+struct KafkaConsumer {
+    /// `None` only while closing.
+    consumer: Option<Arc<StreamConsumer<GroupContext>>>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    topics: String,
+}
+
+impl fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    fn consumer(&self) -> Result<&StreamConsumer<GroupContext>, BusError> {
+        self.consumer.as_deref().ok_or(BusError::Closed)
+    }
+
+    fn consume_error(&self, error: &KafkaError) -> BusError {
+        BusError::Consume {
+            topics: self.topics.clone(),
+            message: error.to_string(),
+            kind: BusErrorKind::Transient,
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn next(&self) -> Result<Received, BusError> {
+        let consumer = self.consumer()?;
+        let message = consumer
+            .recv()
+            .await
+            .map_err(|error| self.consume_error(&error))?;
+        let mut headers = Headers::new();
+        if let Some(wire_headers) = message.headers() {
+            for header in wire_headers.iter() {
+                headers.push(header.key, header.value.unwrap_or_default());
+            }
+        }
+        let received = Received {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        lock(&self.tracker).delivered(&received.topic, received.partition, received.offset);
+        Ok(received)
+    }
+
+    fn ack(&self, message: &Received) -> Result<(), BusError> {
+        let position =
+            lock(&self.tracker).acknowledged(&message.topic, message.partition, message.offset);
+        let Some(position) = position else {
+            return Ok(());
+        };
+        let mut positions = TopicPartitionList::new();
+        positions
+            .add_partition_offset(&message.topic, message.partition, Offset::Offset(position))
+            .map_err(|error| self.consume_error(&error))?;
+        match self.consumer()?.store_offsets(&positions) {
+            Ok(()) => Ok(()),
+            // The partition was revoked meanwhile; its new owner redelivers.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => Ok(()),
+            Err(error) => Err(self.consume_error(&error)),
+        }
+    }
+
+    fn assignment(&self) -> Vec<(String, i32)> {
+        let Ok(consumer) = self.consumer() else {
+            return Vec::new();
+        };
+        consumer
+            .assignment()
+            .map(|partitions| {
+                partitions
+                    .elements()
+                    .iter()
+                    .map(|element| (element.topic().to_owned(), element.partition()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), BusError> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        lock(&self.tracker).clear();
+        // Committing and leaving the group block on the network.
+        tokio::task::spawn_blocking(move || {
+            commit_stored(consumer.as_ref());
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await
+        .map_err(|error| BusError::Config(format!("closing the consumer failed: {error}")))
+    }
+}

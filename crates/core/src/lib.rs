@@ -1,0 +1,10 @@
+//! Domain types shared by every fxtriage service. No I/O lives here: values are
+//! validated once, at the edge where they enter the system, and then trusted.
+
+mod site;
+mod uid;
+mod urgency;
+
+pub use site::{InvalidSiteId, SiteId};
+pub use uid::{DicomUid, InvalidDicomUid};
+pub use urgency::{UnknownUrgency, Urgency};

@@ -1,0 +1,192 @@
+//! The PostgreSQL side of fxtriage: a connection pool and the schema, evolved by
+//! versioned migrations (crates/db/migrations/V{n}__{name}.sql) applied at
+//! start-up. Migrations are append-only: a released migration is never edited.
+
+use std::fmt;
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+pub use deadpool_postgres::Pool as DbPool;
+
+/// Serialises concurrent start-ups (several services migrating the same database at
+/// once); the number is arbitrary but fixed.
+const MIGRATION_LOCK_ID: i64 = 0x6678_7472_6961_6765; // "fxtriage"
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
+    #[error("PostgreSQL error while {doing}: {source}")]
+    Query {
+        doing: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Connection settings. Displaying it never shows the password.
+#[derive(Clone)]
+pub struct DbConfig {
+    config: tokio_postgres::Config,
+    pub max_connections: usize,
+}
+
+impl DbConfig {
+    pub fn from_url(url: &str) -> Result<Self, DbError> {
+        let config = tokio_postgres::Config::from_str(url).map_err(DbError::InvalidUrl)?;
+        Ok(Self {
+            config,
+            max_connections: 16,
+        })
+    }
+
+    /// The same server, another database (used by tests to get a fresh database).
+    pub fn with_database(&self, database: &str) -> Self {
+        let mut config = self.config.clone();
+        config.dbname(database);
+        Self {
+            config,
+            max_connections: self.max_connections,
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
+    }
+
+    fn target(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{}:{port}/{}", hosts.join(","), self.database())
+    }
+
+    /// A single connection outside the pool, for migrations and administration.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|source| DbError::Connect {
+                    target: self.target(),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection closed with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    pub fn pool(&self) -> Result<Pool, DbError> {
+        let manager = Manager::from_config(
+            self.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(self.max_connections)
+            .build()
+            .map_err(|error| DbError::Pool(error.to_string()))
+    }
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("target", &self.target())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `migrate` did: the versions it applied now (empty when the schema was current).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i32>,
+    pub current_version: Option<i32>,
+}
+
+/// Applies every pending migration, holding a PostgreSQL advisory lock so that
+/// services starting together do not race. Safe to call on every start.
+pub async fn migrate(config: &DbConfig) -> Result<MigrationReport, DbError> {
+    let mut client = config.connect().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
+        .await
+        .map_err(|source| DbError::Query {
+            doing: "taking the migration lock",
+            source,
+        })?;
+    let outcome = embedded::migrations::runner().run_async(&mut client).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
+        .await;
+    let report = outcome?;
+    unlock.map_err(|source| DbError::Query {
+        doing: "releasing the migration lock",
+        source,
+    })?;
+    let applied: Vec<i32> = report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    let current_version = current_schema_version(&client).await?;
+    for version in &applied {
+        tracing::info!(
+            version,
+            database = config.database(),
+            "applied schema migration"
+        );
+    }
+    Ok(MigrationReport {
+        applied,
+        current_version,
+    })
+}
+
+async fn current_schema_version(client: &tokio_postgres::Client) -> Result<Option<i32>, DbError> {
+    let row = client
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+        .await
+        .map_err(|source| DbError::Query {
+            doing: "reading the schema version",
+            source,
+        })?;
+    Ok(row.get(0))
+}
+
+/// The highest migration version this build knows.
+pub fn latest_known_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|migration| migration.version())
+        .max()
+        .unwrap_or(0)
+}

@@ -1,0 +1,119 @@
+//! `/health/live` and `/health/ready` for orchestrators and load balancers.
+//! Live: the process is running and serving. Ready: its start-up finished and its
+//! dependencies answered, so it should receive work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+/// Shared readiness flag; a service sets it once it can take work and clears it
+/// while draining on shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The health routes, to be served alone or merged into a service's own router.
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { (StatusCode::OK, "live\n") }))
+        .route("/health/ready", get(ready))
+        .with_state(readiness)
+}
+
+async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    if readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Binds `address`, returning the bound address (useful with port 0) and a task
+/// that serves `router` until `shutdown` is cancelled.
+pub async fn serve(
+    address: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    Ok((bound, task))
+}
+
+/// Serves the health routes of a service that has nothing else to serve yet:
+/// ready as soon as it listens, not ready while draining, stopped on `shutdown`.
+pub async fn serve_until_shutdown(
+    service: &str,
+    address: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let readiness = Readiness::new();
+    let (bound, task) = serve(address, router(readiness.clone()), shutdown.clone()).await?;
+    readiness.set_ready(true);
+    tracing::info!(service, %bound, "health endpoints listening");
+    shutdown.cancelled().await;
+    readiness.set_ready(false);
+    let served = task.await.map_err(std::io::Error::other)?;
+    tracing::info!(service, "stopped");
+    served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_follows_the_flag_and_live_is_always_ok() {
+        let readiness = Readiness::new();
+        let shutdown = CancellationToken::new();
+        let (address, task) = serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            router(readiness.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .expect("bind");
+        let client = reqwest::Client::new();
+        let status = |path: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(format!("http://{address}{path}"))
+                    .send()
+                    .await
+                    .expect("request")
+                    .status()
+            }
+        };
+        assert_eq!(status("/health/live").await, 200);
+        assert_eq!(status("/health/ready").await, 503);
+        readiness.set_ready(true);
+        assert_eq!(status("/health/ready").await, 200);
+        shutdown.cancel();
+        task.await.expect("join").expect("serve ends cleanly");
+    }
+}

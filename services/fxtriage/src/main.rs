@@ -1,0 +1,96 @@
+//! `fxtriage`: one binary for every service. `main` reads as the story of a run:
+//! parse the command line, start telemetry, run the command until it ends or a
+//! signal asks it to stop, flush telemetry, exit.
+
+mod cli;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let telemetry =
+        match fxtriage_telemetry::init(&cli.telemetry.config(cli.command.service_name())) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("fxtriage: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(cli.command));
+    let code = match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "fxtriage stopped with an error"
+            );
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    match command {
+        Command::Ingest(args) => {
+            fxtriage_ingest::run(
+                fxtriage_ingest::Config {
+                    health_address: args.health_address,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Command::Inference(args) => {
+            let config = fxtriage_inference::Config {
+                health_address: args.health_address,
+            };
+            fxtriage_inference::run(config, shutdown).await
+        }
+        Command::Prioritizer(args) => {
+            let config = fxtriage_prioritizer::Config {
+                health_address: args.health_address,
+            };
+            fxtriage_prioritizer::run(config, shutdown).await
+        }
+        Command::Api(args) => {
+            fxtriage_api::run(
+                fxtriage_api::Config {
+                    health_address: args.health_address,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Command::Standalone(args) => {
+            let config = fxtriage_api::Config {
+                health_address: args.http_address,
+            };
+            tracing::info!(data_dir = %args.data_dir.display(), "standalone: every service in one process");
+            fxtriage_api::run(config, shutdown).await
+        }
+        Command::Migrate(args) => {
+            let config = fxtriage_db::DbConfig::from_url(&args.database_url)?;
+            let report = fxtriage_db::migrate(&config).await?;
+            tracing::info!(applied = ?report.applied, version = ?report.current_version, "schema is current");
+            Ok(())
+        }
+    }
+}
