@@ -1,0 +1,181 @@
+//! Parse an instance and pull out the attributes fxtriage needs. No patient
+//! identifiers are extracted: nothing here can leak into a log or a message.
+
+use std::io::Read;
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+
+use crate::validate::{Rejection, RejectionKind};
+
+/// What fxtriage knows of an instance after parsing it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceInfo {
+    pub transfer_syntax_uid: String,
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub study_instance_uid: Option<String>,
+    pub series_instance_uid: Option<String>,
+    pub modality: String,
+    pub body_part: String,
+    pub view_position: String,
+    pub laterality: String,
+    pub accession_number: String,
+    /// RequestedProcedurePriority, top level or in RequestAttributesSequence.
+    pub requested_priority: String,
+    pub institutional_department: String,
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub bits_allocated: Option<u16>,
+    pub bits_stored: Option<u16>,
+    pub samples_per_pixel: Option<u16>,
+    pub number_of_frames: u32,
+    pub photometric_interpretation: String,
+    pub has_pixel_data: bool,
+}
+
+/// Parses a Part 10 file held in memory (with or without the 128-byte preamble).
+pub fn inspect_bytes(bytes: &[u8]) -> Result<InstanceInfo, Rejection> {
+    inspect_reader(bytes)
+}
+
+/// Parses a Part 10 file on disk.
+pub fn inspect_file(path: &Path) -> Result<InstanceInfo, Rejection> {
+    let file = std::fs::File::open(path).map_err(|error| {
+        Rejection::new(
+            RejectionKind::Unreadable,
+            format!("cannot open {}: {error}", path.display()),
+        )
+    })?;
+    inspect_reader(std::io::BufReader::new(file))
+}
+
+fn inspect_reader(reader: impl Read) -> Result<InstanceInfo, Rejection> {
+    // The whole dataset is read, pixel data included, so that a truncated file is
+    // caught here rather than in inference.
+    let object = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(reader)
+        .map_err(classify_read_error)?;
+    Ok(describe(&object))
+}
+
+fn classify_read_error(error: dicom_object::ReadError) -> Rejection {
+    let detail = error.to_string();
+    let mut chain = detail.clone();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let lowered = chain.to_lowercase();
+    if lowered.contains("unsupported transfer syntax")
+        || lowered.contains("unrecognized transfer syntax")
+        || lowered.contains("unknown transfer syntax")
+    {
+        Rejection::new(
+            RejectionKind::UnsupportedTransferSyntax,
+            format!("not readable: {chain}"),
+        )
+    } else if lowered.contains("preamble")
+        || lowered.contains("magic code")
+        || lowered.contains("dicm")
+    {
+        Rejection::new(
+            RejectionKind::NotDicom,
+            format!("not a DICOM Part 10 file: {chain}"),
+        )
+    } else {
+        Rejection::new(
+            RejectionKind::Unreadable,
+            format!("corrupt or truncated DICOM: {chain}"),
+        )
+    }
+}
+
+fn text(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let element = object.element_opt(tag).ok().flatten()?;
+    let value = element.to_str().ok()?;
+    let trimmed = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+fn unsigned_16(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u16> {
+    object.element_opt(tag).ok().flatten()?.to_int::<u16>().ok()
+}
+
+fn unsigned_32(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
+    object.element_opt(tag).ok().flatten()?.to_int::<u32>().ok()
+}
+
+fn requested_priority(object: &DefaultDicomObject) -> String {
+    if let Some(priority) = text(object, tags::REQUESTED_PROCEDURE_PRIORITY) {
+        return priority.to_uppercase();
+    }
+    let Ok(Some(sequence)) = object.element_opt(tags::REQUEST_ATTRIBUTES_SEQUENCE) else {
+        return String::new();
+    };
+    sequence
+        .items()
+        .into_iter()
+        .flatten()
+        .find_map(|item| {
+            let element = item
+                .element_opt(tags::REQUESTED_PROCEDURE_PRIORITY)
+                .ok()
+                .flatten()?;
+            let value = element.to_str().ok()?;
+            let trimmed = value.trim().to_uppercase();
+            (!trimmed.is_empty()).then_some(trimmed)
+        })
+        .unwrap_or_default()
+}
+
+fn describe(object: &DefaultDicomObject) -> InstanceInfo {
+    let meta = object.meta();
+    let trim = |value: &str| value.trim_end_matches(['\0', ' ']).to_owned();
+    let uppercase = |tag| {
+        text(object, tag)
+            .map(|value| value.to_uppercase())
+            .unwrap_or_default()
+    };
+    let laterality = text(object, tags::IMAGE_LATERALITY)
+        .or_else(|| text(object, tags::LATERALITY))
+        .map(|value| value.to_uppercase())
+        .unwrap_or_default();
+    InstanceInfo {
+        transfer_syntax_uid: trim(meta.transfer_syntax()),
+        sop_class_uid: text(object, tags::SOP_CLASS_UID)
+            .or_else(|| Some(trim(&meta.media_storage_sop_class_uid)))
+            .filter(|uid| !uid.is_empty()),
+        sop_instance_uid: text(object, tags::SOP_INSTANCE_UID)
+            .or_else(|| Some(trim(&meta.media_storage_sop_instance_uid)))
+            .filter(|uid| !uid.is_empty()),
+        study_instance_uid: text(object, tags::STUDY_INSTANCE_UID),
+        series_instance_uid: text(object, tags::SERIES_INSTANCE_UID),
+        modality: uppercase(tags::MODALITY),
+        body_part: uppercase(tags::BODY_PART_EXAMINED),
+        view_position: uppercase(tags::VIEW_POSITION),
+        laterality,
+        accession_number: text(object, tags::ACCESSION_NUMBER).unwrap_or_default(),
+        requested_priority: requested_priority(object),
+        institutional_department: uppercase(tags::INSTITUTIONAL_DEPARTMENT_NAME),
+        rows: unsigned_32(object, tags::ROWS),
+        columns: unsigned_32(object, tags::COLUMNS),
+        bits_allocated: unsigned_16(object, tags::BITS_ALLOCATED),
+        bits_stored: unsigned_16(object, tags::BITS_STORED),
+        samples_per_pixel: unsigned_16(object, tags::SAMPLES_PER_PIXEL),
+        number_of_frames: unsigned_32(object, tags::NUMBER_OF_FRAMES)
+            .unwrap_or(1)
+            .max(1),
+        photometric_interpretation: uppercase(tags::PHOTOMETRIC_INTERPRETATION),
+        has_pixel_data: object
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .is_some(),
+    }
+}
