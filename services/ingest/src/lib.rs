@@ -1,11 +1,20 @@
-//! The ingest service. Receives DICOM (DIMSE C-STORE, DICOMweb STOW-RS, bulk import), validates it, stores the original in the object store and publishes InstanceStored.
-//!
-//! At this stage the service starts, reports health and stops cleanly; its work
-//! arrives with the next issues.
+//! The ingest service: receives DICOM by DIMSE C-STORE, DICOMweb STOW-RS and bulk
+//! import; validates it; quarantines what it refuses; stores the original bytes
+//! and publishes `InstanceStored` for the rest.
+
+pub mod accept;
+pub mod quarantine;
+mod sender;
+pub mod sites;
+mod urgency;
 
 use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
+
+pub use accept::{IngestError, Ingestor, InstanceSource, Stored};
+pub use sender::Sender;
+pub use sites::{SiteConfig, Sites};
 
 #[derive(Debug, Clone)]
 pub struct Config {

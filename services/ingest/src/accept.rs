@@ -1,0 +1,298 @@
+//! What happens to every incoming instance, whatever the channel (C-STORE,
+//! STOW-RS, import): parse and validate it; quarantine it with the reason if it is
+//! refused; otherwise store the original bytes at `{site}/{study}/{series}/{sop}.dcm`,
+//! then publish `InstanceStored`, and only then report success to the sender.
+//!
+//! Re-sending an instance overwrites the same object with the same bytes and
+//! publishes the event again; the prioritizer's idempotency makes that harmless.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use fxtriage_bus::{Bus, Record};
+use fxtriage_dicom::{
+    Eligibility, InstanceInfo, Rejection, RejectionKind, ValidatedUids, inspect_bytes,
+    inspect_file, validate,
+};
+use fxtriage_objstore::{ObjectKey, ObjectStore, ObjectStoreError};
+use fxtriage_proto::Message as _;
+use fxtriage_proto::topics;
+use fxtriage_proto::v1::{InstanceRef, InstanceStored};
+use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
+
+use crate::Sender;
+use crate::quarantine::quarantine;
+use crate::sites::SiteConfig;
+use crate::urgency::{clinical_urgency, to_proto};
+
+/// The bytes of one instance: in memory (STOW-RS, small imports) or in a file
+/// (C-STORE streams to a temporary file; large imports).
+#[derive(Debug, Clone)]
+pub enum InstanceSource {
+    Memory(Bytes),
+    File { path: PathBuf, len: u64 },
+}
+
+impl InstanceSource {
+    pub fn len(&self) -> u64 {
+        match self {
+            InstanceSource::Memory(bytes) => bytes.len() as u64,
+            InstanceSource::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) async fn put_into(
+        &self,
+        store: &dyn ObjectStore,
+        key: &ObjectKey,
+    ) -> Result<(), ObjectStoreError> {
+        match self {
+            InstanceSource::Memory(bytes) => store.put(key, bytes.clone()).await,
+            InstanceSource::File { path, .. } => store.put_file(key, path).await,
+        }
+    }
+
+    /// Parses the instance and hashes its bytes (CPU work, off the async threads).
+    async fn inspect(&self) -> (Result<InstanceInfo, Rejection>, String) {
+        let source = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || match &source {
+            InstanceSource::Memory(bytes) => {
+                (inspect_bytes(bytes), hex::encode(Sha256::digest(bytes)))
+            }
+            InstanceSource::File { path, .. } => (inspect_file(path), file_sha256(path)),
+        })
+        .await;
+        outcome.unwrap_or_else(|error| {
+            (
+                Err(Rejection::new(
+                    RejectionKind::Unreadable,
+                    format!("parser failed: {error}"),
+                )),
+                String::new(),
+            )
+        })
+    }
+}
+
+fn file_sha256(path: &std::path::Path) -> String {
+    let mut hasher = Sha256::new();
+    match std::fs::File::open(path).and_then(|mut file| std::io::copy(&mut file, &mut hasher)) {
+        Ok(_) => hex::encode(hasher.finalize()),
+        Err(_) => String::new(),
+    }
+}
+
+/// An instance stored and announced.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub object_key: ObjectKey,
+    pub event: InstanceStored,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Refused for good; the sender must not retry the same bytes.
+    #[error("rejected ({rejection}); quarantined as {quarantine_key}")]
+    Rejected {
+        rejection: Rejection,
+        quarantine_key: ObjectKey,
+        sop_class_uid: Option<String>,
+        sop_instance_uid: Option<String>,
+    },
+    /// Not stored or not announced because a dependency failed; the sender should retry.
+    #[error("temporarily unable to store the instance: {stage}: {message}")]
+    Unavailable {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+impl IngestError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IngestError::Unavailable { .. })
+    }
+}
+
+/// The ingest pipeline shared by every channel.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    store: Arc<dyn ObjectStore>,
+    bus: Arc<dyn Bus>,
+}
+
+impl Ingestor {
+    pub fn new(store: Arc<dyn ObjectStore>, bus: Arc<dyn Bus>) -> Self {
+        Self { store, bus }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Accepts one instance for `site`; see the module documentation for the order of steps.
+    pub async fn accept(
+        &self,
+        site: &SiteConfig,
+        source: InstanceSource,
+        sender: &Sender,
+    ) -> Result<Stored, IngestError> {
+        let span = tracing::info_span!("ingest.accept", site = %site.id, via = sender.channel(), sop_instance_uid = tracing::field::Empty);
+        self.accept_in_span(site, source, sender, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn accept_in_span(
+        &self,
+        site: &SiteConfig,
+        source: InstanceSource,
+        sender: &Sender,
+        span: &tracing::Span,
+    ) -> Result<Stored, IngestError> {
+        let (inspected, sha256) = source.inspect().await;
+        let checked = inspected.and_then(|info| {
+            let (uids, eligibility) = validate(&info, source.len(), &site.rules, &site.limits)?;
+            Ok((info, uids, eligibility))
+        });
+        let (info, uids, eligibility) = match checked {
+            Ok(checked) => checked,
+            Err(rejection) => {
+                return Err(self.reject(site, &source, &sha256, rejection, sender).await);
+            }
+        };
+        span.record("sop_instance_uid", uids.sop_instance.as_str());
+
+        let object_key = ObjectKey::parse(&format!(
+            "{}/{}/{}/{}.dcm",
+            site.id, uids.study_instance, uids.series_instance, uids.sop_instance
+        ))
+        .map_err(|error| IngestError::Unavailable {
+            stage: "object key",
+            message: error.to_string(),
+        })?;
+        source
+            .put_into(self.store.as_ref(), &object_key)
+            .await
+            .map_err(|error| IngestError::Unavailable {
+                stage: "object store",
+                message: error.to_string(),
+            })?;
+
+        let event = instance_stored(
+            site,
+            &info,
+            &uids,
+            &eligibility,
+            &object_key,
+            &source,
+            sha256,
+            sender,
+        );
+        let record = Record::new(uids.study_instance.as_str(), event.encode_to_vec());
+        if let Err(error) = self.bus.produce(topics::INSTANCES, record).await {
+            // Unannounced, the object must not look stored (an import would skip it as a
+            // duplicate); the sender retries and stores it again.
+            if let Err(cleanup) = self.store.delete(&object_key).await {
+                tracing::warn!(key = %object_key, error = %cleanup, "could not remove an unannounced object");
+            }
+            return Err(IngestError::Unavailable {
+                stage: "bus",
+                message: error.to_string(),
+            });
+        }
+        tracing::info!(key = %object_key, %eligibility, "instance stored and announced");
+        Ok(Stored { object_key, event })
+    }
+
+    async fn reject(
+        &self,
+        site: &SiteConfig,
+        source: &InstanceSource,
+        sha256: &str,
+        rejection: Rejection,
+        sender: &Sender,
+    ) -> IngestError {
+        match quarantine(
+            self.store.as_ref(),
+            &site.id,
+            source,
+            sha256,
+            &rejection,
+            sender,
+        )
+        .await
+        {
+            Ok(quarantine_key) => {
+                tracing::warn!(reason = %rejection, %quarantine_key, "instance rejected and quarantined");
+                IngestError::Rejected {
+                    rejection,
+                    quarantine_key,
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                }
+            }
+            Err(error) => IngestError::Unavailable {
+                stage: "quarantine",
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn instance_stored(
+    site: &SiteConfig,
+    info: &InstanceInfo,
+    uids: &ValidatedUids,
+    eligibility: &Eligibility,
+    object_key: &ObjectKey,
+    source: &InstanceSource,
+    sha256: String,
+    sender: &Sender,
+) -> InstanceStored {
+    let (urgency, urgency_source) =
+        clinical_urgency(info, sender.calling_ae_title(), &site.urgency);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (eligible, not_eligible_reason) = match eligibility {
+        Eligibility::Eligible => (true, String::new()),
+        Eligibility::NotEligible { reason } => (false, reason.clone()),
+    };
+    InstanceStored {
+        instance: Some(InstanceRef {
+            site_id: site.id.to_string(),
+            study_instance_uid: uids.study_instance.to_string(),
+            series_instance_uid: uids.series_instance.to_string(),
+            sop_instance_uid: uids.sop_instance.to_string(),
+        }),
+        sop_class_uid: uids.sop_class.to_string(),
+        transfer_syntax_uid: info.transfer_syntax_uid.clone(),
+        modality: info.modality.clone(),
+        body_part: info.body_part.clone(),
+        view_position: info.view_position.clone(),
+        laterality: info.laterality.clone(),
+        accession_number: info.accession_number.clone(),
+        urgency: to_proto(urgency) as i32,
+        urgency_source: urgency_source as i32,
+        object_key: object_key.to_string(),
+        byte_size: source.len(),
+        sha256,
+        received_at: Some(fxtriage_proto::Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
+        }),
+        eligible,
+        not_eligible_reason,
+        received_via: sender.channel().to_owned(),
+        sender: sender.to_string(),
+        expected_instances: 0,
+    }
+}
