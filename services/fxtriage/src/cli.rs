@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use fxtriage_telemetry::{LogFormat, TelemetryConfig};
 
+use crate::infra::{BusArgs, StoreArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fxtriage",
@@ -53,7 +55,7 @@ impl TelemetryArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive DICOM (C-STORE, STOW-RS), validate, store and publish it.
-    Ingest(ServiceArgs<8081>),
+    Ingest(IngestArgs),
     /// Analyse stored images with the fracture detection model.
     Inference(ServiceArgs<8082>),
     /// Aggregate findings per study and keep the worklists in PostgreSQL.
@@ -85,6 +87,30 @@ pub struct ServiceArgs<const PORT: u16> {
     /// Address of /health/live and /health/ready. Loopback unless told otherwise.
     #[arg(long, env = "FXTRIAGE_HEALTH_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
     pub health_address: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// HTTP address: STOW-RS under /dicomweb, /health/live, /health/ready.
+    #[arg(
+        long,
+        env = "FXTRIAGE_INGEST_HTTP_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub http_address: SocketAddr,
+    /// DIMSE C-STORE SCP address.
+    #[arg(long, env = "FXTRIAGE_DIMSE_ADDR", default_value = "127.0.0.1:11112")]
+    pub dimse_address: SocketAddr,
+    /// Most concurrent DIMSE associations.
+    #[arg(long, env = "FXTRIAGE_DIMSE_MAX_ASSOCIATIONS", default_value_t = 32)]
+    pub max_associations: usize,
+    /// Sites file (TOML): AE titles, STOW tokens, routing rules, urgency mapping.
+    #[arg(long, env = "FXTRIAGE_SITES")]
+    pub sites: PathBuf,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

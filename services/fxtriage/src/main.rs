@@ -3,6 +3,7 @@
 //! signal asks it to stop, flush telemetry, exit.
 
 mod cli;
+mod infra;
 mod shutdown;
 
 use std::process::ExitCode;
@@ -50,13 +51,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     match command {
         Command::Ingest(args) => {
-            fxtriage_ingest::run(
-                fxtriage_ingest::Config {
-                    health_address: args.health_address,
+            let sites = fxtriage_ingest::Sites::load(&args.sites)?;
+            let ingestor = fxtriage_ingest::Ingestor::new(
+                args.store.connect().await?,
+                args.bus.connect("fxtriage-ingest").await?,
+            );
+            let config = fxtriage_ingest::Config {
+                http_address: args.http_address,
+                dimse_address: args.dimse_address,
+                dimse: fxtriage_ingest::dimse::DimseOptions {
+                    max_associations: args.max_associations,
+                    ..Default::default()
                 },
-                shutdown,
-            )
-            .await
+                sites,
+            };
+            fxtriage_ingest::run(config, ingestor, shutdown).await
         }
         Command::Inference(args) => {
             let config = fxtriage_inference::Config {

@@ -1,15 +1,22 @@
-//! The ingest service: receives DICOM by DIMSE C-STORE, DICOMweb STOW-RS and bulk
-//! import; validates it; quarantines what it refuses; stores the original bytes
-//! and publishes `InstanceStored` for the rest.
+//! The ingest service: receives DICOM by DIMSE C-STORE ([`dimse`]), DICOMweb
+//! STOW-RS ([`stow`]) and bulk import ([`import`]); validates it; quarantines what
+//! it refuses; stores the original bytes and publishes `InstanceStored` for the
+//! rest ([`accept`]).
 
 pub mod accept;
+pub mod dimse;
+pub mod import;
 pub mod quarantine;
 mod sender;
 pub mod sites;
+pub mod stow;
 mod urgency;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use anyhow::Context as _;
+use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
 pub use accept::{IngestError, Ingestor, InstanceSource, Stored};
@@ -18,13 +25,48 @@ pub use sites::{SiteConfig, Sites};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where `/health/live` and `/health/ready` are served.
-    pub health_address: SocketAddr,
+    /// HTTP: STOW-RS under `/dicomweb`, and `/health/live`, `/health/ready`.
+    pub http_address: SocketAddr,
+    /// DIMSE C-STORE SCP.
+    pub dimse_address: SocketAddr,
+    pub dimse: dimse::DimseOptions,
+    pub sites: Sites,
 }
 
-/// Runs until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    fxtriage_telemetry::health::serve_until_shutdown("ingest", config.health_address, shutdown)
-        .await?;
+/// Serves C-STORE and STOW-RS until `shutdown` is cancelled, then stops accepting,
+/// lets in-flight associations and requests finish, and returns.
+pub async fn run(
+    config: Config,
+    ingestor: Ingestor,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let sites = Arc::new(config.sites);
+    let readiness = health::Readiness::new();
+    let router =
+        stow::router(ingestor.clone(), Arc::clone(&sites)).merge(health::router(readiness.clone()));
+    let (http_bound, http_task) = health::serve(config.http_address, router, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
+    let dimse_listener = tokio::net::TcpListener::bind(config.dimse_address)
+        .await
+        .with_context(|| format!("cannot listen for DIMSE on {}", config.dimse_address))?;
+    let dimse_bound = dimse_listener.local_addr()?;
+    let dimse_task = tokio::spawn(dimse::serve(
+        dimse_listener,
+        ingestor,
+        sites,
+        config.dimse,
+        shutdown.clone(),
+    ));
+    readiness.set_ready(true);
+    tracing::info!(http = %http_bound, dimse = %dimse_bound, "ingest listening");
+
+    shutdown.cancelled().await;
+    readiness.set_ready(false);
+    let dimse_outcome = dimse_task.await.context("the DIMSE server task failed")?;
+    let http_outcome = http_task.await.context("the HTTP server task failed")?;
+    dimse_outcome?;
+    http_outcome?;
+    tracing::info!("ingest stopped");
     Ok(())
 }

@@ -1,0 +1,95 @@
+//! Command-line options for the infrastructure a service talks to, and the clients
+//! built from them: the message bus and the object store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use fxtriage_bus::{Bus, KafkaBus, KafkaConfig};
+use fxtriage_objstore::{LocalDirStore, ObjectStore, S3Config, S3Credentials, S3Store};
+use fxtriage_proto::topics;
+
+#[derive(Debug, Args)]
+pub struct BusArgs {
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:19092.
+    #[arg(long, env = "FXTRIAGE_KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+    /// Partitions of the topics fxtriage creates when they are missing.
+    #[arg(long, env = "FXTRIAGE_TOPIC_PARTITIONS", default_value_t = 8)]
+    pub topic_partitions: u32,
+    /// Replication factor of the topics fxtriage creates.
+    #[arg(long, env = "FXTRIAGE_TOPIC_REPLICATION", default_value_t = 1)]
+    pub topic_replication: i32,
+}
+
+impl BusArgs {
+    /// Connects, checks that a broker answers, and creates missing topics.
+    pub async fn connect(&self, client_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
+        let mut config = KafkaConfig::new(&self.kafka_brokers, client_id);
+        config.replication_factor = self.topic_replication;
+        let bus = KafkaBus::connect(config)?;
+        bus.check(Duration::from_secs(15))
+            .await
+            .with_context(|| format!("no Kafka broker answers at {}", self.kafka_brokers))?;
+        for topic in [topics::INSTANCES, topics::FINDINGS, topics::WORKLIST] {
+            bus.ensure_topic(topic, self.topic_partitions).await?;
+        }
+        Ok(Arc::new(bus))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// S3 bucket of the object store. Without it, --store-dir is used.
+    #[arg(long, env = "FXTRIAGE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint of an S3-compatible server (path-style addressing); AWS when unset.
+    #[arg(long, env = "FXTRIAGE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "FXTRIAGE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Static credentials; the default AWS credential chain when unset.
+    #[arg(long, env = "FXTRIAGE_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "FXTRIAGE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// A local directory as object store (single machine only).
+    #[arg(long, env = "FXTRIAGE_STORE_DIR")]
+    pub store_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub async fn connect(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        if let Some(bucket) = &self.s3_bucket {
+            let credentials = match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+                (Some(access_key_id), Some(secret_access_key)) => S3Credentials::Static {
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                },
+                (None, None) => S3Credentials::Default,
+                _ => anyhow::bail!(
+                    "give both --s3-access-key-id and --s3-secret-access-key, or neither"
+                ),
+            };
+            let config = S3Config {
+                endpoint: self.s3_endpoint.clone(),
+                bucket: bucket.clone(),
+                region: self.s3_region.clone(),
+                path_style: self.s3_endpoint.is_some(),
+                credentials,
+            };
+            return Ok(Arc::new(S3Store::connect(config).await?));
+        }
+        let Some(directory) = &self.store_dir else {
+            anyhow::bail!(
+                "no object store: give --s3-bucket (S3) or --store-dir (local directory)"
+            );
+        };
+        std::fs::create_dir_all(directory).with_context(|| {
+            format!("cannot create the store directory {}", directory.display())
+        })?;
+        Ok(Arc::new(LocalDirStore::new(directory.clone())))
+    }
+}

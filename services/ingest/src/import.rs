@@ -1,0 +1,1 @@
+//! Bulk import of a directory tree or a bucket prefix (placeholder: being written).
