@@ -234,10 +234,8 @@ impl State {
             }
             member.cursors.retain(|tp, _| kept.contains(tp));
             for tp in assignment {
-                if !member.cursors.contains_key(&tp) {
-                    let position = group.committed.get(&tp).copied().unwrap_or(0);
-                    member.cursors.insert(tp, position);
-                }
+                let position = group.committed.get(&tp).copied().unwrap_or(0);
+                member.cursors.entry(tp).or_insert(position);
             }
         }
     }

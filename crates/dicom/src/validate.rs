@@ -175,11 +175,7 @@ pub fn validate(
 
 fn eligibility(info: &InstanceInfo, rules: &RoutingRules) -> Eligibility {
     let not_eligible = |reason: String| Eligibility::NotEligible { reason };
-    if !rules
-        .modalities
-        .iter()
-        .any(|modality| *modality == info.modality)
-    {
+    if !rules.modalities.contains(&info.modality) {
         return not_eligible(format!("modality {:?} is not analysed", info.modality));
     }
     if info.samples_per_pixel.unwrap_or(1) != 1
@@ -200,7 +196,7 @@ fn eligibility(info: &InstanceInfo, rules: &RoutingRules) -> Eligibility {
             not_eligible("BodyPartExamined is not stated".to_owned())
         };
     }
-    if !rules.body_parts.iter().any(|part| *part == info.body_part) {
+    if !rules.body_parts.contains(&info.body_part) {
         return not_eligible(format!("body part {:?} is not analysed", info.body_part));
     }
     Eligibility::Eligible

@@ -3,6 +3,8 @@
 //! At this stage the service starts, reports health and stops cleanly; its work
 //! arrives with the next issues.
 
+pub mod policy;
+
 use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
