@@ -3,6 +3,7 @@
 //! ([`validate`]). Every failure is a typed error with a specific message.
 
 mod inspect;
+pub mod pixels;
 mod rules;
 pub mod synthetic;
 mod validate;

@@ -1,0 +1,353 @@
+//! The pixel pipeline: decode (any transfer syntax dicom-pixeldata supports),
+//! modality rescale, VOI window (from the dataset, else a robust percentile
+//! window), MONOCHROME1 inversion, then letterbox to the model's square input
+//! with the transform kept, so that detections map back to original pixels.
+
+use std::io::Read;
+
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::{
+    ConvertOptions, ModalityLutOption, PhotometricInterpretation, PixelDecoder, VoiLutOption,
+};
+
+/// Why an image could not be turned into model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelErrorKind {
+    /// Not parseable as DICOM.
+    Unreadable,
+    /// A transfer syntax no decoder here handles (e.g. 12-bit lossy JPEG).
+    UnsupportedTransferSyntax,
+    /// A pixel layout the pipeline does not handle (colour, planar, ...).
+    UnsupportedImage,
+    /// The codec failed on the data.
+    DecodeFailed,
+}
+
+impl PixelErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PixelErrorKind::Unreadable => "unreadable",
+            PixelErrorKind::UnsupportedTransferSyntax => "unsupported-transfer-syntax",
+            PixelErrorKind::UnsupportedImage => "unsupported-image",
+            PixelErrorKind::DecodeFailed => "decode-failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.as_str())]
+pub struct PixelError {
+    pub kind: PixelErrorKind,
+    pub message: String,
+}
+
+impl PixelError {
+    fn new(kind: PixelErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A greyscale image, windowed to 0..=1 with bright meaning dense (bone), in the
+/// original pixel grid, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GreyImage {
+    pub rows: u32,
+    pub columns: u32,
+    pub pixels: Vec<f32>,
+}
+
+/// Which window was applied, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WindowSource {
+    Dataset { center: f64, width: f64 },
+    Percentile { low: f64, high: f64 },
+}
+
+/// Decodes the first frame of a Part 10 file held in memory.
+pub fn decode_windowed(bytes: &[u8]) -> Result<(GreyImage, WindowSource), PixelError> {
+    let object = open(bytes)?;
+    decode_object(&object)
+}
+
+fn open(reader: impl Read) -> Result<DefaultDicomObject, PixelError> {
+    OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(reader)
+        .map_err(|error| PixelError::new(PixelErrorKind::Unreadable, error.to_string()))
+}
+
+fn first_decimal(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    let element = object.element_opt(tag).ok().flatten()?;
+    let text = element.to_str().ok()?;
+    text.split('\\').next()?.trim().parse::<f64>().ok()
+}
+
+fn decode_object(object: &DefaultDicomObject) -> Result<(GreyImage, WindowSource), PixelError> {
+    let transfer_syntax = object
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
+    let decoded = object.decode_pixel_data().map_err(|error| {
+        let text = error.to_string();
+        let kind = if unsupported_transfer_syntax(&transfer_syntax)
+            || text.contains("Unsupported TransferSyntax")
+        {
+            PixelErrorKind::UnsupportedTransferSyntax
+        } else if text.contains("Unsupported") {
+            PixelErrorKind::UnsupportedImage
+        } else {
+            PixelErrorKind::DecodeFailed
+        };
+        PixelError::new(kind, format!("transfer syntax {transfer_syntax}: {text}"))
+    })?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(PixelError::new(
+            PixelErrorKind::UnsupportedImage,
+            format!(
+                "{} samples per pixel; only greyscale is analysed",
+                decoded.samples_per_pixel()
+            ),
+        ));
+    }
+    let options = ConvertOptions::new()
+        .with_modality_lut(ModalityLutOption::Default)
+        .with_voi_lut(VoiLutOption::Identity);
+    let values: Vec<f32> = decoded
+        .to_vec_frame_with_options(0, &options)
+        .map_err(|error| {
+            PixelError::new(
+                PixelErrorKind::DecodeFailed,
+                format!("transfer syntax {transfer_syntax}: {error}"),
+            )
+        })?;
+    let (rows, columns) = (decoded.rows(), decoded.columns());
+    if values.len() != rows as usize * columns as usize {
+        return Err(PixelError::new(
+            PixelErrorKind::DecodeFailed,
+            format!(
+                "decoded {} values for a {columns}x{rows} frame",
+                values.len()
+            ),
+        ));
+    }
+    let window = match (
+        first_decimal(object, tags::WINDOW_CENTER),
+        first_decimal(object, tags::WINDOW_WIDTH),
+    ) {
+        (Some(center), Some(width)) if width >= 1.0 => WindowSource::Dataset { center, width },
+        _ => percentile_window(&values),
+    };
+    let invert = matches!(
+        decoded.photometric_interpretation(),
+        PhotometricInterpretation::Monochrome1
+    );
+    let pixels = values
+        .iter()
+        .map(|value| apply_window(f64::from(*value), window, invert))
+        .collect();
+    Ok((
+        GreyImage {
+            rows,
+            columns,
+            pixels,
+        },
+        window,
+    ))
+}
+
+/// Transfer syntaxes whose codec is not built in: 12-bit lossy JPEG (dicom-pixeldata
+/// rejects its sample precision) and JPEG-LS (needs the C CharLS library).
+fn unsupported_transfer_syntax(uid: &str) -> bool {
+    matches!(
+        uid,
+        "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81"
+    )
+}
+
+/// The 1st and 99th percentiles, for images that state no window: robust to
+/// collimation edges and burnt-in labels.
+fn percentile_window(values: &[f32]) -> WindowSource {
+    let step = (values.len() / 65_536).max(1);
+    let mut sample: Vec<f32> = values
+        .iter()
+        .step_by(step)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    if sample.is_empty() {
+        return WindowSource::Percentile {
+            low: 0.0,
+            high: 1.0,
+        };
+    }
+    sample.sort_by(f32::total_cmp);
+    let at =
+        |fraction: f64| f64::from(sample[((sample.len() - 1) as f64 * fraction).round() as usize]);
+    let (low, high) = (at(0.01), at(0.99));
+    let high = if high > low { high } else { low + 1.0 };
+    WindowSource::Percentile { low, high }
+}
+
+/// DICOM linear VOI function (PS3.3 C.11.2.1.2.1), scaled to 0..=1.
+fn apply_window(value: f64, window: WindowSource, invert: bool) -> f32 {
+    let scaled = match window {
+        WindowSource::Dataset { center, width } => {
+            let (c, w) = (center - 0.5, width - 1.0);
+            if value <= c - w / 2.0 {
+                0.0
+            } else if value > c + w / 2.0 {
+                1.0
+            } else {
+                (value - c) / w + 0.5
+            }
+        }
+        WindowSource::Percentile { low, high } => ((value - low) / (high - low)).clamp(0.0, 1.0),
+    };
+    let scaled = scaled.clamp(0.0, 1.0) as f32;
+    if invert { 1.0 - scaled } else { scaled }
+}
+
+/// How an original image was placed in the model's square input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    pub scale: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+    pub original_columns: u32,
+    pub original_rows: u32,
+}
+
+impl Letterbox {
+    /// Maps a point of the model input back to original pixel coordinates, clamped
+    /// to the image.
+    pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
+        let original_x = ((x - self.pad_x) / self.scale).clamp(0.0, self.original_columns as f32);
+        let original_y = ((y - self.pad_y) / self.scale).clamp(0.0, self.original_rows as f32);
+        (original_x, original_y)
+    }
+}
+
+/// Resizes `image` to fit `size`x`size` keeping its aspect ratio (area averaging
+/// when shrinking, bilinear when enlarging), centred on a black background.
+pub fn letterbox(image: &GreyImage, size: u32) -> (Vec<f32>, Letterbox) {
+    let scale = (size as f32 / image.columns as f32).min(size as f32 / image.rows as f32);
+    let new_columns = ((image.columns as f32 * scale).round() as u32).clamp(1, size);
+    let new_rows = ((image.rows as f32 * scale).round() as u32).clamp(1, size);
+    let pad_x = ((size - new_columns) / 2) as f32;
+    let pad_y = ((size - new_rows) / 2) as f32;
+    let mut output = vec![0.0_f32; (size * size) as usize];
+    let resized = resize(image, new_columns, new_rows);
+    for row in 0..new_rows {
+        let target = ((row + pad_y as u32) * size + pad_x as u32) as usize;
+        let source = (row * new_columns) as usize;
+        output[target..target + new_columns as usize]
+            .copy_from_slice(&resized[source..source + new_columns as usize]);
+    }
+    let transform = Letterbox {
+        scale,
+        pad_x,
+        pad_y,
+        original_columns: image.columns,
+        original_rows: image.rows,
+    };
+    (output, transform)
+}
+
+fn resize(image: &GreyImage, columns: u32, rows: u32) -> Vec<f32> {
+    let x_ratio = image.columns as f32 / columns as f32;
+    let y_ratio = image.rows as f32 / rows as f32;
+    let at = |x: u32, y: u32| image.pixels[(y * image.columns + x) as usize];
+    let mut output = Vec::with_capacity((columns * rows) as usize);
+    for row in 0..rows {
+        for column in 0..columns {
+            let value = if x_ratio >= 1.0 && y_ratio >= 1.0 {
+                // Area average of the source pixels this output pixel covers.
+                let x0 = (column as f32 * x_ratio) as u32;
+                let x1 = (((column + 1) as f32 * x_ratio) as u32).clamp(x0 + 1, image.columns);
+                let y0 = (row as f32 * y_ratio) as u32;
+                let y1 = (((row + 1) as f32 * y_ratio) as u32).clamp(y0 + 1, image.rows);
+                let mut sum = 0.0;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        sum += at(x, y);
+                    }
+                }
+                sum / ((x1 - x0) * (y1 - y0)) as f32
+            } else {
+                let source_x =
+                    ((column as f32 + 0.5) * x_ratio - 0.5).clamp(0.0, (image.columns - 1) as f32);
+                let source_y =
+                    ((row as f32 + 0.5) * y_ratio - 0.5).clamp(0.0, (image.rows - 1) as f32);
+                let (x0, y0) = (source_x.floor() as u32, source_y.floor() as u32);
+                let (x1, y1) = (
+                    (x0 + 1).min(image.columns - 1),
+                    (y0 + 1).min(image.rows - 1),
+                );
+                let (fx, fy) = (source_x - x0 as f32, source_y - y0 as f32);
+                let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+                let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+                top * (1.0 - fy) + bottom * fy
+            };
+            output.push(value);
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_follows_the_dicom_linear_function_and_inverts_monochrome1() {
+        let window = WindowSource::Dataset {
+            center: 2048.0,
+            width: 4096.0,
+        };
+        assert_eq!(apply_window(0.0, window, false), 0.0);
+        assert!((apply_window(2048.0, window, false) - 0.5).abs() < 0.001);
+        assert_eq!(apply_window(5000.0, window, false), 1.0);
+        assert_eq!(
+            apply_window(5000.0, window, true),
+            0.0,
+            "MONOCHROME1: high values are dark"
+        );
+    }
+
+    #[test]
+    fn letterbox_keeps_the_aspect_ratio_and_maps_points_back() {
+        let image = GreyImage {
+            rows: 200,
+            columns: 400,
+            pixels: vec![1.0; 80_000],
+        };
+        let (input, transform) = letterbox(&image, 100);
+        assert_eq!(input.len(), 10_000);
+        assert_eq!(transform.scale, 0.25);
+        assert_eq!((transform.pad_x, transform.pad_y), (0.0, 25.0));
+        assert_eq!(input[0], 0.0, "padding is black");
+        assert_eq!(input[50 * 100 + 50], 1.0, "the image is inside");
+        assert_eq!(
+            transform.to_original(50.0, 50.0),
+            (200.0, 100.0),
+            "the centre maps to the centre"
+        );
+        assert_eq!(transform.to_original(100.0, 75.0), (400.0, 200.0));
+    }
+
+    #[test]
+    fn the_percentile_window_ignores_outliers() {
+        let mut values: Vec<f32> = (0..1000).map(|v| v as f32).collect();
+        values.push(1_000_000.0);
+        let WindowSource::Percentile { low, high } = percentile_window(&values) else {
+            panic!("percentile")
+        };
+        assert!(low < 20.0 && high < 1000.5, "{low} {high}");
+    }
+}
