@@ -1,11 +1,18 @@
-//! The inference service. Fetches stored images, decodes and preprocesses them, runs the fracture detection model and publishes a Finding per image.
-//!
-//! At this stage the service starts, reports health and stops cleanly; its work
-//! arrives with the next issues.
+//! The inference service: fetches stored images, decodes and preprocesses them
+//! (crates/dicom), runs the fracture model with ONNX Runtime (CPU or CUDA) in
+//! dynamic batches, and publishes a `Finding` per image.
+
+pub mod manifest;
+pub mod model;
+pub mod postprocess;
+pub mod runtime;
 
 use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
+
+pub use model::{Model, ModelError};
+pub use runtime::{ExecutionProvider, RuntimeConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
