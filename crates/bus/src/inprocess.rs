@@ -468,7 +468,7 @@ impl Consumer for InProcessConsumer {
             .unwrap_or_default()
     }
 
-    async fn close(self: Box<Self>) -> Result<(), BusError> {
+    async fn close(&self) -> Result<(), BusError> {
         // Acknowledgements are committed as they happen; leaving is all that remains.
         self.leave();
         Ok(())

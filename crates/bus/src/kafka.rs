@@ -264,7 +264,7 @@ impl Bus for KafkaBus {
                 kind: BusErrorKind::Permanent,
             })?;
         Ok(Box::new(KafkaConsumer {
-            consumer: Some(Arc::new(consumer)),
+            consumer: Arc::new(consumer),
             tracker,
             topics: topics.join(","),
         }))
@@ -310,8 +310,7 @@ impl ConsumerContext for GroupContext {
 }
 
 struct KafkaConsumer {
-    /// `None` only while closing.
-    consumer: Option<Arc<StreamConsumer<GroupContext>>>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
     tracker: Arc<Mutex<OffsetTracker>>,
     topics: String,
 }
@@ -325,8 +324,8 @@ impl fmt::Debug for KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    fn consumer(&self) -> Result<&StreamConsumer<GroupContext>, BusError> {
-        self.consumer.as_deref().ok_or(BusError::Closed)
+    fn consumer(&self) -> Result<&Arc<StreamConsumer<GroupContext>>, BusError> {
+        Ok(&self.consumer)
     }
 
     fn consume_error(&self, error: &KafkaError) -> BusError {
@@ -399,16 +398,13 @@ impl Consumer for KafkaConsumer {
             .unwrap_or_default()
     }
 
-    async fn close(mut self: Box<Self>) -> Result<(), BusError> {
-        let Some(consumer) = self.consumer.take() else {
-            return Ok(());
-        };
+    async fn close(&self) -> Result<(), BusError> {
+        let consumer = Arc::clone(self.consumer()?);
         lock(&self.tracker).clear();
         // Committing and leaving the group block on the network.
         tokio::task::spawn_blocking(move || {
             commit_stored(consumer.as_ref());
             consumer.unsubscribe();
-            drop(consumer);
         })
         .await
         .map_err(|error| BusError::Config(format!("closing the consumer failed: {error}")))

@@ -133,8 +133,8 @@ pub trait Consumer: Send + Sync + std::fmt::Debug {
     /// The (topic, partition) pairs this member currently owns.
     fn assignment(&self) -> Vec<(String, i32)>;
 
-    /// Commits acknowledged positions and leaves the group. Dropping a consumer
-    /// without closing it leaves the group too; unacknowledged messages are
-    /// redelivered either way.
-    async fn close(self: Box<Self>) -> Result<(), BusError>;
+    /// Commits acknowledged positions and leaves the group; `next` must not be
+    /// called afterwards. Dropping a consumer without closing it leaves the group
+    /// too; unacknowledged messages are redelivered either way.
+    async fn close(&self) -> Result<(), BusError>;
 }

@@ -28,14 +28,22 @@ async fn spans_reach_the_collector_and_shutdown_flushes_them() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let endpoint = format!("http://{address}/v1/traces");
-    let provider = fxtriage_telemetry::tracer_provider("fxtriage-test", Some(&endpoint)).expect("provider");
-    provider.tracer("test").in_span("ingest.accept", |_context| {});
-    assert!(received.lock().expect("lock").is_empty(), "spans are batched, not sent at once");
+    let provider =
+        fxtriage_telemetry::tracer_provider("fxtriage-test", Some(&endpoint)).expect("provider");
+    provider
+        .tracer("test")
+        .in_span("ingest.accept", |_context| {});
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "spans are batched, not sent at once"
+    );
 
     tokio::task::spawn_blocking(move || provider.shutdown().expect("flushes"))
         .await

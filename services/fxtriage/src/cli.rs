@@ -52,20 +52,28 @@ impl TelemetryArgs {
     }
 }
 
+// Parsed once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive DICOM (C-STORE, STOW-RS), validate, store and publish it.
     Ingest(IngestArgs),
     /// Analyse stored images with the fracture detection model.
-    Inference(ServiceArgs<8082>),
+    Inference(crate::analyze::InferenceArgs),
+    /// Run the model on local DICOM files and print probability, boxes and timings.
+    Analyze(crate::analyze::AnalyzeArgs),
     /// Aggregate findings per study and keep the worklists in PostgreSQL.
-    Prioritizer(ServiceArgs<8083>),
+    Prioritizer(PrioritizerArgs),
     /// Serve the worklist HTTP API and web page.
     Api(ServiceArgs<8080>),
     /// Run every service in one process with the in-process bus and a local data directory.
     Standalone(StandaloneArgs),
     /// Apply pending database schema migrations and exit.
     Migrate(MigrateArgs),
+    /// Import the DICOM files of a directory tree or an S3 prefix into a site, then print a summary.
+    Import(ImportArgs),
+    /// Look at what ingest refused.
+    Quarantine(QuarantineArgs),
 }
 
 impl Command {
@@ -73,10 +81,13 @@ impl Command {
         match self {
             Command::Ingest(_) => "fxtriage-ingest",
             Command::Inference(_) => "fxtriage-inference",
+            Command::Analyze(_) => "fxtriage-analyze",
             Command::Prioritizer(_) => "fxtriage-prioritizer",
             Command::Api(_) => "fxtriage-api",
             Command::Standalone(_) => "fxtriage-standalone",
             Command::Migrate(_) => "fxtriage-migrate",
+            Command::Import(_) => "fxtriage-import",
+            Command::Quarantine(_) => "fxtriage-quarantine",
         }
     }
 }
@@ -114,6 +125,21 @@ pub struct IngestArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PrioritizerArgs {
+    /// Address of /health/live and /health/ready. Loopback unless told otherwise.
+    #[arg(long, env = "FXTRIAGE_HEALTH_ADDR", default_value = "127.0.0.1:8083")]
+    pub health_address: SocketAddr,
+    /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/fxtriage.
+    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Per-site priority policies (TOML); the documented defaults when unset.
+    #[arg(long, env = "FXTRIAGE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct StandaloneArgs {
     /// Directory for the object store, the database cluster and state.
     #[arg(long, env = "FXTRIAGE_DATA_DIR", default_value = "fxtriage-data")]
@@ -128,4 +154,48 @@ pub struct MigrateArgs {
     /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/fxtriage.
     #[arg(long, env = "FXTRIAGE_DATABASE_URL")]
     pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A directory (walked without following symbolic links) or s3://bucket/prefix.
+    /// A bucket is read with the same --s3-endpoint, --s3-region and credentials as the object store.
+    pub source: String,
+    /// The site the files are imported into (an id of the sites file).
+    #[arg(long)]
+    pub site: String,
+    /// Sites file (TOML): the site's routing rules and limits.
+    #[arg(long, env = "FXTRIAGE_SITES")]
+    pub sites: PathBuf,
+    /// Files imported at the same time.
+    #[arg(long, env = "FXTRIAGE_IMPORT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    #[command(subcommand)]
+    pub command: QuarantineCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined objects, oldest first: time, site, kind, reason, sender and key, tab-separated.
+    List(QuarantineListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuarantineListArgs {
+    /// Only this site's objects.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// One JSON record per line instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }

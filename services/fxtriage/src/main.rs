@@ -2,15 +2,17 @@
 //! parse the command line, start telemetry, run the command until it ends or a
 //! signal asks it to stop, flush telemetry, exit.
 
+mod analyze;
 mod cli;
 mod infra;
+mod operator;
 mod shutdown;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, QuarantineCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,17 +69,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             fxtriage_ingest::run(config, ingestor, shutdown).await
         }
-        Command::Inference(args) => {
-            let config = fxtriage_inference::Config {
-                health_address: args.health_address,
-            };
-            fxtriage_inference::run(config, shutdown).await
-        }
+        Command::Inference(args) => analyze::run_inference(args, shutdown).await,
+        Command::Analyze(args) => analyze::run_analyze(args).await,
         Command::Prioritizer(args) => {
-            let config = fxtriage_prioritizer::Config {
-                health_address: args.health_address,
-            };
-            fxtriage_prioritizer::run(config, shutdown).await
+            let database = fxtriage_db::DbConfig::from_url(&args.database_url)?;
+            let mut config = fxtriage_prioritizer::Config::new(args.health_address, database);
+            if let Some(path) = &args.policies {
+                config.policies = fxtriage_prioritizer::PolicyBook::load(path)?;
+            }
+            let bus = args.bus.connect("fxtriage-prioritizer").await?;
+            fxtriage_prioritizer::run(config, bus, shutdown).await
         }
         Command::Api(args) => {
             fxtriage_api::run(
@@ -101,5 +102,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(applied = ?report.applied, version = ?report.current_version, "schema is current");
             Ok(())
         }
+        Command::Import(args) => operator::import(args, shutdown).await,
+        Command::Quarantine(args) => match args.command {
+            QuarantineCommand::List(args) => operator::list_quarantine(args).await,
+        },
     }
 }

@@ -2,15 +2,22 @@
 //! (crates/dicom), runs the fracture model with ONNX Runtime (CPU or CUDA) in
 //! dynamic batches, and publishes a `Finding` per image.
 
+pub mod analyse;
+pub mod batcher;
+pub mod consumer;
 pub mod manifest;
 pub mod model;
 pub mod postprocess;
 pub mod runtime;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use anyhow::Context as _;
+use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
+pub use batcher::{BatchConfig, Batcher};
 pub use model::{Model, ModelError};
 pub use runtime::{ExecutionProvider, RuntimeConfig};
 
@@ -18,11 +25,31 @@ pub use runtime::{ExecutionProvider, RuntimeConfig};
 pub struct Config {
     /// Where `/health/live` and `/health/ready` are served.
     pub health_address: SocketAddr,
+    pub batch: BatchConfig,
+    /// Images being fetched, decoded, analysed or published at once.
+    pub max_in_flight: usize,
 }
 
-/// Runs until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    fxtriage_telemetry::health::serve_until_shutdown("inference", config.health_address, shutdown)
-        .await?;
-    Ok(())
+/// Consumes instances and publishes findings until `shutdown` is cancelled, then
+/// finishes the images in flight and returns.
+pub async fn run(
+    config: Config,
+    bus: Arc<dyn fxtriage_bus::Bus>,
+    store: Arc<dyn fxtriage_objstore::ObjectStore>,
+    model: Arc<Model>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let readiness = health::Readiness::new();
+    let (bound, health_task) = health::serve(config.health_address, health::router(readiness.clone()), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.health_address))?;
+    tracing::info!(health = %bound, model = %model.manifest.name, version = %model.manifest.version, "inference starting");
+    let batcher = Batcher::start(Arc::clone(&model), config.batch);
+    let deps = consumer::Deps { bus, store, model, batcher };
+    readiness.set_ready(true);
+    let consumed = consumer::consume(deps, config.max_in_flight, shutdown.clone()).await;
+    readiness.set_ready(false);
+    shutdown.cancel();
+    health_task.await.context("the health server task failed")??;
+    consumed
 }

@@ -245,10 +245,12 @@ mod tests {
             .expect_err("AI lowering below the clinical target");
         assert!(error.0.contains("inpatient"), "{error}");
 
-        let mut policy = Policy::default();
-        policy.operating_points = OperatingPoints {
-            suspected: 0.3,
-            possible: 0.6,
+        let policy = Policy {
+            operating_points: OperatingPoints {
+                suspected: 0.3,
+                possible: 0.6,
+            },
+            ..Policy::default()
         };
         assert!(policy.validate().is_err());
     }

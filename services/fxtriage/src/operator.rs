@@ -1,0 +1,193 @@
+//! Commands an operator runs by hand against a deployment, beside the services:
+//! `import` (back-load an archive) and `quarantine list` (see what was refused).
+//! The work itself is in `fxtriage_ingest`; here are the arguments, the progress
+//! bar and the printing.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use fxtriage_core::SiteId;
+use fxtriage_ingest::import::{
+    self, FileOutcome, ImportLocation, ImportOptions, ImportProgress, ImportSource,
+};
+use fxtriage_ingest::quarantine::{self, QuarantineRecord};
+use fxtriage_ingest::{Ingestor, Sites};
+use fxtriage_objstore::{ObjectStore, S3Config, S3Credentials, S3Store};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ImportArgs, QuarantineListArgs};
+use crate::infra::StoreArgs;
+
+/// `fxtriage import`: prints the summary on stdout; fails (exit status 1) if a
+/// file could not be stored or the import was interrupted, since running it
+/// again would import more. Quarantined files do not make it fail: they are
+/// dealt with, and listed.
+pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sites = Sites::load(&args.sites)?;
+    let site = sites.by_id(&args.site).with_context(|| {
+        format!(
+            "site {:?} is not in the sites file {}",
+            args.site,
+            args.sites.display()
+        )
+    })?;
+    let source = match ImportLocation::parse(&args.source)? {
+        ImportLocation::Directory(path) => ImportSource::Directory(path),
+        ImportLocation::S3 { bucket, prefix } => ImportSource::Bucket {
+            store: source_bucket(&args.store, &bucket).await?,
+            name: format!("s3://{bucket}"),
+            prefix,
+        },
+    };
+    let ingestor = Ingestor::new(
+        args.store.connect().await?,
+        args.bus.connect("fxtriage-import").await?,
+    );
+    let options = ImportOptions {
+        concurrency: usize::from(args.concurrency),
+    };
+    let progress = ImportBar::new();
+    let summary = import::import(&ingestor, site, &source, &options, &progress, shutdown).await;
+    progress.bar.finish_and_clear();
+    let summary = summary?;
+    print!("{summary}");
+    std::io::stdout().flush()?;
+    if summary.interrupted {
+        anyhow::bail!("the import was interrupted; run it again to import the rest");
+    }
+    if summary.failed.count > 0 {
+        anyhow::bail!(
+            "{} files could not be stored; run the import again to retry them",
+            summary.failed.count
+        );
+    }
+    Ok(())
+}
+
+/// The bucket an import reads: the object store's S3 endpoint, region and
+/// credentials, another bucket. (A source elsewhere is copied into reach first,
+/// or mounted and imported as a directory.)
+async fn source_bucket(store: &StoreArgs, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let credentials = match (&store.s3_access_key_id, &store.s3_secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => S3Credentials::Static {
+            access_key_id: access_key_id.clone(),
+            secret_access_key: secret_access_key.clone(),
+        },
+        (None, None) => S3Credentials::Default,
+        _ => anyhow::bail!("give both --s3-access-key-id and --s3-secret-access-key, or neither"),
+    };
+    let config = S3Config {
+        endpoint: store.s3_endpoint.clone(),
+        bucket: bucket.to_owned(),
+        region: store.s3_region.clone(),
+        path_style: store.s3_endpoint.is_some(),
+        credentials,
+    };
+    Ok(Arc::new(S3Store::connect(config).await?))
+}
+
+/// Files, bytes, rate and ETA on stderr; hidden when stderr is not a terminal.
+struct ImportBar {
+    bar: ProgressBar,
+    files: AtomicU64,
+    done: AtomicU64,
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    quarantined: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ImportBar {
+    fn new() -> Self {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr_with_hz(4)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        let style = ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message("finding files");
+        Self {
+            bar,
+            files: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ImportProgress for ImportBar {
+    fn found(&self, files: u64, bytes: u64) {
+        self.files.store(files, Ordering::Relaxed);
+        self.bar.set_length(bytes);
+        self.bar.set_message(format!("0/{files} files"));
+    }
+
+    fn done(&self, _source: &str, bytes: u64, outcome: &FileOutcome) {
+        let counter = match outcome {
+            FileOutcome::Stored => Some(&self.stored),
+            FileOutcome::Duplicate => Some(&self.duplicates),
+            FileOutcome::Quarantined { .. } => Some(&self.quarantined),
+            FileOutcome::Failed { .. } => Some(&self.failed),
+            FileOutcome::Skipped { .. } => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar.inc(bytes);
+        self.bar.set_message(format!(
+            "{done}/{} files: {} stored, {} duplicates, {} quarantined, {} failed",
+            self.files.load(Ordering::Relaxed),
+            self.stored.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
+            self.quarantined.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        ));
+    }
+}
+
+/// `fxtriage quarantine list`: one record per line, oldest first.
+pub async fn list_quarantine(args: QuarantineListArgs) -> anyhow::Result<()> {
+    let site = args.site.map(SiteId::parse).transpose()?;
+    let store = args.store.connect().await?;
+    let records = quarantine::list(store.as_ref(), site.as_ref())
+        .await
+        .with_context(|| format!("cannot list the quarantine of {}", store.describe()))?;
+    let mut out = std::io::stdout().lock();
+    for record in &records {
+        if args.json {
+            serde_json::to_writer(&mut out, record)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", columns(record))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// time, site, kind, reason, sender, key; tab-separated, each on one line.
+fn columns(record: &QuarantineRecord) -> String {
+    let one_line = |text: &str| text.replace(|c: char| c.is_control(), " ");
+    [
+        one_line(&record.received_at),
+        one_line(&record.site),
+        one_line(&record.kind),
+        one_line(&record.reason),
+        one_line(&record.sender.to_string()),
+        one_line(&record.object_key),
+    ]
+    .join("\t")
+}

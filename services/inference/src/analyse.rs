@@ -1,0 +1,94 @@
+//! One image through the whole pipeline: decode and window (crates/dicom),
+//! letterbox, batch inference, boxes mapped back to original pixel coordinates.
+//! Shared by the consumer and `fxtriage analyze`.
+
+use std::time::Instant;
+
+use fxtriage_dicom::pixels::{GreyImage, PixelError, decode_windowed, letterbox};
+
+use crate::batcher::{BatchTiming, Batcher};
+use crate::model::ModelError;
+
+/// A detection in the original image's pixel coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub x_min: f32,
+    pub y_min: f32,
+    pub x_max: f32,
+    pub y_max: f32,
+    pub class_name: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub probability: f32,
+    pub detections: Vec<Detection>,
+    pub rows: u32,
+    pub columns: u32,
+    pub decode_us: u64,
+    pub preprocess_us: u64,
+    pub timing: BatchTiming,
+    /// The windowed image, for overlays.
+    pub image: GreyImage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// The image itself is the problem: analysing it again cannot help.
+    #[error(transparent)]
+    Pixels(#[from] PixelError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl AnalysisError {
+    /// Machine-readable kind, as in `Finding.failure_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnalysisError::Pixels(error) => error.kind.as_str(),
+            AnalysisError::Model(_) => "inference-failed",
+        }
+    }
+}
+
+/// Analyses the Part 10 file `bytes`.
+pub async fn analyse(bytes: Vec<u8>, batcher: &Batcher, input_size: u32, class_names: &[String]) -> Result<Analysis, AnalysisError> {
+    let prepared = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let (image, _window) = decode_windowed(&bytes)?;
+        let decoded = Instant::now();
+        let (input, transform) = letterbox(&image, input_size);
+        Ok::<_, PixelError>((image, input, transform, decoded - started, decoded.elapsed()))
+    })
+    .await
+    .map_err(|error| ModelError::Run(format!("the preprocessing task failed: {error}")))?;
+    let (image, input, transform, decode_time, preprocess_time) = prepared?;
+    let (output, timing) = batcher.infer(input).await?;
+    let detections = output
+        .boxes
+        .iter()
+        .map(|found| {
+            let (x_min, y_min) = transform.to_original(found.x_min, found.y_min);
+            let (x_max, y_max) = transform.to_original(found.x_max, found.y_max);
+            Detection {
+                x_min,
+                y_min,
+                x_max,
+                y_max,
+                class_name: class_names.get(found.class_index).cloned().unwrap_or_else(|| format!("class-{}", found.class_index)),
+                score: found.score,
+            }
+        })
+        .collect();
+    Ok(Analysis {
+        probability: output.probability,
+        detections,
+        rows: image.rows,
+        columns: image.columns,
+        decode_us: decode_time.as_micros() as u64,
+        preprocess_us: preprocess_time.as_micros() as u64,
+        timing,
+        image,
+    })
+}

@@ -1,0 +1,219 @@
+//! The inference consumer: reads `fxtriage.instances.v1`, analyses eligible
+//! images, and produces one `Finding` per image to `fxtriage.findings.v1`. A
+//! message is acknowledged only after its finding is confirmed by the bus. An
+//! image that cannot be analysed still gets a finding, with status failed and the
+//! reason, so its study reaches the worklist at clinical priority and the
+//! partition moves on. In-flight work is bounded, which gives backpressure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fxtriage_bus::{Bus, Consumer, DeadLetterReason, Received, Record};
+use fxtriage_objstore::{ObjectKey, ObjectStore};
+use fxtriage_proto::Message as _;
+use fxtriage_proto::topics;
+use fxtriage_proto::v1::{BoundingBox, Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::analyse::{AnalysisError, analyse};
+use crate::batcher::Batcher;
+use crate::model::Model;
+
+pub const GROUP: &str = "fxtriage-inference";
+
+/// What the consumer works with.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn ObjectStore>,
+    pub model: Arc<Model>,
+    pub batcher: Batcher,
+}
+
+/// Consumes until `shutdown`, then finishes what is in flight and leaves the group.
+pub async fn consume(deps: Deps, max_in_flight: usize, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer: Arc<dyn Consumer> = Arc::from(deps.bus.subscribe(GROUP, &[topics::INSTANCES]).await?);
+    let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let mut in_flight = JoinSet::new();
+    loop {
+        while in_flight.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit?,
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = consumer.next() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "receiving from the bus failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let deps = deps.clone();
+        let consumer = Arc::clone(&consumer);
+        let shutdown = shutdown.clone();
+        in_flight.spawn(async move {
+            handle(&deps, consumer.as_ref(), &message, &shutdown).await;
+            drop(permit);
+        });
+    }
+    while in_flight.join_next().await.is_some() {}
+    consumer.close().await?;
+    Ok(())
+}
+
+async fn handle(deps: &Deps, consumer: &dyn Consumer, message: &Received, shutdown: &CancellationToken) {
+    let span = tracing::info_span!("inference.instance", partition = message.partition, offset = message.offset);
+    fxtriage_telemetry::propagation::continue_trace(&span, &message.headers);
+    async {
+        let instance = match InstanceStored::decode(message.payload.as_slice()) {
+            Ok(instance) => instance,
+            Err(error) => {
+                let reason = DeadLetterReason::new("malformed-message", format!("not an InstanceStored: {error}"));
+                dead_letter_then_ack(deps, consumer, message, &reason).await;
+                return;
+            }
+        };
+        if !instance.eligible {
+            // Not for the model; the prioritizer keeps the study at clinical priority.
+            acknowledge(consumer, message);
+            return;
+        }
+        let finding = analyse_instance(deps, &instance).await;
+        let record = Record::new(message.key.clone().unwrap_or_default(), finding.encode_to_vec());
+        if produce_until_confirmed(deps.bus.as_ref(), record, shutdown).await {
+            acknowledge(consumer, message);
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+fn acknowledge(consumer: &dyn Consumer, message: &Received) {
+    if let Err(error) = consumer.ack(message) {
+        tracing::warn!(%error, "acknowledging failed; the message will be redelivered");
+    }
+}
+
+async fn dead_letter_then_ack(deps: &Deps, consumer: &dyn Consumer, message: &Received, reason: &DeadLetterReason) {
+    match deps.bus.dead_letter(message, reason).await {
+        Ok(_) => {
+            tracing::warn!(kind = %reason.kind, reason = %reason.message, "message dead-lettered");
+            acknowledge(consumer, message);
+        }
+        Err(error) => tracing::error!(%error, "dead-lettering failed; the message stays unacknowledged"),
+    }
+}
+
+/// Retries a produce until the bus confirms it; gives up (false) only on shutdown,
+/// leaving the message unacknowledged for redelivery.
+async fn produce_until_confirmed(bus: &dyn Bus, record: Record, shutdown: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match bus.produce(topics::FINDINGS, record.clone()).await {
+            Ok(_) => return true,
+            Err(error) => tracing::warn!(%error, "producing the finding failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn now_timestamp() -> fxtriage_proto::Timestamp {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    fxtriage_proto::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }
+}
+
+async fn fetch(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, (String, String)> {
+    let key = ObjectKey::parse(key).map_err(|error| ("invalid-object-key".to_owned(), error.to_string()))?;
+    let mut backoff = Duration::from_millis(200);
+    for attempt in 1..=4 {
+        match store.get(&key).await {
+            Ok(bytes) => return Ok(bytes.to_vec()),
+            Err(error) if error.is_not_found() => return Err(("object-missing".into(), error.to_string())),
+            Err(error) if attempt == 4 => return Err(("object-store-unavailable".into(), error.to_string())),
+            Err(error) => {
+                tracing::warn!(%error, attempt, "fetching the image failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+    }
+    Err(("object-store-unavailable".into(), "retries exhausted".into()))
+}
+
+/// The finding for one instance: analysed, or failed with a specific reason.
+pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding {
+    let manifest = &deps.model.manifest;
+    let mut finding = Finding {
+        instance: instance.instance.clone(),
+        model: Some(ModelIdentity {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            sha256: deps.model.sha256().to_owned(),
+        }),
+        ..Default::default()
+    };
+    let fetch_started = Instant::now();
+    let bytes = match fetch(deps.store.as_ref(), &instance.object_key).await {
+        Ok(bytes) => bytes,
+        Err((kind, reason)) => return failed(finding, &kind, format!("cannot fetch {}: {reason}", instance.object_key)),
+    };
+    let fetch_us = fetch_started.elapsed().as_micros() as u64;
+    match analyse(bytes, &deps.batcher, deps.model.input_size(), &manifest.output.classes).await {
+        Ok(analysis) => {
+            finding.status = FindingStatus::Analysed as i32;
+            finding.probability = analysis.probability;
+            finding.detections = analysis
+                .detections
+                .iter()
+                .map(|found| Detection {
+                    r#box: Some(BoundingBox { x_min: found.x_min, y_min: found.y_min, x_max: found.x_max, y_max: found.y_max }),
+                    class_name: found.class_name.clone(),
+                    score: found.score,
+                })
+                .collect();
+            finding.timings = Some(StageTimings {
+                fetch_us,
+                decode_us: analysis.decode_us,
+                preprocess_us: analysis.preprocess_us,
+                queue_us: analysis.timing.queue_us,
+                inference_us: analysis.timing.inference_us,
+                postprocess_us: 0,
+                batch_size: analysis.timing.batch_size,
+            });
+            finding.image_rows = analysis.rows;
+            finding.image_columns = analysis.columns;
+            finding.analysed_at = Some(now_timestamp());
+            tracing::info!(probability = analysis.probability, boxes = finding.detections.len(), "image analysed");
+            finding
+        }
+        Err(error) => {
+            let kind = error.kind();
+            let reason = match &error {
+                AnalysisError::Pixels(pixels) => format!("cannot decode the image: {pixels}"),
+                AnalysisError::Model(model) => model.to_string(),
+            };
+            failed(finding, kind, reason)
+        }
+    }
+}
+
+fn failed(mut finding: Finding, kind: &str, reason: String) -> Finding {
+    tracing::warn!(kind, %reason, "image not analysed");
+    finding.status = FindingStatus::Failed as i32;
+    finding.failure_kind = kind.to_owned();
+    finding.failure_reason = reason;
+    finding.analysed_at = Some(now_timestamp());
+    finding
+}

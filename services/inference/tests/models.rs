@@ -1,0 +1,100 @@
+//! Loading models and decoding each output format, on small hand-built ONNX models
+//! with known outputs (models/testdata, made by models/testdata/make_test_models.py),
+//! run by the real ONNX Runtime library of the local stack (ORT_DYLIB_PATH).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fxtriage_inference::{BatchConfig, Batcher, ExecutionProvider, Model, ModelError, RuntimeConfig};
+
+fn ort_library() -> Option<PathBuf> {
+    let Some(path) = std::env::var_os("ORT_DYLIB_PATH") else {
+        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some() || std::env::var_os("CI").is_some();
+        assert!(!required, "ORT_DYLIB_PATH is not set but the real stack is required");
+        eprintln!("skipped: ORT_DYLIB_PATH is not set (run under `infra/local/stack env`)");
+        return None;
+    };
+    Some(PathBuf::from(path))
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/testdata").join(name)
+}
+
+fn runtime(library: PathBuf) -> RuntimeConfig {
+    RuntimeConfig { library, provider: ExecutionProvider::Cpu, sessions: 2, intra_threads: 1 }
+}
+
+/// A 64x64 black image with a white 16x16 square whose top-left corner is at (x, y).
+fn square_at(x: usize, y: usize) -> Vec<f32> {
+    let mut image = vec![0.0; 64 * 64];
+    for row in y..y + 16 {
+        for column in x..x + 16 {
+            image[row * 64 + column] = 1.0;
+        }
+    }
+    image
+}
+
+#[test]
+fn a_heatmap_model_gives_boxes_where_the_hot_cells_are() {
+    let Some(library) = ort_library() else { return };
+    let model = Model::load(&testdata("heatmap"), &runtime(library)).expect("loads");
+    // The test model averages 8x8 cells: a square at (16, 32) fills cells x 2-3, y 4-5.
+    let outputs = model.run_batch(&[square_at(16, 32), vec![0.0; 64 * 64]]).expect("runs");
+    assert_eq!(outputs.len(), 2, "one output per image of the batch");
+    assert!((outputs[0].probability - 1.0).abs() < 1e-5);
+    assert_eq!(outputs[0].boxes.len(), 1);
+    let found = &outputs[0].boxes[0];
+    assert_eq!((found.x_min, found.y_min, found.x_max, found.y_max), (16.0, 32.0, 32.0, 48.0));
+    assert_eq!(outputs[1].probability, 0.0);
+    assert!(outputs[1].boxes.is_empty());
+}
+
+#[test]
+fn weights_that_do_not_match_the_manifest_are_refused() {
+    let Some(library) = ort_library() else { return };
+    let directory = tempfile::tempdir().expect("tempdir");
+    for file in ["model.onnx", "manifest.toml"] {
+        std::fs::copy(testdata("heatmap").join(file), directory.path().join(file)).expect("copy");
+    }
+    let mut weights = std::fs::read(directory.path().join("model.onnx")).expect("read");
+    weights.push(0);
+    std::fs::write(directory.path().join("model.onnx"), weights).expect("write");
+    let error = Model::load(directory.path(), &runtime(library)).expect_err("tampered weights");
+    assert!(matches!(error, ModelError::Refused { .. }), "{error}");
+    assert!(error.to_string().contains("sha256"), "{error}");
+}
+
+#[test]
+fn a_manifest_that_misdescribes_the_input_is_refused() {
+    let Some(library) = ort_library() else { return };
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(testdata("heatmap").join("model.onnx"), directory.path().join("model.onnx")).expect("copy");
+    let manifest = std::fs::read_to_string(testdata("heatmap").join("manifest.toml")).expect("read");
+    let wrong = manifest.replace("size = 64", "size = 128");
+    assert_ne!(wrong, manifest, "the test manifest states size = 64");
+    std::fs::write(directory.path().join("manifest.toml"), wrong).expect("write");
+    let error = Model::load(directory.path(), &runtime(library)).expect_err("wrong input size");
+    assert!(error.to_string().contains("input"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batcher_groups_concurrent_images_into_one_batch() {
+    let Some(library) = ort_library() else { return };
+    let model = Arc::new(Model::load(&testdata("heatmap"), &runtime(library)).expect("loads"));
+    let config = BatchConfig { max_batch: 4, max_wait: Duration::from_millis(200), queue_capacity: 16, concurrent_batches: 1 };
+    let batcher = Batcher::start(model, config);
+    let jobs: Vec<_> = (0..4)
+        .map(|index| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.infer(square_at(index * 16, 0)).await })
+        })
+        .collect();
+    for (index, job) in jobs.into_iter().enumerate() {
+        let (output, timing) = job.await.expect("join").expect("inference");
+        assert_eq!(timing.batch_size, 4, "four images arriving together run as one batch");
+        assert_eq!(output.boxes[0].x_min, (index * 16) as f32, "each image gets its own output back");
+    }
+}

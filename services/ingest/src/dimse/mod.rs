@@ -1,0 +1,286 @@
+//! The DIMSE C-STORE SCP: modalities and PACS push images here.
+//!
+//! Each connection is one association on its own task, up to
+//! [`DimseOptions::max_associations`] at once; more are refused with
+//! A-ASSOCIATE-RJ (transient, local limit exceeded). The called AE title picks the
+//! site (`negotiation`); an unknown one is refused at association time. The site's
+//! storage SOP classes and C-ECHO are accepted in the common transfer syntaxes, and
+//! every instance is stored as received (`association`, `instance_file`).
+//!
+//! On shutdown the listener closes, associations finish the operation in progress
+//! and are then aborted, and the server waits at most
+//! [`DimseOptions::drain_timeout`] for them.
+
+mod association;
+mod command;
+mod instance_file;
+mod negotiation;
+mod store_status;
+
+pub use self::instance_file::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+pub use self::negotiation::TRANSFER_SYNTAXES;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::Pdu;
+use dicom_ul::association::{Association as _, Error as AssociationError};
+use dicom_ul::pdu::{
+    self, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource, PresentationContextResultReason,
+};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::association::{AssociationContext, serve_association};
+use self::negotiation::{Acceptors, peek_called_ae_title};
+use crate::{Ingestor, Sites};
+
+/// How the C-STORE SCP serves associations.
+#[derive(Debug, Clone)]
+pub struct DimseOptions {
+    /// Most associations served at once; further ones are refused.
+    pub max_associations: usize,
+    /// Largest PDU this SCP receives, announced in A-ASSOCIATE-AC (raised to the
+    /// protocol's minimum of 1018 bytes if lower).
+    pub max_pdu_length: u32,
+    /// An association that sends nothing for this long is aborted.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for associations in progress.
+    pub drain_timeout: Duration,
+    /// Where instances are buffered while they arrive; the system's temporary
+    /// directory if `None`.
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Default for DimseOptions {
+    fn default() -> Self {
+        Self {
+            max_associations: 32,
+            max_pdu_length: 65_536,
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            temp_dir: None,
+        }
+    }
+}
+
+/// How long a connection over the limit may take to send its A-ASSOCIATE-RQ
+/// before it is dropped without an answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first bytes of an A-ASSOCIATE-RQ arrive together; a peer that sends part of
+/// them and stalls is left to the negotiation's own timeout after this.
+const ASSOCIATE_RQ_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every association task shares.
+#[derive(Debug)]
+struct Shared {
+    acceptors: Acceptors,
+    sites: Arc<Sites>,
+    ingestor: Ingestor,
+    temp_dir: PathBuf,
+    idle_timeout: Duration,
+}
+
+/// Accepts associations on `listener` until `shutdown` is cancelled, then lets the
+/// associations in progress finish (see the module documentation) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingestor: Ingestor,
+    sites: Arc<Sites>,
+    options: DimseOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let max_pdu_length = options
+        .max_pdu_length
+        .clamp(pdu::MINIMUM_PDU_SIZE, pdu::MAXIMUM_PDU_SIZE);
+    let shared = Arc::new(Shared {
+        acceptors: Acceptors::new(&sites, max_pdu_length, options.idle_timeout),
+        sites,
+        ingestor,
+        temp_dir: options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+        idle_timeout: options.idle_timeout,
+    });
+    let slots = Arc::new(Semaphore::new(options.max_associations));
+    // Refusing takes a task too; past this many at once, connections are just closed.
+    let refusals = Arc::new(Semaphore::new(options.max_associations.max(1)));
+    let mut associations = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(finished) = associations.join_next(), if !associations.is_empty() => {
+                report_task_end(finished);
+            }
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait, never stop serving.
+                        tracing::warn!(%error, "cannot accept a DIMSE connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => {
+                        associations.spawn(run_association(socket, peer, Arc::clone(&shared), shutdown.clone(), slot));
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            %peer,
+                            max_associations = options.max_associations,
+                            "association refused: the limit of concurrent associations is reached"
+                        );
+                        if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                            tokio::spawn(refuse_over_limit(socket, max_pdu_length, permit));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        in_progress = associations.len(),
+        "DIMSE no longer accepting associations; waiting for those in progress"
+    );
+    let drained = tokio::time::timeout(options.drain_timeout, async {
+        while let Some(finished) = associations.join_next().await {
+            report_task_end(finished);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = associations.len(),
+            drain_timeout = ?options.drain_timeout,
+            "closing DIMSE associations still open after the drain timeout"
+        );
+        associations.shutdown().await;
+    }
+    Ok(())
+}
+
+fn report_task_end(finished: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = finished
+        && error.is_panic()
+    {
+        tracing::error!(%error, "a DIMSE association task panicked; the server goes on");
+    }
+}
+
+async fn run_association(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let idle_timeout = shared.idle_timeout;
+    let negotiated = async {
+        let requested_ae_title =
+            peek_called_ae_title(&socket, idle_timeout.min(ASSOCIATE_RQ_PEEK_TIMEOUT)).await;
+        let options = shared
+            .acceptors
+            .for_called_ae_title(requested_ae_title.as_deref());
+        (options.establish_async(socket).await, requested_ae_title)
+    };
+    // Until the association is established nothing is in progress: a shutdown
+    // simply drops the connection.
+    let (established, requested_ae_title) = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        negotiated = negotiated => negotiated,
+    };
+    let association = match established {
+        Ok(association) => association,
+        Err(AssociationError::Rejected { association_rj, .. }) => {
+            tracing::warn!(
+                %peer,
+                called_ae_title = requested_ae_title.as_deref().unwrap_or(""),
+                reason = %association_rj.source,
+                "association rejected"
+            );
+            return;
+        }
+        Err(error) => {
+            tracing::info!(%peer, %error, "association not established");
+            return;
+        }
+    };
+    let called_ae_title = association.called_ae_title().to_owned();
+    let Some(site) = shared.sites.by_called_ae_title(&called_ae_title) else {
+        // The access control admitted only the site's AE titles, so this is unreachable
+        // in practice; refuse to guess rather than store under the wrong site.
+        tracing::error!(%peer, called_ae_title, "association accepted for an AE title without a site");
+        let _ = association.abort().await;
+        return;
+    };
+    let calling_ae_title = association.peer_ae_title().to_owned();
+    let accepted_contexts = association
+        .presentation_contexts()
+        .iter()
+        .filter(|context| context.reason == PresentationContextResultReason::Acceptance)
+        .count();
+    tracing::info!(
+        %peer,
+        calling_ae_title,
+        called_ae_title,
+        site = %site.id,
+        accepted_contexts,
+        "association accepted"
+    );
+    let context = AssociationContext::new(
+        site,
+        &shared.ingestor,
+        &shared.temp_dir,
+        calling_ae_title,
+        called_ae_title,
+        peer,
+    );
+    serve_association(association, context, shutdown).await;
+}
+
+/// Answers an association request over the limit with A-ASSOCIATE-RJ (transient,
+/// local limit exceeded), so the sender knows to retry later.
+async fn refuse_over_limit(
+    mut socket: TcpStream,
+    max_pdu_length: u32,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut buffer = bytes::BytesMut::new();
+    let request = tokio::time::timeout(
+        REFUSAL_TIMEOUT,
+        dicom_ul::association::read_pdu_from_wire_async(
+            &mut socket,
+            &mut buffer,
+            max_pdu_length,
+            true,
+        ),
+    )
+    .await;
+    let Ok(Ok(Pdu::AssociationRQ(_))) = request else {
+        return;
+    };
+    let rejection = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut encoded = Vec::new();
+    if dicom_ul::write_pdu(&mut encoded, &rejection).is_ok() {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            let _ = socket.write_all(&encoded).await;
+            let _ = socket.shutdown().await;
+        })
+        .await;
+    }
+}

@@ -1,0 +1,205 @@
+//! What an association may carry, decided per site: the site is found by the
+//! called AE title, its accepted SOP classes become the abstract syntaxes, and the
+//! transfer syntaxes are the common ones, all stored as received.
+//!
+//! dicom-ul fixes the abstract syntaxes in `ServerAssociationOptions` before it
+//! parses the A-ASSOCIATE-RQ, so the called AE title is read first by peeking at
+//! the request on the socket (nothing is consumed); the options of that site then
+//! negotiate, and their access control checks the parsed called AE title again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dicom_dictionary_std::uids;
+use dicom_ul::ServerAssociationOptions;
+use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
+use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
+
+use crate::sites::Sites;
+
+/// Transfer syntaxes accepted for every storage SOP class. The dataset is stored
+/// in the syntax it arrives in; nothing is transcoded.
+pub const TRANSFER_SYNTAXES: &[&str] = &[
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    // Explicit VR Big Endian: retired, but older modalities still send it.
+    "1.2.840.10008.1.2.2",
+    uids::JPEG_BASELINE8_BIT,
+    uids::JPEG_EXTENDED12_BIT,
+    uids::JPEG_LOSSLESS,
+    uids::JPEG_LOSSLESS_SV1,
+    uids::JPEGLS_LOSSLESS,
+    uids::JPEGLS_NEAR_LOSSLESS,
+    uids::JPEG2000_LOSSLESS,
+    uids::JPEG2000,
+    uids::RLE_LOSSLESS,
+];
+
+/// The options of one association acceptor, with the AE titles it answers to.
+pub(crate) type AcceptorOptions =
+    ServerAssociationOptions<'static, CalledAeTitles, DefaultNegotiation>;
+
+/// Accepts an association only if it calls one of these AE titles.
+#[derive(Debug, Clone)]
+pub(crate) struct CalledAeTitles {
+    ae_titles: Vec<String>,
+}
+
+impl AccessControl for CalledAeTitles {
+    fn check_access(
+        &self,
+        _this_ae_title: &str,
+        _calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self
+            .ae_titles
+            .iter()
+            .any(|ae_title| ae_title == called_ae_title.trim())
+        {
+            Ok(())
+        } else {
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        }
+    }
+}
+
+/// Association options for every site, by called AE title, and the options that
+/// reject a call to any other AE title.
+#[derive(Debug)]
+pub(crate) struct Acceptors {
+    by_called_ae_title: HashMap<String, AcceptorOptions>,
+    unknown_called_ae_title: AcceptorOptions,
+}
+
+impl Acceptors {
+    pub(crate) fn new(sites: &Sites, max_pdu_length: u32, timeout: Duration) -> Self {
+        let base = |ae_titles: Vec<String>| {
+            let mut options = ServerAssociationOptions::new()
+                .ae_access_control(CalledAeTitles { ae_titles })
+                .max_pdu_length(max_pdu_length)
+                .read_timeout(timeout)
+                .write_timeout(timeout)
+                .with_abstract_syntax(uids::VERIFICATION);
+            for transfer_syntax in TRANSFER_SYNTAXES {
+                options = options.with_transfer_syntax(*transfer_syntax);
+            }
+            options
+        };
+        let mut by_called_ae_title = HashMap::new();
+        for site in sites.all() {
+            let mut options = base(site.ae_titles.clone());
+            for sop_class in site.rules.accepted_sop_classes() {
+                options = options.with_abstract_syntax(sop_class);
+            }
+            for ae_title in &site.ae_titles {
+                by_called_ae_title.insert(ae_title.clone(), options.clone());
+            }
+        }
+        Self {
+            by_called_ae_title,
+            unknown_called_ae_title: base(Vec::new()),
+        }
+    }
+
+    /// The options for a request that calls `called_ae_title` (if it could be read).
+    pub(crate) fn for_called_ae_title(&self, called_ae_title: Option<&str>) -> &AcceptorOptions {
+        called_ae_title
+            .and_then(|called| self.by_called_ae_title.get(called))
+            .unwrap_or(&self.unknown_called_ae_title)
+    }
+}
+
+/// Bytes of an A-ASSOCIATE-RQ up to and including the calling AE title.
+const ASSOCIATE_RQ_PREFIX: usize = 42;
+const ASSOCIATE_RQ_PDU_TYPE: u8 = 0x01;
+
+/// Reads the called AE title of the A-ASSOCIATE-RQ waiting on `socket` without
+/// consuming it. `None` if the first PDU is not an association request, or the
+/// peer closes or stalls before sending its first 42 bytes.
+pub(crate) async fn peek_called_ae_title(
+    socket: &tokio::net::TcpStream,
+    timeout: Duration,
+) -> Option<String> {
+    let mut prefix = [0_u8; ASSOCIATE_RQ_PREFIX];
+    let peeked = tokio::time::timeout(timeout, async {
+        loop {
+            let available = socket.peek(&mut prefix).await.ok()?;
+            if available == 0 {
+                return None;
+            }
+            if prefix[0] != ASSOCIATE_RQ_PDU_TYPE || available >= ASSOCIATE_RQ_PREFIX {
+                return Some(available);
+            }
+            // Part of the request has arrived; peek returns at once while any byte
+            // is queued, so wait a little for the rest.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .ok()
+    .flatten()?;
+    if prefix[0] != ASSOCIATE_RQ_PDU_TYPE || peeked < ASSOCIATE_RQ_PREFIX {
+        return None;
+    }
+    called_ae_title_of(&prefix)
+}
+
+/// Called-AE-title: bytes 11 to 26 of the A-ASSOCIATE-RQ, space padded (PS3.8 9.3.2).
+fn called_ae_title_of(prefix: &[u8; ASSOCIATE_RQ_PREFIX]) -> Option<String> {
+    let field = &prefix[10..26];
+    let text = std::str::from_utf8(field).ok()?;
+    let trimmed = text.trim_matches(|c: char| c == ' ' || c == '\0');
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transfer_syntax_is_known_to_the_registry_so_dicom_ul_negotiates_it() {
+        for uid in TRANSFER_SYNTAXES {
+            assert!(
+                dicom_ul::association::server::is_supported(uid),
+                "{uid} would be refused at negotiation (a registry feature is missing?)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_called_ae_title_is_read_from_the_request_prefix() {
+        let mut prefix = [b' '; ASSOCIATE_RQ_PREFIX];
+        prefix[..10].copy_from_slice(&[1, 0, 0, 0, 0, 200, 0, 1, 0, 0]);
+        prefix[10..18].copy_from_slice(b"FXTRIAGE");
+        prefix[26..30].copy_from_slice(b"CR01");
+        assert_eq!(called_ae_title_of(&prefix).as_deref(), Some("FXTRIAGE"));
+        prefix[10..26].copy_from_slice(&[b' '; 16]);
+        assert_eq!(called_ae_title_of(&prefix), None);
+    }
+
+    #[test]
+    fn access_is_granted_under_the_sites_own_ae_titles_only() {
+        let site_a = CalledAeTitles {
+            ae_titles: vec!["SITE_A".into()],
+        };
+        assert!(site_a.check_access("", "CR01", "SITE_A", None).is_ok());
+        assert!(matches!(
+            site_a.check_access("", "CR01", "SITE_B", None),
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        ));
+        let nobody = CalledAeTitles {
+            ae_titles: Vec::new(),
+        };
+        assert!(nobody.check_access("", "CR01", "SITE_A", None).is_err());
+
+        let sites = Sites::from_toml("[[site]]\nid = \"a\"\nae_titles = [\"SITE_A\", \"SITE_A2\"]")
+            .expect("sites");
+        let acceptors = Acceptors::new(&sites, 16_384, Duration::from_secs(1));
+        assert!(acceptors.by_called_ae_title.contains_key("SITE_A"));
+        assert!(acceptors.by_called_ae_title.contains_key("SITE_A2"));
+        assert!(!acceptors.by_called_ae_title.contains_key("OTHER"));
+    }
+}

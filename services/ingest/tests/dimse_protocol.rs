@@ -1,0 +1,412 @@
+//! The C-STORE SCP against a hand-driven SCU (dicom-ul): what a well-behaved sender
+//! never does. Bad instances get a failure status and go to quarantine; protocol
+//! violations abort that association only; the server keeps serving, respects its
+//! association limit and drains on shutdown. Needs no external tool.
+
+mod dimse_harness;
+
+use std::time::Duration;
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_ul::Pdu;
+use dicom_ul::association::Error as AssociationError;
+use dicom_ul::pdu::{
+    AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource,
+    PDataValueType,
+};
+use dimse_harness::scu::{self, associate, context_id, response, send_command, send_data_set};
+use dimse_harness::*;
+use fxtriage_dicom::synthetic::SyntheticInstance;
+use fxtriage_ingest::dimse::DimseOptions;
+use tokio::io::AsyncWriteExt as _;
+
+const DX: &str = "1.2.840.10008.5.1.4.1.1.1.1";
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// The data set (no file meta) of a synthetic wrist, and the instance.
+fn wrist_data_set() -> (SyntheticInstance, Vec<u8>) {
+    let instance = SyntheticInstance::wrist();
+    let part10 = instance.to_part10();
+    let (_, offset) = split_part10(&part10);
+    (instance, part10[offset..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_many_small_fragments_is_stored_unchanged() {
+    let scp = Scp::start().await;
+    let (instance, data_set) = wrist_data_set();
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(9, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    send_data_set(&mut association, id, &data_set, 1000).await;
+    let answer = response(&mut association).await;
+    assert_eq!(answer.status, 0, "{answer:?}");
+    assert_eq!(answer.message_id_being_responded_to, 9);
+    association.release().await.expect("release");
+
+    let key = format!(
+        "{SITE}/{}/{}/{}.dcm",
+        instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+    );
+    let stored = scp.stored(&key).await;
+    let (syntax, offset) = split_part10(&stored);
+    assert_eq!(syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN);
+    assert!(stored[offset..] == data_set[..], "data set bytes unchanged");
+    let meta = dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&stored[..])
+        .expect("a valid Part 10 file");
+    assert_eq!(
+        meta.meta().implementation_class_uid(),
+        fxtriage_ingest::dimse::IMPLEMENTATION_CLASS_UID
+    );
+    assert_eq!(
+        meta.meta().sending_application_entity_title(),
+        Some("TESTSCU")
+    );
+    assert!(scp.leftover_buffers().is_empty());
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_data_set_is_refused_and_quarantined() {
+    let scp = Scp::start().await;
+    let (instance, data_set) = wrist_data_set();
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(1, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    send_data_set(
+        &mut association,
+        id,
+        &data_set[..data_set.len() * 2 / 3],
+        16_000,
+    )
+    .await;
+    let answer = response(&mut association).await;
+    assert_eq!(answer.status, 0xC000, "{answer:?}");
+    assert!(answer.error_comment.starts_with("unreadable"), "{answer:?}");
+
+    // The same association goes on to store a good instance.
+    let (good, good_data_set) = wrist_data_set();
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(2, DX, &good.sop_instance_uid),
+    )
+    .await;
+    send_data_set(&mut association, id, &good_data_set, 16_000).await;
+    assert_eq!(response(&mut association).await.status, 0);
+    association.release().await.expect("release");
+
+    let records = scp.quarantined().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].kind, "unreadable");
+    assert_eq!(
+        scp.events(1, Duration::from_secs(5)).await.len(),
+        1,
+        "only the good one is announced"
+    );
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_set_of_another_sop_class_than_its_command_is_refused_as_not_matching() {
+    let scp = Scp::start().await;
+    let (instance, _) = wrist_data_set();
+    // The command says DX (negotiated); the data set says CT (not accepted by the site).
+    let mut data_set_object = instance.dataset();
+    data_set_object.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(CT),
+    ));
+    let mut data_set = Vec::new();
+    data_set_object
+        .write_dataset_with_ts(
+            &mut data_set,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .expect("encode");
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(1, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    send_data_set(&mut association, id, &data_set, 16_000).await;
+    let answer = response(&mut association).await;
+    assert_eq!(answer.status, 0xA900, "{answer:?}");
+    assert!(
+        answer.error_comment.starts_with("sop-class-not-accepted"),
+        "{answer:?}"
+    );
+    association.release().await.expect("release");
+    let records = scp.quarantined().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].kind, "sop-class-not-accepted");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sop_class_the_site_does_not_accept_is_not_negotiated() {
+    let scp = Scp::start().await;
+    let association = associate(&scp, AE_TITLE, CT).await;
+    assert!(
+        matches!(
+            association,
+            Err(AssociationError::NoAcceptedPresentationContexts { .. })
+        ),
+        "CT storage is not among the site's SOP classes: {association:?}"
+    );
+    scu::echo(&scp).await;
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_called_ae_title_is_rejected_at_association() {
+    let scp = Scp::start().await;
+    let refused = associate(&scp, "NOBODY", DX).await;
+    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
+        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Permanent);
+    assert!(
+        matches!(
+            association_rj.source,
+            AssociationRJSource::ServiceUser(
+                dicom_ul::pdu::AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            )
+        ),
+        "{association_rj:?}"
+    );
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_set_without_a_command_aborts_that_association_only() {
+    let scp = Scp::start().await;
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    scu::send_value(
+        &mut association,
+        id,
+        PDataValueType::Data,
+        true,
+        &[0_u8; 64],
+    )
+    .await
+    .expect("send");
+    let answer = association.receive().await;
+    assert!(
+        matches!(answer, Ok(Pdu::AbortRQ { .. }) | Err(_)),
+        "the SCP aborts: {answer:?}"
+    );
+    scu::echo(&scp).await;
+    assert!(scp.is_running());
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_dropped_connections_never_stop_the_server() {
+    let scp = Scp::start().await;
+    let payloads: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // An A-ASSOCIATE-RQ header announcing 4 GiB.
+        &[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF],
+        // A P-DATA-TF before any association.
+        &[
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x02, 0x01, 0x03,
+        ],
+        // Half of an A-ASSOCIATE-RQ, then the connection closes.
+        &[
+            0x01, 0x00, 0x00, 0x00, 0x00, 0xCD, 0x00, 0x01, 0x00, 0x00, b'F', b'X',
+        ],
+        &[],
+    ];
+    for payload in payloads {
+        let mut socket = tokio::net::TcpStream::connect(scp.address)
+            .await
+            .expect("connect");
+        socket.write_all(payload).await.expect("write");
+        drop(socket);
+    }
+    // An association aborted by the peer in the middle of a data set.
+    let (instance, data_set) = wrist_data_set();
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(1, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    scu::send_value(
+        &mut association,
+        id,
+        PDataValueType::Data,
+        false,
+        &data_set[..4096],
+    )
+    .await
+    .expect("send");
+    association.abort().await.expect("abort");
+
+    scu::echo(&scp).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        scp.leftover_buffers().is_empty(),
+        "the aborted instance's file is removed"
+    );
+    assert_eq!(
+        scp.objects_under("").await,
+        0,
+        "nothing stored or quarantined"
+    );
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_beyond_the_limit_are_refused_as_transient() {
+    let scp = Scp::start_with(DimseOptions {
+        max_associations: 1,
+        ..DimseOptions::default()
+    })
+    .await;
+    let holder = associate(&scp, AE_TITLE, uids::VERIFICATION)
+        .await
+        .expect("first association");
+    let refused = associate(&scp, AE_TITLE, uids::VERIFICATION).await;
+    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
+        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Transient);
+    assert!(matches!(
+        association_rj.source,
+        AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+        )
+    ));
+    holder.release().await.expect("release");
+    // The slot is free again once the first association's task has ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match associate(&scp, AE_TITLE, uids::VERIFICATION).await {
+            Ok(association) => {
+                association.release().await.expect("release");
+                break;
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the slot was never freed: {error}"),
+        }
+    }
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_store_in_progress_finish_then_closes_idle_associations() {
+    let scp = Scp::start().await;
+    let (instance, data_set) = wrist_data_set();
+    let mut busy = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let mut idle = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&busy);
+    send_command(
+        &mut busy,
+        id,
+        &scu::c_store_rq(1, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    let half = data_set.len() / 2;
+    for fragment in data_set[..half].chunks(16_000) {
+        scu::send_value(&mut busy, id, PDataValueType::Data, false, fragment)
+            .await
+            .expect("send");
+    }
+
+    // The store is in progress once the SCP buffers it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while scp.leftover_buffers().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    scp.shutdown_token().cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(scp.address).await.is_err(),
+        "no new connections after shutdown"
+    );
+    let idle_end = idle.receive().await;
+    assert!(
+        matches!(idle_end, Ok(Pdu::AbortRQ { .. }) | Err(_)),
+        "an idle association is closed on shutdown: {idle_end:?}"
+    );
+
+    send_data_set(&mut busy, id, &data_set[half..], 16_000).await;
+    let answer = response(&mut busy).await;
+    assert_eq!(
+        answer.status, 0,
+        "the store in progress completes: {answer:?}"
+    );
+    assert_eq!(scp.events(1, Duration::from_secs(5)).await.len(), 1);
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_association_is_aborted_after_the_idle_timeout() {
+    let scp = Scp::start_with(DimseOptions {
+        idle_timeout: Duration::from_millis(500),
+        ..DimseOptions::default()
+    })
+    .await;
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let started = tokio::time::Instant::now();
+    let end = association.receive().await;
+    assert!(matches!(end, Ok(Pdu::AbortRQ { .. }) | Err(_)), "{end:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    scu::echo(&scp).await;
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_the_pipeline_cannot_complete_asks_the_sender_to_retry() {
+    let scp = Scp::start_with_broken_store().await;
+    let (instance, data_set) = wrist_data_set();
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    let id = context_id(&association);
+    send_command(
+        &mut association,
+        id,
+        &scu::c_store_rq(1, DX, &instance.sop_instance_uid),
+    )
+    .await;
+    send_data_set(&mut association, id, &data_set, 16_000).await;
+    let answer = response(&mut association).await;
+    assert_eq!(
+        answer.status, 0xA700,
+        "out of resources: retry later: {answer:?}"
+    );
+    assert!(answer.error_comment.contains("retry later"), "{answer:?}");
+    association.release().await.expect("release");
+    assert!(scp.leftover_buffers().is_empty());
+    assert!(scp.events(0, Duration::from_millis(100)).await.is_empty());
+    scp.stop().await;
+}

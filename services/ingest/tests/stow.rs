@@ -1,0 +1,792 @@
+//! DICOMweb STOW-RS, served on loopback and called over HTTP: each instance of a
+//! request is reported as it ended (stored, or failed with its reason), stored
+//! instances are announced, refused ones are quarantined, and only a site's own
+//! token opens it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fxtriage_bus::{Bus, InProcessBus};
+use fxtriage_dicom::synthetic::SyntheticInstance;
+use fxtriage_ingest::sites::token_digest;
+use fxtriage_ingest::stow::{self, StowLimits, failure_reason};
+use fxtriage_ingest::{Ingestor, Sender, Sites, quarantine};
+use fxtriage_objstore::{LocalDirStore, ObjectKey, ObjectStore};
+use fxtriage_proto::Message as _;
+use fxtriage_proto::topics;
+use fxtriage_proto::v1::InstanceStored;
+use serde_json::Value;
+
+const ST_MARYS_TOKEN: &str = "st-marys-stow-token";
+const KINGS_TOKEN: &str = "kings-stow-token";
+const BOUNDARY: &str = "fxtriage-test-boundary";
+const DICOM_MULTIPART: &str =
+    "multipart/related; type=\"application/dicom\"; boundary=fxtriage-test-boundary";
+
+fn sites_toml() -> String {
+    format!(
+        r#"
+        [[site]]
+        id = "st-marys"
+        stow_token_sha256 = ["{}"]
+
+        [[site]]
+        id = "kings"
+        stow_token_sha256 = ["{}"]
+        [site.limits]
+        max_instance_bytes = 50000
+        "#,
+        token_digest(ST_MARYS_TOKEN),
+        token_digest(KINGS_TOKEN)
+    )
+}
+
+struct Server {
+    base: String,
+    store: Arc<dyn ObjectStore>,
+    bus: Arc<InProcessBus>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_with(
+    store: Arc<dyn ObjectStore>,
+    dir: tempfile::TempDir,
+    limits: StowLimits,
+) -> Server {
+    let bus = Arc::new(InProcessBus::default());
+    let ingestor = Ingestor::new(Arc::clone(&store), bus.clone() as Arc<dyn Bus>);
+    let sites = Sites::from_toml(&sites_toml()).expect("sites");
+    let router = stow::router_with_limits(ingestor, Arc::new(sites), limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    Server {
+        base: format!("http://{address}/dicomweb/sites"),
+        store,
+        bus,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+async fn serve(limits: StowLimits) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects")));
+    serve_with(store, dir, limits).await
+}
+
+fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (content_type, bytes) in parts {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn dicom_parts(instances: &[&[u8]]) -> Vec<u8> {
+    let parts: Vec<(&str, &[u8])> = instances
+        .iter()
+        .map(|bytes| ("application/dicom", *bytes))
+        .collect();
+    multipart(&parts)
+}
+
+impl Server {
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/{path}", self.base))
+            .header("Content-Type", content_type)
+            .header("Accept", "application/dicom+json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Every `InstanceStored` published so far.
+    async fn published(&self) -> Vec<InstanceStored> {
+        let group = format!("test-{}", uuid::Uuid::new_v4());
+        let consumer = self
+            .bus
+            .subscribe(&group, &[topics::INSTANCES])
+            .await
+            .expect("subscribe");
+        let mut events = Vec::new();
+        while let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+        {
+            consumer.ack(&message).expect("ack");
+            events.push(InstanceStored::decode(message.payload.as_slice()).expect("event"));
+        }
+        events
+    }
+
+    async fn stored_bytes(&self, site: &str, instance: &SyntheticInstance) -> Option<Bytes> {
+        let key = ObjectKey::parse(&format!(
+            "{site}/{}/{}/{}.dcm",
+            instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+        ))
+        .expect("key");
+        self.store.get(&key).await.ok()
+    }
+
+    async fn object_count(&self) -> usize {
+        self.store.list("").await.expect("list").len()
+    }
+}
+
+async fn dicom_json(response: reqwest::Response) -> Value {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok()),
+        Some("application/dicom+json")
+    );
+    response.json().await.expect("DICOM JSON")
+}
+
+fn sequence<'a>(dataset: &'a Value, tag: &str) -> &'a [Value] {
+    dataset[tag]["Value"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn text<'a>(item: &'a Value, tag: &str) -> &'a str {
+    item[tag]["Value"][0].as_str().unwrap_or_default()
+}
+
+fn failure_reason_of(item: &Value) -> u64 {
+    item["00081197"]["Value"][0]
+        .as_u64()
+        .expect("FailureReason")
+}
+
+fn small_wrist() -> SyntheticInstance {
+    SyntheticInstance {
+        rows: 64,
+        columns: 64,
+        ..SyntheticInstance::wrist()
+    }
+}
+
+#[tokio::test]
+async fn a_request_with_one_corrupt_instance_is_answered_202_listing_each_instance() {
+    let server = serve(StowLimits::default()).await;
+    let first = SyntheticInstance::wrist();
+    let second = SyntheticInstance::wrist();
+    let corrupt = SyntheticInstance::wrist();
+    let first_bytes = first.to_part10();
+    let second_bytes = second.to_part10();
+    let corrupt_full = corrupt.to_part10();
+    let corrupt_bytes = &corrupt_full[..corrupt_full.len() / 2];
+
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&first_bytes, corrupt_bytes, &second_bytes]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+
+    let referenced = sequence(&dataset, "00081199");
+    let referenced_uids: Vec<&str> = referenced
+        .iter()
+        .map(|item| text(item, "00081155"))
+        .collect();
+    assert_eq!(
+        referenced_uids,
+        [
+            first.sop_instance_uid.as_str(),
+            second.sop_instance_uid.as_str()
+        ]
+    );
+    assert_eq!(text(&referenced[0], "00081150"), first.sop_class_uid);
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(failed.len(), 1, "{dataset}");
+    assert_eq!(
+        text(&failed[0], "00081155"),
+        corrupt.sop_instance_uid,
+        "a refused instance is named by its header"
+    );
+    assert_eq!(text(&failed[0], "00081150"), corrupt.sop_class_uid);
+    assert_eq!(
+        failure_reason_of(&failed[0]),
+        u64::from(failure_reason::CANNOT_UNDERSTAND)
+    );
+    assert_eq!(text(&failed[0], "00090010"), "FXTRIAGE");
+    assert_eq!(text(&failed[0], "00091001"), "unreadable");
+    assert!(
+        text(&failed[0], "00091002").contains("truncated"),
+        "{dataset}"
+    );
+
+    assert_eq!(
+        server.stored_bytes("st-marys", &first).await.as_deref(),
+        Some(first_bytes.as_slice()),
+        "stored byte for byte"
+    );
+    assert_eq!(
+        server.stored_bytes("st-marys", &second).await.as_deref(),
+        Some(second_bytes.as_slice())
+    );
+    assert_eq!(server.stored_bytes("st-marys", &corrupt).await, None);
+
+    let events = server.published().await;
+    let mut announced: Vec<String> = events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.received_via, "stow-rs");
+            assert!(
+                !event.sender.contains(ST_MARYS_TOKEN),
+                "the token never leaves the request: {}",
+                event.sender
+            );
+            event
+                .instance
+                .as_ref()
+                .expect("instance")
+                .sop_instance_uid
+                .clone()
+        })
+        .collect();
+    announced.sort();
+    let mut expected = vec![
+        first.sop_instance_uid.clone(),
+        second.sop_instance_uid.clone(),
+    ];
+    expected.sort();
+    assert_eq!(
+        announced, expected,
+        "each stored instance is announced once"
+    );
+
+    let site = fxtriage_core::SiteId::parse("st-marys").expect("site id");
+    let records = quarantine::list(server.store.as_ref(), Some(&site))
+        .await
+        .expect("quarantine");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].kind, "unreadable");
+    let Sender::StowRs { token_id, peer } = &records[0].sender else {
+        panic!("quarantined from {:?}", records[0].sender);
+    };
+    assert!(token_id.starts_with("sha256:") && !token_id.contains(ST_MARYS_TOKEN));
+    assert!(peer.is_some_and(|peer| peer.ip().is_loopback()));
+}
+
+#[tokio::test]
+async fn a_request_whose_instances_are_all_valid_is_answered_200_whatever_their_size() {
+    let spool = tempfile::tempdir().expect("spool dir");
+    // A 64x64 instance stays in memory; a 256x256 one (131 kB) is spooled to a file.
+    let server = serve(StowLimits {
+        memory_threshold_bytes: 64 * 1024,
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..StowLimits::default()
+    })
+    .await;
+    let small = small_wrist();
+    let large = SyntheticInstance::wrist();
+    let small_bytes = small.to_part10();
+    let large_bytes = large.to_part10();
+    assert!(large_bytes.len() > 64 * 1024);
+
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&small_bytes, &large_bytes]),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let dataset = dicom_json(response).await;
+    assert_eq!(sequence(&dataset, "00081199").len(), 2);
+    assert!(dataset.get("00081198").is_none(), "{dataset}");
+    assert_eq!(
+        dataset["00081190"],
+        serde_json::json!({"vr": "UR"}),
+        "Retrieve URL is Type 2: present, empty"
+    );
+    assert_eq!(
+        server.stored_bytes("st-marys", &small).await.as_deref(),
+        Some(small_bytes.as_slice())
+    );
+    assert_eq!(
+        server.stored_bytes("st-marys", &large).await.as_deref(),
+        Some(large_bytes.as_slice())
+    );
+    assert_eq!(server.published().await.len(), 2);
+    assert_eq!(
+        std::fs::read_dir(spool.path()).expect("spool").count(),
+        0,
+        "spooled parts are removed"
+    );
+}
+
+#[tokio::test]
+async fn a_request_of_one_unsupported_sop_class_is_answered_409_with_reason_0122() {
+    let server = serve(StowLimits::default()).await;
+    let ct = SyntheticInstance {
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        ..SyntheticInstance::wrist()
+    };
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&ct.to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    let dataset = dicom_json(response).await;
+    assert!(dataset.get("00081199").is_none());
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failure_reason_of(&failed[0]),
+        u64::from(failure_reason::SOP_CLASS_NOT_SUPPORTED)
+    );
+    assert_eq!(text(&failed[0], "00081150"), "1.2.840.10008.5.1.4.1.1.2");
+    assert_eq!(text(&failed[0], "00081155"), ct.sop_instance_uid);
+    assert_eq!(text(&failed[0], "00091001"), "sop-class-not-accepted");
+    assert!(server.published().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_authorization_is_answered_401_with_a_bearer_challenge() {
+    let server = serve(StowLimits::default()).await;
+    let body = dicom_parts(&[&SyntheticInstance::wrist().to_part10()]);
+    let url = format!("{}/st-marys/studies", server.base);
+    for authorization in [
+        None,
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer"),
+        Some("Bearer a b"),
+    ] {
+        let mut request = server
+            .client
+            .post(&url)
+            .header("Content-Type", DICOM_MULTIPART)
+            .body(body.clone());
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+    }
+    let wrong = server
+        .post(
+            "st-marys/studies",
+            Some("not-the-token"),
+            DICOM_MULTIPART,
+            body,
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let challenge = wrong
+        .headers()
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert_eq!(
+        server.object_count().await,
+        0,
+        "nothing stored or quarantined"
+    );
+    assert!(server.published().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sites_token_opens_no_other_site_and_does_not_reveal_which_sites_exist() {
+    let server = serve(StowLimits::default()).await;
+    let body = dicom_parts(&[&small_wrist().to_part10()]);
+    let refusal = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, challenge, response.text().await.expect("body"))
+    };
+    let other_site = refusal(
+        server
+            .post(
+                "st-marys/studies",
+                Some(KINGS_TOKEN),
+                DICOM_MULTIPART,
+                body.clone(),
+            )
+            .await,
+    )
+    .await;
+    let no_such_site = refusal(
+        server
+            .post(
+                "nowhere/studies",
+                Some(KINGS_TOKEN),
+                DICOM_MULTIPART,
+                body.clone(),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(other_site.0, 401);
+    assert_eq!(
+        other_site, no_such_site,
+        "an unknown site and a foreign token are refused alike"
+    );
+    assert_eq!(server.object_count().await, 0);
+
+    let own = server
+        .post("kings/studies", Some(KINGS_TOKEN), DICOM_MULTIPART, body)
+        .await;
+    assert_eq!(own.status(), 200, "the token opens its own site");
+}
+
+#[tokio::test]
+async fn an_instance_of_another_study_than_the_url_names_fails_and_is_not_stored() {
+    let server = serve(StowLimits::default()).await;
+    let of_the_study = SyntheticInstance::wrist();
+    let of_another_study = SyntheticInstance::wrist();
+    let response = server
+        .post(
+            &format!("st-marys/studies/{}", of_the_study.study_instance_uid),
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&of_the_study.to_part10(), &of_another_study.to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+    assert_eq!(
+        text(&sequence(&dataset, "00081199")[0], "00081155"),
+        of_the_study.sop_instance_uid
+    );
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        text(&failed[0], "00081155"),
+        of_another_study.sop_instance_uid
+    );
+    assert_eq!(
+        failure_reason_of(&failed[0]),
+        u64::from(failure_reason::DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
+    );
+    assert_eq!(text(&failed[0], "00091001"), "study-mismatch");
+    assert!(text(&failed[0], "00091002").contains(&of_another_study.study_instance_uid));
+    assert_eq!(
+        server.stored_bytes("st-marys", &of_another_study).await,
+        None
+    );
+    assert!(
+        quarantine::list(server.store.as_ref(), None)
+            .await
+            .expect("quarantine")
+            .is_empty(),
+        "a misaddressed instance is refused, not quarantined"
+    );
+    assert_eq!(server.published().await.len(), 1);
+
+    let bad_uid = server
+        .post(
+            "st-marys/studies/not-a-uid",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&of_the_study.to_part10()]),
+        )
+        .await;
+    assert_eq!(bad_uid.status(), 400);
+}
+
+#[tokio::test]
+async fn other_media_types_are_answered_415() {
+    let server = serve(StowLimits::default()).await;
+    let instance = small_wrist().to_part10();
+    for content_type in [
+        "application/dicom",
+        "application/json",
+        "multipart/related; type=\"application/dicom+json\"; boundary=fxtriage-test-boundary",
+    ] {
+        let response = server
+            .post(
+                "st-marys/studies",
+                Some(ST_MARYS_TOKEN),
+                content_type,
+                instance.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), 415, "{content_type}");
+    }
+    assert_eq!(server.object_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_malformed_multipart_body_is_answered_400_with_a_message() {
+    let server = serve(StowLimits::default()).await;
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            b"this is not a multipart body".to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let message = response.text().await.expect("body");
+    assert!(message.contains("multipart"), "{message}");
+
+    let empty = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            format!("--{BOUNDARY}--\r\n").into_bytes(),
+        )
+        .await;
+    assert_eq!(empty.status(), 400);
+    assert_eq!(server.object_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_cut_off_after_a_stored_instance_still_reports_what_was_stored() {
+    let server = serve(StowLimits::default()).await;
+    let stored = small_wrist();
+    let mut body = dicom_parts(&[&stored.to_part10()]);
+    // Replace the closing delimiter by the start of a part that never ends.
+    body.truncate(body.len() - format!("--{BOUNDARY}--\r\n").len());
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\nDICM").as_bytes(),
+    );
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+    assert_eq!(
+        text(&sequence(&dataset, "00081199")[0], "00081155"),
+        stored.sop_instance_uid
+    );
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(text(&failed[0], "00091001"), "malformed-request");
+    assert!(failed[0].get("00081155").is_none(), "no UIDs are invented");
+}
+
+#[tokio::test]
+async fn a_part_that_is_not_dicom_fails_alone() {
+    let server = serve(StowLimits::default()).await;
+    let instance = small_wrist();
+    let bytes = instance.to_part10();
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            "multipart/related; boundary=fxtriage-test-boundary",
+            multipart(&[
+                ("text/plain", b"hello".as_slice()),
+                ("application/dicom", &bytes),
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+    assert_eq!(
+        text(&sequence(&dataset, "00081198")[0], "00091001"),
+        "not-an-instance"
+    );
+    assert_eq!(sequence(&dataset, "00081199").len(), 1);
+}
+
+#[tokio::test]
+async fn a_part_over_the_sites_instance_limit_fails_and_the_next_part_is_stored() {
+    // kings accepts instances of up to 50 000 bytes.
+    let server = serve(StowLimits::default()).await;
+    let oversize = SyntheticInstance::wrist();
+    let small = small_wrist();
+    let response = server
+        .post(
+            "kings/studies",
+            Some(KINGS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&oversize.to_part10(), &small.to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(text(&failed[0], "00091001"), "instance-too-large");
+    assert_eq!(
+        text(&failed[0], "00081155"),
+        oversize.sop_instance_uid,
+        "named from the bytes kept"
+    );
+    assert_eq!(
+        text(&sequence(&dataset, "00081199")[0], "00081155"),
+        small.sop_instance_uid
+    );
+    assert!(server.stored_bytes("kings", &small).await.is_some());
+    assert!(
+        quarantine::list(server.store.as_ref(), None)
+            .await
+            .expect("quarantine")
+            .is_empty(),
+        "oversize bytes are not kept"
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_request_limit_is_answered_413() {
+    let server = serve(StowLimits {
+        max_request_bytes: 5_000,
+        ..StowLimits::default()
+    })
+    .await;
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&small_wrist().to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 413, "refused by its Content-Length");
+    assert_eq!(server.object_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_chunked_request_that_outgrows_the_limit_reports_what_was_stored_before() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let server = serve(StowLimits {
+        max_request_bytes: 14_000,
+        ..StowLimits::default()
+    })
+    .await;
+    let first = small_wrist();
+    let body = dicom_parts(&[&first.to_part10(), &small_wrist().to_part10()]);
+    // Up to the second part's data, the first part is complete; the rest
+    // crosses the limit.
+    let part_head = format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").len();
+    let second_data = part_head + first.to_part10().len() + "\r\n".len() + part_head;
+    let (first_part, second_part) = body.split_at(second_data);
+    let address = server
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("address")
+        .to_owned();
+    let chunked = |bytes: &[u8]| {
+        let mut encoded = Vec::new();
+        for chunk in bytes.chunks(4096) {
+            encoded.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            encoded.extend_from_slice(chunk);
+            encoded.extend_from_slice(b"\r\n");
+        }
+        encoded
+    };
+    // Without a Content-Length the limit can only be found while reading.
+    let mut head = format!(
+        "POST /dicomweb/sites/st-marys/studies HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {ST_MARYS_TOKEN}\r\nContent-Type: {DICOM_MULTIPART}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    head.extend_from_slice(&chunked(first_part));
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stream.write_all(&head).await.expect("send the first part");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.stored_bytes("st-marys", &first).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first part was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rest = chunked(second_part);
+    rest.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(&rest).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains("request-too-large"), "{answer}");
+    assert!(answer.contains(&first.sop_instance_uid), "{answer}");
+    assert!(server.stored_bytes("st-marys", &first).await.is_some());
+}
+
+#[tokio::test]
+async fn an_unavailable_store_is_answered_503_with_out_of_resources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A store rooted at a regular file can write nothing.
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"").expect("file");
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(blocked));
+    let server = serve_with(store, dir, StowLimits::default()).await;
+    let instance = small_wrist();
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(ST_MARYS_TOKEN),
+            DICOM_MULTIPART,
+            dicom_parts(&[&instance.to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let dataset = dicom_json(response).await;
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(
+        failure_reason_of(&failed[0]),
+        u64::from(failure_reason::OUT_OF_RESOURCES)
+    );
+    assert_eq!(text(&failed[0], "00081155"), instance.sop_instance_uid);
+    assert!(server.published().await.is_empty());
+}
