@@ -53,13 +53,24 @@ impl AnalysisError {
 }
 
 /// Analyses the Part 10 file `bytes`.
-pub async fn analyse(bytes: Vec<u8>, batcher: &Batcher, input_size: u32, class_names: &[String]) -> Result<Analysis, AnalysisError> {
+pub async fn analyse(
+    bytes: Vec<u8>,
+    batcher: &Batcher,
+    input_size: u32,
+    class_names: &[String],
+) -> Result<Analysis, AnalysisError> {
     let prepared = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let (image, _window) = decode_windowed(&bytes)?;
         let decoded = Instant::now();
         let (input, transform) = letterbox(&image, input_size);
-        Ok::<_, PixelError>((image, input, transform, decoded - started, decoded.elapsed()))
+        Ok::<_, PixelError>((
+            image,
+            input,
+            transform,
+            decoded - started,
+            decoded.elapsed(),
+        ))
     })
     .await
     .map_err(|error| ModelError::Run(format!("the preprocessing task failed: {error}")))?;
@@ -76,7 +87,10 @@ pub async fn analyse(bytes: Vec<u8>, batcher: &Batcher, input_size: u32, class_n
                 y_min,
                 x_max,
                 y_max,
-                class_name: class_names.get(found.class_index).cloned().unwrap_or_else(|| format!("class-{}", found.class_index)),
+                class_name: class_names
+                    .get(found.class_index)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class-{}", found.class_index)),
                 score: found.score,
             }
         })

@@ -51,8 +51,15 @@ impl Batcher {
     /// Runs one preprocessed image through the model as part of a batch.
     pub async fn infer(&self, image: Vec<f32>) -> Result<(ImageOutput, BatchTiming), ModelError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { image, enqueued: Instant::now(), reply };
-        self.jobs.send(job).await.map_err(|_| ModelError::Run("the batcher has stopped".into()))?;
+        let job = Job {
+            image,
+            enqueued: Instant::now(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ModelError::Run("the batcher has stopped".into()))?;
         answer
             .await
             .map_err(|_| ModelError::Run("the batcher dropped the image".into()))?
@@ -60,7 +67,11 @@ impl Batcher {
     }
 }
 
-async fn collect_batches(model: Arc<Model>, config: BatchConfig, mut receiver: mpsc::Receiver<Job>) {
+async fn collect_batches(
+    model: Arc<Model>,
+    config: BatchConfig,
+    mut receiver: mpsc::Receiver<Job>,
+) {
     let running = Arc::new(Semaphore::new(config.concurrent_batches.max(1)));
     while let Some(first) = receiver.recv().await {
         let deadline = tokio::time::Instant::now() + config.max_wait;
@@ -71,12 +82,16 @@ async fn collect_batches(model: Arc<Model>, config: BatchConfig, mut receiver: m
                 Ok(None) | Err(_) => break,
             }
         }
-        let Ok(permit) = Arc::clone(&running).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
+            return;
+        };
         let model = Arc::clone(&model);
         tokio::spawn(async move {
             let started = Instant::now();
-            let (images, waiting): (Vec<Vec<f32>>, Vec<(Instant, oneshot::Sender<_>)>) =
-                batch.into_iter().map(|job| (job.image, (job.enqueued, job.reply))).unzip();
+            let (images, waiting): (Vec<Vec<f32>>, Vec<(Instant, oneshot::Sender<_>)>) = batch
+                .into_iter()
+                .map(|job| (job.image, (job.enqueued, job.reply)))
+                .unzip();
             let batch_size = images.len() as u32;
             let outcome = tokio::task::spawn_blocking(move || model.run_batch(&images)).await;
             drop(permit);
@@ -89,8 +104,16 @@ async fn collect_batches(model: Arc<Model>, config: BatchConfig, mut receiver: m
             match outputs {
                 Ok(outputs) => {
                     for ((enqueued, reply), output) in waiting.into_iter().zip(outputs) {
-                        let queue_us = started.saturating_duration_since(enqueued).as_micros() as u64;
-                        let _receiver_gone = reply.send(Ok((output, BatchTiming { batch_size, queue_us, inference_us })));
+                        let queue_us =
+                            started.saturating_duration_since(enqueued).as_micros() as u64;
+                        let _receiver_gone = reply.send(Ok((
+                            output,
+                            BatchTiming {
+                                batch_size,
+                                queue_us,
+                                inference_us,
+                            },
+                        )));
                     }
                 }
                 Err(message) => {

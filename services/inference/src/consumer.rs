@@ -12,7 +12,9 @@ use fxtriage_bus::{Bus, Consumer, DeadLetterReason, Received, Record};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
-use fxtriage_proto::v1::{BoundingBox, Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings};
+use fxtriage_proto::v1::{
+    BoundingBox, Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +36,13 @@ pub struct Deps {
 }
 
 /// Consumes until `shutdown`, then finishes what is in flight and leaves the group.
-pub async fn consume(deps: Deps, max_in_flight: usize, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer: Arc<dyn Consumer> = Arc::from(deps.bus.subscribe(GROUP, &[topics::INSTANCES]).await?);
+pub async fn consume(
+    deps: Deps,
+    max_in_flight: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: Arc<dyn Consumer> =
+        Arc::from(deps.bus.subscribe(GROUP, &[topics::INSTANCES]).await?);
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let mut in_flight = JoinSet::new();
     loop {
@@ -69,14 +76,26 @@ pub async fn consume(deps: Deps, max_in_flight: usize, shutdown: CancellationTok
     Ok(())
 }
 
-async fn handle(deps: &Deps, consumer: &dyn Consumer, message: &Received, shutdown: &CancellationToken) {
-    let span = tracing::info_span!("inference.instance", partition = message.partition, offset = message.offset);
+async fn handle(
+    deps: &Deps,
+    consumer: &dyn Consumer,
+    message: &Received,
+    shutdown: &CancellationToken,
+) {
+    let span = tracing::info_span!(
+        "inference.instance",
+        partition = message.partition,
+        offset = message.offset
+    );
     fxtriage_telemetry::propagation::continue_trace(&span, &message.headers);
     async {
         let instance = match InstanceStored::decode(message.payload.as_slice()) {
             Ok(instance) => instance,
             Err(error) => {
-                let reason = DeadLetterReason::new("malformed-message", format!("not an InstanceStored: {error}"));
+                let reason = DeadLetterReason::new(
+                    "malformed-message",
+                    format!("not an InstanceStored: {error}"),
+                );
                 dead_letter_then_ack(deps, consumer, message, &reason).await;
                 return;
             }
@@ -87,7 +106,10 @@ async fn handle(deps: &Deps, consumer: &dyn Consumer, message: &Received, shutdo
             return;
         }
         let finding = analyse_instance(deps, &instance).await;
-        let record = Record::new(message.key.clone().unwrap_or_default(), finding.encode_to_vec());
+        let record = Record::new(
+            message.key.clone().unwrap_or_default(),
+            finding.encode_to_vec(),
+        );
         if produce_until_confirmed(deps.bus.as_ref(), record, shutdown).await {
             acknowledge(consumer, message);
         }
@@ -102,19 +124,30 @@ fn acknowledge(consumer: &dyn Consumer, message: &Received) {
     }
 }
 
-async fn dead_letter_then_ack(deps: &Deps, consumer: &dyn Consumer, message: &Received, reason: &DeadLetterReason) {
+async fn dead_letter_then_ack(
+    deps: &Deps,
+    consumer: &dyn Consumer,
+    message: &Received,
+    reason: &DeadLetterReason,
+) {
     match deps.bus.dead_letter(message, reason).await {
         Ok(_) => {
             tracing::warn!(kind = %reason.kind, reason = %reason.message, "message dead-lettered");
             acknowledge(consumer, message);
         }
-        Err(error) => tracing::error!(%error, "dead-lettering failed; the message stays unacknowledged"),
+        Err(error) => {
+            tracing::error!(%error, "dead-lettering failed; the message stays unacknowledged")
+        }
     }
 }
 
 /// Retries a produce until the bus confirms it; gives up (false) only on shutdown,
 /// leaving the message unacknowledged for redelivery.
-async fn produce_until_confirmed(bus: &dyn Bus, record: Record, shutdown: &CancellationToken) -> bool {
+async fn produce_until_confirmed(
+    bus: &dyn Bus,
+    record: Record,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut backoff = Duration::from_millis(200);
     loop {
         match bus.produce(topics::FINDINGS, record.clone()).await {
@@ -130,18 +163,28 @@ async fn produce_until_confirmed(bus: &dyn Bus, record: Record, shutdown: &Cance
 }
 
 fn now_timestamp() -> fxtriage_proto::Timestamp {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    fxtriage_proto::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    fxtriage_proto::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
 }
 
 async fn fetch(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, (String, String)> {
-    let key = ObjectKey::parse(key).map_err(|error| ("invalid-object-key".to_owned(), error.to_string()))?;
+    let key = ObjectKey::parse(key)
+        .map_err(|error| ("invalid-object-key".to_owned(), error.to_string()))?;
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=4 {
         match store.get(&key).await {
             Ok(bytes) => return Ok(bytes.to_vec()),
-            Err(error) if error.is_not_found() => return Err(("object-missing".into(), error.to_string())),
-            Err(error) if attempt == 4 => return Err(("object-store-unavailable".into(), error.to_string())),
+            Err(error) if error.is_not_found() => {
+                return Err(("object-missing".into(), error.to_string()));
+            }
+            Err(error) if attempt == 4 => {
+                return Err(("object-store-unavailable".into(), error.to_string()));
+            }
             Err(error) => {
                 tracing::warn!(%error, attempt, "fetching the image failed; retrying");
                 tokio::time::sleep(backoff).await;
@@ -149,7 +192,10 @@ async fn fetch(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, (String, S
             }
         }
     }
-    Err(("object-store-unavailable".into(), "retries exhausted".into()))
+    Err((
+        "object-store-unavailable".into(),
+        "retries exhausted".into(),
+    ))
 }
 
 /// The finding for one instance: analysed, or failed with a specific reason.
@@ -167,10 +213,23 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
     let fetch_started = Instant::now();
     let bytes = match fetch(deps.store.as_ref(), &instance.object_key).await {
         Ok(bytes) => bytes,
-        Err((kind, reason)) => return failed(finding, &kind, format!("cannot fetch {}: {reason}", instance.object_key)),
+        Err((kind, reason)) => {
+            return failed(
+                finding,
+                &kind,
+                format!("cannot fetch {}: {reason}", instance.object_key),
+            );
+        }
     };
     let fetch_us = fetch_started.elapsed().as_micros() as u64;
-    match analyse(bytes, &deps.batcher, deps.model.input_size(), &manifest.output.classes).await {
+    match analyse(
+        bytes,
+        &deps.batcher,
+        deps.model.input_size(),
+        &manifest.output.classes,
+    )
+    .await
+    {
         Ok(analysis) => {
             finding.status = FindingStatus::Analysed as i32;
             finding.probability = analysis.probability;
@@ -178,7 +237,12 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
                 .detections
                 .iter()
                 .map(|found| Detection {
-                    r#box: Some(BoundingBox { x_min: found.x_min, y_min: found.y_min, x_max: found.x_max, y_max: found.y_max }),
+                    r#box: Some(BoundingBox {
+                        x_min: found.x_min,
+                        y_min: found.y_min,
+                        x_max: found.x_max,
+                        y_max: found.y_max,
+                    }),
                     class_name: found.class_name.clone(),
                     score: found.score,
                 })
@@ -195,7 +259,11 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
             finding.image_rows = analysis.rows;
             finding.image_columns = analysis.columns;
             finding.analysed_at = Some(now_timestamp());
-            tracing::info!(probability = analysis.probability, boxes = finding.detections.len(), "image analysed");
+            tracing::info!(
+                probability = analysis.probability,
+                boxes = finding.detections.len(),
+                "image analysed"
+            );
             finding
         }
         Err(error) => {

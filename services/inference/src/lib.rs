@@ -40,16 +40,27 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let readiness = health::Readiness::new();
-    let (bound, health_task) = health::serve(config.health_address, health::router(readiness.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.health_address))?;
+    let (bound, health_task) = health::serve(
+        config.health_address,
+        health::router(readiness.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", config.health_address))?;
     tracing::info!(health = %bound, model = %model.manifest.name, version = %model.manifest.version, "inference starting");
     let batcher = Batcher::start(Arc::clone(&model), config.batch);
-    let deps = consumer::Deps { bus, store, model, batcher };
+    let deps = consumer::Deps {
+        bus,
+        store,
+        model,
+        batcher,
+    };
     readiness.set_ready(true);
     let consumed = consumer::consume(deps, config.max_in_flight, shutdown.clone()).await;
     readiness.set_ready(false);
     shutdown.cancel();
-    health_task.await.context("the health server task failed")??;
+    health_task
+        .await
+        .context("the health server task failed")??;
     consumed
 }

@@ -6,12 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fxtriage_inference::{BatchConfig, Batcher, ExecutionProvider, Model, ModelError, RuntimeConfig};
+use fxtriage_inference::{
+    BatchConfig, Batcher, ExecutionProvider, Model, ModelError, RuntimeConfig,
+};
 
 fn ort_library() -> Option<PathBuf> {
     let Some(path) = std::env::var_os("ORT_DYLIB_PATH") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some() || std::env::var_os("CI").is_some();
-        assert!(!required, "ORT_DYLIB_PATH is not set but the real stack is required");
+        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
+            || std::env::var_os("CI").is_some();
+        assert!(
+            !required,
+            "ORT_DYLIB_PATH is not set but the real stack is required"
+        );
         eprintln!("skipped: ORT_DYLIB_PATH is not set (run under `infra/local/stack env`)");
         return None;
     };
@@ -19,11 +25,18 @@ fn ort_library() -> Option<PathBuf> {
 }
 
 fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/testdata")
+        .join(name)
 }
 
 fn runtime(library: PathBuf) -> RuntimeConfig {
-    RuntimeConfig { library, provider: ExecutionProvider::Cpu, sessions: 2, intra_threads: 1 }
+    RuntimeConfig {
+        library,
+        provider: ExecutionProvider::Cpu,
+        sessions: 2,
+        intra_threads: 1,
+    }
 }
 
 /// A 64x64 black image with a white 16x16 square whose top-left corner is at (x, y).
@@ -42,14 +55,60 @@ fn a_heatmap_model_gives_boxes_where_the_hot_cells_are() {
     let Some(library) = ort_library() else { return };
     let model = Model::load(&testdata("heatmap"), &runtime(library)).expect("loads");
     // The test model averages 8x8 cells: a square at (16, 32) fills cells x 2-3, y 4-5.
-    let outputs = model.run_batch(&[square_at(16, 32), vec![0.0; 64 * 64]]).expect("runs");
+    let outputs = model
+        .run_batch(&[square_at(16, 32), vec![0.0; 64 * 64]])
+        .expect("runs");
     assert_eq!(outputs.len(), 2, "one output per image of the batch");
     assert!((outputs[0].probability - 1.0).abs() < 1e-5);
     assert_eq!(outputs[0].boxes.len(), 1);
     let found = &outputs[0].boxes[0];
-    assert_eq!((found.x_min, found.y_min, found.x_max, found.y_max), (16.0, 32.0, 32.0, 48.0));
+    assert_eq!(
+        (found.x_min, found.y_min, found.x_max, found.y_max),
+        (16.0, 32.0, 32.0, 48.0)
+    );
     assert_eq!(outputs[1].probability, 0.0);
     assert!(outputs[1].boxes.is_empty());
+}
+
+#[test]
+fn a_classifier_model_gives_its_probability() {
+    let Some(library) = ort_library() else { return };
+    let model = Model::load(&testdata("classifier"), &runtime(library)).expect("loads");
+    // The test model computes sigmoid(8 * mean(image) - 4).
+    let outputs = model
+        .run_batch(&[vec![0.0; 64 * 64], vec![0.5; 64 * 64], vec![1.0; 64 * 64]])
+        .expect("runs");
+    let probabilities: Vec<f32> = outputs.iter().map(|output| output.probability).collect();
+    for (actual, expected) in probabilities.iter().zip([0.017_986_21, 0.5, 0.982_013_8]) {
+        assert!((actual - expected).abs() < 1e-5, "{probabilities:?}");
+    }
+    assert!(
+        outputs.iter().all(|output| output.boxes.is_empty()),
+        "a classifier gives no boxes"
+    );
+}
+
+#[test]
+fn a_yolo_model_is_decoded_with_non_maximum_suppression() {
+    let Some(library) = ort_library() else { return };
+    let model = Model::load(&testdata("yolo"), &runtime(library)).expect("loads");
+    // The test model emits four fixed candidates; see its manifest.
+    let outputs = model
+        .run_batch(&[vec![0.0; 64 * 64], vec![1.0; 64 * 64]])
+        .expect("runs");
+    for output in outputs {
+        assert!((output.probability - 0.9).abs() < 1e-6);
+        let boxes: Vec<(f32, f32, f32, f32)> = output
+            .boxes
+            .iter()
+            .map(|found| (found.x_min, found.y_min, found.x_max, found.y_max))
+            .collect();
+        assert_eq!(
+            boxes,
+            vec![(12.0, 12.0, 28.0, 28.0), (43.0, 38.0, 53.0, 50.0)],
+            "overlap suppressed, low score dropped"
+        );
+    }
 }
 
 #[test]
@@ -71,8 +130,13 @@ fn weights_that_do_not_match_the_manifest_are_refused() {
 fn a_manifest_that_misdescribes_the_input_is_refused() {
     let Some(library) = ort_library() else { return };
     let directory = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(testdata("heatmap").join("model.onnx"), directory.path().join("model.onnx")).expect("copy");
-    let manifest = std::fs::read_to_string(testdata("heatmap").join("manifest.toml")).expect("read");
+    std::fs::copy(
+        testdata("heatmap").join("model.onnx"),
+        directory.path().join("model.onnx"),
+    )
+    .expect("copy");
+    let manifest =
+        std::fs::read_to_string(testdata("heatmap").join("manifest.toml")).expect("read");
     let wrong = manifest.replace("size = 64", "size = 128");
     assert_ne!(wrong, manifest, "the test manifest states size = 64");
     std::fs::write(directory.path().join("manifest.toml"), wrong).expect("write");
@@ -84,7 +148,12 @@ fn a_manifest_that_misdescribes_the_input_is_refused() {
 async fn the_batcher_groups_concurrent_images_into_one_batch() {
     let Some(library) = ort_library() else { return };
     let model = Arc::new(Model::load(&testdata("heatmap"), &runtime(library)).expect("loads"));
-    let config = BatchConfig { max_batch: 4, max_wait: Duration::from_millis(200), queue_capacity: 16, concurrent_batches: 1 };
+    let config = BatchConfig {
+        max_batch: 4,
+        max_wait: Duration::from_millis(200),
+        queue_capacity: 16,
+        concurrent_batches: 1,
+    };
     let batcher = Batcher::start(model, config);
     let jobs: Vec<_> = (0..4)
         .map(|index| {
@@ -94,7 +163,14 @@ async fn the_batcher_groups_concurrent_images_into_one_batch() {
         .collect();
     for (index, job) in jobs.into_iter().enumerate() {
         let (output, timing) = job.await.expect("join").expect("inference");
-        assert_eq!(timing.batch_size, 4, "four images arriving together run as one batch");
-        assert_eq!(output.boxes[0].x_min, (index * 16) as f32, "each image gets its own output back");
+        assert_eq!(
+            timing.batch_size, 4,
+            "four images arriving together run as one batch"
+        );
+        assert_eq!(
+            output.boxes[0].x_min,
+            (index * 16) as f32,
+            "each image gets its own output back"
+        );
     }
 }
