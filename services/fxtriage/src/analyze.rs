@@ -17,7 +17,11 @@ use crate::infra::{BusArgs, StoreArgs};
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model directory: model.onnx and manifest.toml.
-    #[arg(long, env = "FXTRIAGE_MODEL_DIR", default_value = "models/fxtriage-demo")]
+    #[arg(
+        long,
+        env = "FXTRIAGE_MODEL_DIR",
+        default_value = "models/fxtriage-demo"
+    )]
     pub model: PathBuf,
     /// Execution provider: cpu, cuda or cuda:N. CUDA that cannot start is an error, never a silent CPU fallback.
     #[arg(long, env = "FXTRIAGE_EXECUTION_PROVIDER", default_value = "cpu")]
@@ -74,7 +78,11 @@ pub async fn run_inference(args: InferenceArgs, shutdown: CancellationToken) -> 
     let (model, batch) = args.model.load()?;
     let store = args.store.connect().await?;
     let bus = args.bus.connect("fxtriage-inference").await?;
-    let config = fxtriage_inference::Config { health_address: args.health_address, batch, max_in_flight: args.max_in_flight };
+    let config = fxtriage_inference::Config {
+        health_address: args.health_address,
+        batch,
+        max_in_flight: args.max_in_flight,
+    };
     fxtriage_inference::run(config, bus, store, model, shutdown).await
 }
 
@@ -96,11 +104,25 @@ pub async fn run_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let manifest = model.manifest.clone();
     let batcher = Batcher::start(Arc::clone(&model), batch);
     let points = manifest.operating_points;
-    println!("model {} {} ({}); {}", manifest.name, manifest.version, model.sha256(), manifest.intended_use.trim());
+    println!(
+        "model {} {} ({}); {}",
+        manifest.name,
+        manifest.version,
+        model.sha256(),
+        manifest.intended_use.trim()
+    );
     let mut failures = 0;
     for (index, file) in args.files.iter().enumerate() {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        match analyse(bytes, &batcher, model.input_size(), &manifest.output.classes).await {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        match analyse(
+            bytes,
+            &batcher,
+            model.input_size(),
+            &manifest.output.classes,
+        )
+        .await
+        {
             Ok(analysis) => {
                 let class = if analysis.probability >= points.suspected.threshold {
                     "suspected"
@@ -123,7 +145,12 @@ pub async fn run_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
                 for found in &analysis.detections {
                     println!(
                         "  {} {:.3} at x {:.0}-{:.0}, y {:.0}-{:.0}",
-                        found.class_name, found.score, found.x_min, found.x_max, found.y_min, found.y_max
+                        found.class_name,
+                        found.score,
+                        found.x_min,
+                        found.x_max,
+                        found.y_min,
+                        found.y_max
                     );
                 }
                 if let Some(overlay) = &args.overlay {
@@ -139,21 +166,34 @@ pub async fn run_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
             }
             Err(error) => {
                 failures += 1;
-                println!("{}: not analysed ({}): {error}", file.display(), error.kind());
+                println!(
+                    "{}: not analysed ({}): {error}",
+                    file.display(),
+                    error.kind()
+                );
             }
         }
     }
-    anyhow::ensure!(failures == 0, "{failures} of {} files could not be analysed", args.files.len());
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} of {} files could not be analysed",
+        args.files.len()
+    );
     Ok(())
 }
 
 /// The windowed image in grey with each box drawn as a red outline, as PNG.
 pub fn write_overlay(analysis: &Analysis, path: &std::path::Path) -> anyhow::Result<()> {
     let (width, height) = (analysis.columns as usize, analysis.rows as usize);
-    let mut rgb: Vec<u8> = analysis.image.pixels.iter().flat_map(|value| {
-        let grey = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
-        [grey, grey, grey]
-    }).collect();
+    let mut rgb: Vec<u8> = analysis
+        .image
+        .pixels
+        .iter()
+        .flat_map(|value| {
+            let grey = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
+            [grey, grey, grey]
+        })
+        .collect();
     let thickness = (width.max(height) / 300).max(2);
     for found in &analysis.detections {
         let x0 = (found.x_min.max(0.0) as usize).min(width.saturating_sub(1));
@@ -162,14 +202,19 @@ pub fn write_overlay(analysis: &Analysis, path: &std::path::Path) -> anyhow::Res
         let y1 = (found.y_max.max(0.0) as usize).min(height.saturating_sub(1));
         for y in y0..=y1 {
             for x in x0..=x1 {
-                let on_edge = x < x0 + thickness || x + thickness > x1 || y < y0 + thickness || y + thickness > y1;
+                let on_edge = x < x0 + thickness
+                    || x + thickness > x1
+                    || y < y0 + thickness
+                    || y + thickness > y1;
                 if on_edge {
-                    rgb[(y * width + x) * 3..(y * width + x) * 3 + 3].copy_from_slice(&[230, 30, 30]);
+                    rgb[(y * width + x) * 3..(y * width + x) * 3 + 3]
+                        .copy_from_slice(&[230, 30, 30]);
                 }
             }
         }
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

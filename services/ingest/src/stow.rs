@@ -61,8 +61,7 @@ use axum::routing::post;
 use fxtriage_core::DicomUid;
 use tracing::Instrument as _;
 
-use crate::{IngestError, Ingestor, SiteConfig, Sites};
-use crate::{InstanceSource, Sender};
+use crate::{IngestError, Ingestor, InstanceSource, Sender, SiteConfig, Sites};
 
 pub(crate) use header::HeaderUids;
 pub use response::{failure_reason, failure_reason_of, private_tags};
