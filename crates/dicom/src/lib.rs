@@ -4,6 +4,7 @@
 
 mod inspect;
 pub mod pixels;
+pub mod radiograph;
 mod rules;
 pub mod synthetic;
 mod validate;

@@ -27,6 +27,8 @@ pub struct SyntheticInstance {
     pub columns: u16,
     pub bits_stored: u16,
     pub photometric_interpretation: String,
+    /// Pixel values (rows x columns); a simple bone-like pattern when `None`.
+    pub pixels: Option<Vec<u16>>,
 }
 
 /// A UID under the 2.25 (UUID-derived) root: unique without a registered root.
@@ -53,10 +55,14 @@ impl SyntheticInstance {
             columns: 256,
             bits_stored: 12,
             photometric_interpretation: "MONOCHROME2".into(),
+            pixels: None,
         }
     }
 
     fn pixels(&self) -> Vec<u16> {
+        if let Some(pixels) = &self.pixels {
+            return pixels.clone();
+        }
         let max = (1_u32 << self.bits_stored) - 1;
         let (rows, columns) = (u32::from(self.rows), u32::from(self.columns));
         (0..rows)
@@ -69,6 +75,23 @@ impl SyntheticInstance {
                 value as u16
             })
             .collect()
+    }
+
+    /// A 256x256 16-bit radiograph of long bones from `radiograph::generate`,
+    /// with a fracture or without, of `body_part`, in a new study.
+    pub fn radiograph(seed: u64, with_fracture: bool, body_part: &str) -> (Self, Option<[f32; 4]>) {
+        let image =
+            crate::radiograph::generate(&mut crate::radiograph::Random::new(seed), with_fracture);
+        let size = crate::radiograph::SIZE as u16;
+        let instance = Self {
+            body_part: body_part.into(),
+            rows: size,
+            columns: size,
+            bits_stored: 16,
+            pixels: Some(image.pixels),
+            ..Self::wrist()
+        };
+        (instance, image.fracture)
     }
 
     /// The dataset, without file meta information.
