@@ -1,21 +1,217 @@
-//! The api service. The HTTP API and web page of the worklists.
+//! The api service: each site's worklist over HTTP, as JSON.
 //!
-//! At this stage the service starts, reports health and stops cleanly; its work
-//! arrives with the next issues.
+//! Routes (every `/api/v1` route needs a bearer token of its site; see [`auth`]):
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET /api/v1/sites/{site}/worklist` | viewer | the worklist in reading order, filtered, paged ([`worklist`]) |
+//! | `POST /api/v1/sites/{site}/worklist/next` | reader | claim the next open study (204 when none) |
+//! | `GET /api/v1/sites/{site}/studies/{study}` | viewer | the study, its images, findings and detections |
+//! | `POST /api/v1/sites/{site}/studies/{study}/claim` | reader | claim it (409 when someone else holds it) |
+//! | `POST /api/v1/sites/{site}/studies/{study}/release` | reader | end the own claim (admin: anyone's) |
+//! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround |
+//! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
+//! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
+//! | `GET /health/live`, `/health/ready`, `/metrics` | none | probes and Prometheus metrics |
+//!
+//! Errors are JSON `{"error", "message"}` ([`error`]); every read of a study and
+//! every claim, release and report is in the audit log ([`audit`]). Claims expire
+//! ([`claims`]); tokens are created by `fxtriage tokens create` ([`tokens`]).
+
+pub mod audit;
+pub mod auth;
+pub mod claims;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod overlay;
+pub mod reports;
+pub mod state;
+pub mod study_detail;
+pub mod study_path;
+pub mod tokens;
+pub mod views;
+pub mod worklist;
+pub mod worklist_query;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use deadpool_postgres::Pool;
+use fxtriage_bus::Bus;
+use fxtriage_objstore::ObjectStore;
+use fxtriage_proto::topics;
+use fxtriage_telemetry::health::{self, Readiness};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::events::{EventHub, FanOut};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+pub use tokens::{ApiToken, CreatedToken, Role, TokenError, create_token, revoke_token};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where `/health/live` and `/health/ready` are served.
-    pub health_address: SocketAddr,
+    /// Where the API, `/health/*` and `/metrics` are served. Loopback by default.
+    pub http_address: SocketAddr,
+    /// How long a claim lasts unless renewed, released or reported.
+    pub claim_ttl: Duration,
+    /// How often expired claims are ended in the database.
+    pub claim_sweep_interval: Duration,
+    /// Partitions of `fxtriage.worklist.v1` when the API is the first to create it.
+    pub topic_partitions: u32,
+    /// Overlays rendered at once (each decodes a whole radiograph).
+    pub max_concurrent_overlays: usize,
 }
 
-/// Runs until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    fxtriage_telemetry::health::serve_until_shutdown("api", config.health_address, shutdown)
-        .await?;
+impl Config {
+    pub fn new(http_address: SocketAddr) -> Self {
+        Self {
+            http_address,
+            claim_ttl: Duration::from_secs(15 * 60),
+            claim_sweep_interval: Duration::from_secs(30),
+            topic_partitions: 8,
+            max_concurrent_overlays: 2,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// Serves on `config.http_address` until `shutdown` is cancelled, then drains and
+/// returns. `pool` must reach a migrated database (`fxtriage_db::migrate`).
+pub async fn run(
+    config: Config,
+    pool: Pool,
+    store: Arc<dyn ObjectStore>,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.http_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_address))?;
+    serve(listener, config, pool, store, bus, shutdown).await
+}
+
+/// [`run`] on a listener the caller bound (tests bind `127.0.0.1:0`).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    pool: Pool,
+    store: Arc<dyn ObjectStore>,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.claim_ttl >= Duration::from_secs(1),
+        "the claim expiry must be at least one second"
+    );
+    let bound = listener.local_addr()?;
+    // Stops the helpers also when the server ends on its own.
+    let stop = shutdown.child_token();
+    bus.ensure_topic(topics::WORKLIST, config.topic_partitions)
+        .await
+        .with_context(|| format!("cannot create topic {}", topics::WORKLIST))?;
+    let fan_out = FanOut::subscribe(bus.as_ref())
+        .await
+        .context("cannot subscribe to worklist changes")?;
+    let state = AppState {
+        pool,
+        store,
+        bus,
+        overlay_permits: Arc::new(Semaphore::new(config.max_concurrent_overlays.max(1))),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::default()),
+        events: EventHub::new(),
+        shutdown: stop.clone(),
+    };
+    let readiness = Readiness::new();
+    let helpers = [
+        tokio::spawn(fan_out.run(state.events.clone(), stop.clone())),
+        tokio::spawn(claims::run_sweeper(
+            state.clone(),
+            state.config.claim_sweep_interval,
+            stop.clone(),
+        )),
+        tokio::spawn(watch_database(
+            state.pool.clone(),
+            readiness.clone(),
+            stop.clone(),
+        )),
+    ];
+    tracing::info!(%bound, "api listening");
+    let served = axum::serve(listener, router(state, readiness))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    stop.cancel();
+    for helper in helpers {
+        helper.await.context("an api task failed")?;
+    }
+    served.context("the HTTP server failed")?;
+    tracing::info!("api stopped");
     Ok(())
+}
+
+/// Every route of the service.
+pub fn router(state: AppState, readiness: Readiness) -> Router {
+    let site_routes = Router::new()
+        .route("/worklist", get(worklist::get_worklist))
+        .route("/worklist/next", post(claims::post_claim_next))
+        .route("/events", get(events::get_events))
+        .route("/studies/{study}", get(study_detail::get_study))
+        .route("/studies/{study}/claim", post(claims::post_claim))
+        .route("/studies/{study}/release", post(claims::post_release))
+        .route("/studies/{study}/report", post(reports::post_report))
+        .route(
+            "/studies/{study}/instances/{sop}/overlay.png",
+            get(overlay::get_overlay),
+        )
+        .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .nest("/api/v1/sites/{site}", site_routes)
+        .route("/metrics", get(metrics::get_metrics))
+        .with_state(state.clone())
+        .merge(health::router(readiness))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(from_fn_with_state(state, metrics::observe))
+}
+
+/// Ready while PostgreSQL answers; checked every few seconds.
+async fn watch_database(pool: Pool, readiness: Readiness, stop: CancellationToken) {
+    loop {
+        let answered = tokio::time::timeout(Duration::from_secs(3), async {
+            let client = pool.get().await.ok()?;
+            client.query_one("SELECT 1", &[]).await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+        if answered != readiness.is_ready() {
+            if answered {
+                tracing::info!("api ready");
+            } else {
+                tracing::warn!("PostgreSQL does not answer; api not ready");
+            }
+        }
+        readiness.set_ready(answered);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    readiness.set_ready(false);
 }

@@ -65,9 +65,17 @@ pub enum Command {
     /// Aggregate findings per study and keep the worklists in PostgreSQL.
     Prioritizer(PrioritizerArgs),
     /// Serve the worklist HTTP API and web page.
-    Api(ServiceArgs<8080>),
+    Api(crate::api_cli::ApiArgs),
+    /// Manage sites (tenants): `sites add`.
+    Sites(crate::api_cli::SitesArgs),
+    /// Manage API tokens: `tokens create`, `tokens revoke`.
+    Tokens(crate::api_cli::TokensArgs),
     /// Run every service in one process with the in-process bus and a local data directory.
-    Standalone(StandaloneArgs),
+    Standalone(crate::standalone::StandaloneArgs),
+    /// Write synthetic sample studies (radiographs with and without fractures) as DICOM files.
+    Samples(crate::demo::SamplesArgs),
+    /// Print a site's worklist in reading order.
+    Worklist(crate::demo::WorklistArgs),
     /// Apply pending database schema migrations and exit.
     Migrate(MigrateArgs),
     /// Import the DICOM files of a directory tree or an S3 prefix into a site, then print a summary.
@@ -82,22 +90,18 @@ impl Command {
             Command::Ingest(_) => "fxtriage-ingest",
             Command::Inference(_) => "fxtriage-inference",
             Command::Analyze(_) => "fxtriage-analyze",
+            Command::Samples(_) => "fxtriage-samples",
+            Command::Worklist(_) => "fxtriage-worklist",
             Command::Prioritizer(_) => "fxtriage-prioritizer",
             Command::Api(_) => "fxtriage-api",
+            Command::Sites(_) => "fxtriage-sites",
+            Command::Tokens(_) => "fxtriage-tokens",
             Command::Standalone(_) => "fxtriage-standalone",
             Command::Migrate(_) => "fxtriage-migrate",
             Command::Import(_) => "fxtriage-import",
             Command::Quarantine(_) => "fxtriage-quarantine",
         }
     }
-}
-
-/// Options every service shares; `PORT` is the service's default health port.
-#[derive(Debug, Args)]
-pub struct ServiceArgs<const PORT: u16> {
-    /// Address of /health/live and /health/ready. Loopback unless told otherwise.
-    #[arg(long, env = "FXTRIAGE_HEALTH_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
-    pub health_address: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -137,16 +141,6 @@ pub struct PrioritizerArgs {
     pub policies: Option<PathBuf>,
     #[command(flatten)]
     pub bus: BusArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct StandaloneArgs {
-    /// Directory for the object store, the database cluster and state.
-    #[arg(long, env = "FXTRIAGE_DATA_DIR", default_value = "fxtriage-data")]
-    pub data_dir: PathBuf,
-    /// HTTP address of the API, the web page and the health endpoints.
-    #[arg(long, env = "FXTRIAGE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    pub http_address: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -3,10 +3,13 @@
 //! signal asks it to stop, flush telemetry, exit.
 
 mod analyze;
+mod api_cli;
 mod cli;
+mod demo;
 mod infra;
 mod operator;
 mod shutdown;
+mod standalone;
 
 use std::process::ExitCode;
 
@@ -80,22 +83,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let bus = args.bus.connect("fxtriage-prioritizer").await?;
             fxtriage_prioritizer::run(config, bus, shutdown).await
         }
-        Command::Api(args) => {
-            fxtriage_api::run(
-                fxtriage_api::Config {
-                    health_address: args.health_address,
-                },
-                shutdown,
-            )
-            .await
-        }
-        Command::Standalone(args) => {
-            let config = fxtriage_api::Config {
-                health_address: args.http_address,
-            };
-            tracing::info!(data_dir = %args.data_dir.display(), "standalone: every service in one process");
-            fxtriage_api::run(config, shutdown).await
-        }
+        Command::Api(args) => api_cli::run_api(args, shutdown).await,
+        Command::Sites(args) => api_cli::sites(args).await,
+        Command::Tokens(args) => api_cli::tokens(args).await,
+        Command::Standalone(args) => standalone::run(args, shutdown).await,
+        Command::Samples(args) => demo::samples(&args),
+        Command::Worklist(args) => demo::worklist(&args).await,
         Command::Migrate(args) => {
             let config = fxtriage_db::DbConfig::from_url(&args.database_url)?;
             let report = fxtriage_db::migrate(&config).await?;

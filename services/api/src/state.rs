@@ -1,0 +1,49 @@
+//! What every handler shares: the clients, the configuration, the metrics and the
+//! live-change hub.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use fxtriage_bus::Bus;
+use fxtriage_core::SiteId;
+use fxtriage_objstore::ObjectStore;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub store: Arc<dyn ObjectStore>,
+    pub bus: Arc<dyn Bus>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub events: EventHub,
+    /// Overlays decode whole radiographs: at most this many at once.
+    pub overlay_permits: Arc<Semaphore>,
+    /// Cancelled when the server drains; long-lived responses (event streams) end.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Produces the outbox rows a committed change left for `study`, in the
+    /// background so the response does not wait for the bus. What fails here
+    /// stays in the outbox for the prioritizer's relay: never lost, only late.
+    pub fn publish_soon(&self, site: &SiteId, study_instance_uid: &str) {
+        let pool = self.pool.clone();
+        let bus = Arc::clone(&self.bus);
+        let site = site.clone();
+        let study = study_instance_uid.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) =
+                fxtriage_prioritizer::outbox::publish_study(&pool, bus.as_ref(), &site, &study)
+                    .await
+            {
+                tracing::warn!(%error, %site, "worklist change left in the outbox for the relay");
+            }
+        });
+    }
+}

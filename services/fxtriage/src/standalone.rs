@@ -1,0 +1,136 @@
+//! `fxtriage standalone`: every service in one process, the embedded default.
+//! The in-process bus replaces Kafka and a local directory replaces S3; the
+//! worklist lives in PostgreSQL (the URL given). Listens on 127.0.0.1 unless told
+//! otherwise, creates the site `demo` on first start, and writes where everything
+//! is to `DIR/standalone.json` for scripts and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use fxtriage_bus::{Bus, InProcessBus, InProcessConfig};
+use fxtriage_objstore::{LocalDirStore, ObjectStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::analyze::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Directory for the object store and state.
+    #[arg(long, env = "FXTRIAGE_DATA_DIR", default_value = "fxtriage-data")]
+    pub data_dir: PathBuf,
+    /// HTTP address of the API and the health endpoints.
+    #[arg(long, env = "FXTRIAGE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_address: SocketAddr,
+    /// DIMSE C-STORE SCP address.
+    #[arg(long, env = "FXTRIAGE_DIMSE_ADDR", default_value = "127.0.0.1:11112")]
+    pub dimse_address: SocketAddr,
+    /// STOW-RS address.
+    #[arg(
+        long,
+        env = "FXTRIAGE_INGEST_HTTP_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub stow_address: SocketAddr,
+    /// Called AE title of the demo site.
+    #[arg(long, env = "FXTRIAGE_AE_TITLE", default_value = "FXTRIAGE")]
+    pub ae_title: String,
+    /// PostgreSQL URL.
+    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub const DEMO_SITE: &str = "demo";
+
+/// Runs every service until `shutdown`; they stop together if one fails.
+pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(args.data_dir.join("objects")));
+    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(InProcessConfig::default()));
+    let (model, batch) = args.model.load()?;
+
+    let database = fxtriage_db::DbConfig::from_url(&args.database_url)?;
+    fxtriage_db::migrate(&database).await?;
+    let pool = database.pool()?;
+    let site = fxtriage_core::SiteId::parse(DEMO_SITE)?;
+    fxtriage_prioritizer::sites::add_site(&pool, &site, "Demo site").await?;
+    let sites = fxtriage_ingest::Sites::from_toml(&format!(
+        "[[site]]\nid = \"{DEMO_SITE}\"\nae_titles = [\"{}\"]\n",
+        args.ae_title
+    ))?;
+
+    let loopback_any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let services = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    // The prioritizer subscribes first, so nothing announced is missed.
+    tasks.spawn(fxtriage_prioritizer::run(
+        fxtriage_prioritizer::Config::new(loopback_any_port, database.clone()),
+        Arc::clone(&bus),
+        services.clone(),
+    ));
+    tasks.spawn(fxtriage_inference::run(
+        fxtriage_inference::Config {
+            health_address: loopback_any_port,
+            batch,
+            max_in_flight: 16,
+        },
+        Arc::clone(&bus),
+        Arc::clone(&store),
+        model,
+        services.clone(),
+    ));
+    let ingestor = fxtriage_ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&bus));
+    let ingest_config = fxtriage_ingest::Config {
+        http_address: args.stow_address,
+        dimse_address: args.dimse_address,
+        dimse: fxtriage_ingest::dimse::DimseOptions::default(),
+        sites,
+    };
+    tasks.spawn(fxtriage_ingest::run(
+        ingest_config,
+        ingestor,
+        services.clone(),
+    ));
+    tasks.spawn(serve_http(args.http_address, services.clone()));
+
+    let description = serde_json::json!({
+        "dimse": args.dimse_address.to_string(),
+        "ae_title": args.ae_title,
+        "http": format!("http://{}", args.http_address),
+        "stow": format!("http://{}/dicomweb/sites/{DEMO_SITE}/studies", args.stow_address),
+        "site": DEMO_SITE,
+        "token": serde_json::Value::Null,
+    });
+    let description_path = args.data_dir.join("standalone.json");
+    std::fs::write(&description_path, serde_json::to_vec_pretty(&description)?)?;
+    tracing::info!(
+        dimse = %args.dimse_address, ae_title = %args.ae_title, http = %args.http_address,
+        description = %description_path.display(), "standalone: every service in one process"
+    );
+
+    let mut outcome = Ok(());
+    while let Some(finished) = tasks.join_next().await {
+        let result = finished
+            .context("a service task panicked")
+            .and_then(|result| result);
+        if let Err(error) = result {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "a service stopped; stopping the others"
+            );
+            outcome = Err(error);
+        }
+        services.cancel();
+    }
+    outcome
+}
+
+async fn serve_http(address: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+    fxtriage_telemetry::health::serve_until_shutdown("standalone", address, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! `fxtriage standalone`: every service in one process (in-process bus, local
+//! directory store, the stack's PostgreSQL). Sample studies sent by C-STORE reach
+//! the demo site's worklist once each; it writes standalone.json and stops
+//! cleanly on SIGTERM.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let url = environment
+        .iter()
+        .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
+        .expect("url")
+        .1
+        .clone();
+    let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
+    let database = format!("fxtriage_standalone_{}", std::process::id());
+    let admin = server.connect().await.expect("connect");
+    admin
+        .execute(&format!("DROP DATABASE IF EXISTS {database}"), &[])
+        .await
+        .expect("drop");
+    admin
+        .execute(&format!("CREATE DATABASE {database}"), &[])
+        .await
+        .expect("create");
+    let database_config = server.with_database(&database);
+    let mut environment = environment;
+    environment
+        .retain(|(key, _)| !key.starts_with("FXTRIAGE_KAFKA") && !key.starts_with("FXTRIAGE_S3"));
+    let database_url = format!(
+        "{}/{database}",
+        url.rsplit_once('/').expect("a database in the URL").0
+    );
+    environment.push(("FXTRIAGE_DATABASE_URL".into(), database_url));
+
+    let (http, dimse, stow) = (
+        free_loopback_port(),
+        free_loopback_port(),
+        free_loopback_port(),
+    );
+    let data = directory.path().join("data");
+    let arguments: Vec<String> = [
+        "standalone",
+        "--data-dir",
+        &data.display().to_string(),
+        "--model",
+        &repository_path("models/testdata/heatmap")
+            .display()
+            .to_string(),
+        "--http-address",
+        &format!("127.0.0.1:{http}"),
+        "--dimse-address",
+        &format!("127.0.0.1:{dimse}"),
+        "--stow-address",
+        &format!("127.0.0.1:{stow}"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let standalone = Service::start("standalone", &arguments, &environment, directory.path());
+    wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
+    let description: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
+    )
+    .expect("json");
+    assert_eq!(description["dimse"], format!("127.0.0.1:{dimse}"));
+    assert_eq!(description["ae_title"], "FXTRIAGE");
+    assert_eq!(description["site"], "demo");
+
+    let samples = directory.path().join("samples");
+    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "samples",
+            "--studies",
+            "12",
+            "--out",
+            &samples.display().to_string(),
+        ])
+        .output()
+        .expect("samples");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let sent = Command::new("dcmsend")
+        .args([
+            "-aec",
+            "FXTRIAGE",
+            "127.0.0.1",
+            &dimse.to_string(),
+            "+sd",
+            "+sp",
+            "*.dcm",
+            &samples.display().to_string(),
+        ])
+        .output()
+        .expect("dcmsend (dcmtk)");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+
+    let client = database_config.connect().await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = client
+            .query("SELECT ai_result FROM studies WHERE site_id = 'demo'", &[])
+            .await
+            .expect("query");
+        if rows.len() == 12
+            && rows
+                .iter()
+                .all(|row| row.get::<_, String>(0) != "awaiting-analysis")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 12 studies settled:\n{}",
+            rows.len(),
+            standalone.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let printed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["worklist", "--site", "demo"])
+        .envs(environment.iter().cloned())
+        .output()
+        .expect("worklist");
+    let table = String::from_utf8_lossy(&printed.stdout);
+    assert!(table.contains("12 open studies"), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(2)
+            .is_some_and(|first| first.contains("emergency")),
+        "an emergency study comes first:\n{table}"
+    );
+    standalone.stop().await;
+    drop(client);
+    admin
+        .execute(
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            &[],
+        )
+        .await
+        .expect("drop");
+}
