@@ -182,42 +182,19 @@ pub async fn run_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The windowed image in grey with each box drawn as a red outline, as PNG.
+/// The windowed image with each box drawn in red, as PNG (the API's renderer).
 pub fn write_overlay(analysis: &Analysis, path: &std::path::Path) -> anyhow::Result<()> {
-    let (width, height) = (analysis.columns as usize, analysis.rows as usize);
-    let mut rgb: Vec<u8> = analysis
-        .image
-        .pixels
+    let boxes: Vec<fxtriage_prioritizer::incoming::DetectionBox> = analysis
+        .detections
         .iter()
-        .flat_map(|value| {
-            let grey = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
-            [grey, grey, grey]
+        .map(|found| fxtriage_prioritizer::incoming::DetectionBox {
+            x_min: found.x_min,
+            y_min: found.y_min,
+            x_max: found.x_max,
+            y_max: found.y_max,
         })
         .collect();
-    let thickness = (width.max(height) / 300).max(2);
-    for found in &analysis.detections {
-        let x0 = (found.x_min.max(0.0) as usize).min(width.saturating_sub(1));
-        let x1 = (found.x_max.max(0.0) as usize).min(width.saturating_sub(1));
-        let y0 = (found.y_min.max(0.0) as usize).min(height.saturating_sub(1));
-        let y1 = (found.y_max.max(0.0) as usize).min(height.saturating_sub(1));
-        for y in y0..=y1 {
-            for x in x0..=x1 {
-                let on_edge = x < x0 + thickness
-                    || x + thickness > x1
-                    || y < y0 + thickness
-                    || y + thickness > y1;
-                if on_edge {
-                    rgb[(y * width + x) * 3..(y * width + x) * 3 + 3]
-                        .copy_from_slice(&[230, 30, 30]);
-                }
-            }
-        }
-    }
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header()?.write_image_data(&rgb)?;
+    let png = fxtriage_api::overlay::render_overlay(&analysis.image, &boxes)?;
+    std::fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

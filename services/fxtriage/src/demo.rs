@@ -112,8 +112,8 @@ pub async fn worklist(args: &WorklistArgs) -> anyhow::Result<()> {
         rows.len()
     );
     println!(
-        "{:>3}  {:<10} {:<11} {:<17} {:>6}  {:>8}  {:>11}  {}",
-        "#", "accession", "urgency", "AI result", "prob.", "waited", "due in", "study"
+        "{:>3}  {:<10} {:<11} {:<17} {:>6}  {:>8}  {:>11}  study",
+        "#", "accession", "urgency", "AI result", "prob.", "waited", "due in"
     );
     for (position, row) in rows.iter().enumerate() {
         let probability = row

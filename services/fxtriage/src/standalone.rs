@@ -1,8 +1,8 @@
 //! `fxtriage standalone`: every service in one process, the embedded default.
 //! The in-process bus replaces Kafka and a local directory replaces S3; the
 //! worklist lives in PostgreSQL (the URL given). Listens on 127.0.0.1 unless told
-//! otherwise, creates the site `demo` on first start, and writes where everything
-//! is to `DIR/standalone.json` for scripts and tests.
+//! otherwise, creates the site `demo` on first start, prints where each endpoint
+//! is and a first access token, and writes the same to `DIR/standalone.json`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +45,11 @@ pub struct StandaloneArgs {
 }
 
 pub const DEMO_SITE: &str = "demo";
+
+fn restrict_to_owner(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
 
 /// Runs every service until `shutdown`; they stop together if one fails.
 pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -96,7 +101,15 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         ingestor,
         services.clone(),
     ));
-    tasks.spawn(serve_http(args.http_address, services.clone()));
+    let token =
+        fxtriage_api::create_token(&pool, &site, fxtriage_api::Role::Admin, "standalone").await?;
+    tasks.spawn(fxtriage_api::run(
+        fxtriage_api::Config::new(args.http_address),
+        pool.clone(),
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        services.clone(),
+    ));
 
     let description = serde_json::json!({
         "dimse": args.dimse_address.to_string(),
@@ -104,7 +117,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "http": format!("http://{}", args.http_address),
         "stow": format!("http://{}/dicomweb/sites/{DEMO_SITE}/studies", args.stow_address),
         "site": DEMO_SITE,
-        "token": serde_json::Value::Null,
+        "token": token.token.reveal(),
     });
     let description_path = args.data_dir.join("standalone.json");
     std::fs::write(&description_path, serde_json::to_vec_pretty(&description)?)?;
@@ -112,6 +125,28 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         dimse = %args.dimse_address, ae_title = %args.ae_title, http = %args.http_address,
         description = %description_path.display(), "standalone: every service in one process"
     );
+    // The operator's first access token, shown once; the file above keeps it too (mode 600).
+    restrict_to_owner(&description_path)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "fxtriage standalone: DICOM C-STORE to {}@{}",
+            args.ae_title, args.dimse_address
+        );
+        println!(
+            "  web page and API: http://{} (site {DEMO_SITE})",
+            args.http_address
+        );
+        println!(
+            "  STOW-RS: http://{}/dicomweb/sites/{DEMO_SITE}/studies",
+            args.stow_address
+        );
+        println!(
+            "  first access token (admin, shown once): {}",
+            token.token.reveal()
+        );
+        println!("  the same as JSON: {}", description_path.display());
+    }
 
     let mut outcome = Ok(());
     while let Some(finished) = tasks.join_next().await {
@@ -128,9 +163,4 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         services.cancel();
     }
     outcome
-}
-
-async fn serve_http(address: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
-    fxtriage_telemetry::health::serve_until_shutdown("standalone", address, shutdown).await?;
-    Ok(())
 }

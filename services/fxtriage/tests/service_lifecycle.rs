@@ -39,7 +39,7 @@ async fn every_service_reports_health_and_stops_on_sigterm() {
             vec!["--model".into(), model, "--health-address".into()],
         ),
         ("prioritizer", vec!["--health-address".into()]),
-        ("api", vec!["--health-address".into()]),
+        ("api", vec!["--http-address".into()]),
     ];
     for (name, mut arguments) in services {
         let port = free_loopback_port();
