@@ -31,6 +31,7 @@ pub mod study_detail;
 pub mod study_path;
 pub mod tokens;
 pub mod views;
+pub mod web;
 pub mod worklist;
 pub mod worklist_query;
 
@@ -184,6 +185,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/metrics", get(metrics::get_metrics))
         .with_state(state.clone())
         .merge(health::router(readiness))
+        .merge(web::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state, metrics::observe))

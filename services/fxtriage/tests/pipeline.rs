@@ -280,6 +280,218 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
     prioritizer.stop().await;
 }
 
+/// The three services of the distributed mode, each restartable.
+struct Cluster {
+    environment: Vec<(String, String)>,
+    logs: std::path::PathBuf,
+    sites: std::path::PathBuf,
+    dimse_port: u16,
+    services: std::collections::BTreeMap<&'static str, (Service, u16)>,
+    starts: usize,
+}
+
+impl Cluster {
+    fn arguments(&self, name: &str, port: u16) -> Vec<String> {
+        let health = format!("127.0.0.1:{port}");
+        match name {
+            "prioritizer" => vec!["prioritizer".into(), "--health-address".into(), health],
+            "inference" => vec![
+                "inference".into(),
+                "--model".into(),
+                repository_path("models/testdata/heatmap")
+                    .display()
+                    .to_string(),
+                "--health-address".into(),
+                health,
+            ],
+            _ => vec![
+                "ingest".into(),
+                "--sites".into(),
+                self.sites.display().to_string(),
+                "--dimse-address".into(),
+                format!("127.0.0.1:{}", self.dimse_port),
+                "--http-address".into(),
+                health,
+            ],
+        }
+    }
+
+    async fn start(&mut self, name: &'static str) {
+        let port = free_loopback_port();
+        self.starts += 1;
+        let log_name = format!("{name}-{}", self.starts);
+        let service = Service::start(
+            &log_name,
+            &self.arguments(name, port),
+            &self.environment,
+            &self.logs,
+        );
+        wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+        self.services.insert(name, (service, port));
+    }
+
+    /// SIGKILL, then start again.
+    async fn crash_and_restart(&mut self, name: &'static str) {
+        if let Some((service, _)) = self.services.remove(name) {
+            service.kill();
+        }
+        self.start(name).await;
+    }
+
+    fn logs(&self) -> String {
+        self.services
+            .values()
+            .map(|(service, _)| format!("{}:\n{}\n", service.name, service.log_tail()))
+            .collect()
+    }
+}
+
+fn dcmsend_background(ae_title: &str, port: u16, directory: &Path) -> std::process::Child {
+    Command::new("dcmsend")
+        .args([
+            "-aec",
+            ae_title,
+            "-aet",
+            "E2ESENDER",
+            "127.0.0.1",
+            &port.to_string(),
+            "+sd",
+        ])
+        .arg(directory)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dcmsend")
+}
+
+/// Known to fail (issue 6): over tansu 0.6, after a service is SIGKILLed while a
+/// second restart happens nearby, the restarted prioritizer and inference do not
+/// receive some partitions within four minutes, although the messages are in the
+/// topics (a fresh consumer of the same group applies them at once). A single
+/// SIGKILL and restart works (tests/prioritizer_crash.rs). Run with `--ignored`.
+#[ignore = "fails over tansu: partitions of a SIGKILLed group member are not reassigned in time (issue 6)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let suffix = format!("{:08x}", rand_suffix());
+    let site = format!("e2e-kill-{suffix}");
+    let ae_title = format!("KILL{}", suffix.to_uppercase());
+    let url = environment
+        .iter()
+        .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
+        .expect("url")
+        .1
+        .clone();
+    let database = fxtriage_db::DbConfig::from_url(&url).expect("url");
+    fxtriage_db::migrate(&database).await.expect("migrate");
+    let client = database.connect().await.expect("connect");
+    client
+        .execute(
+            "INSERT INTO sites (site_id, display_name) VALUES ($1, 'Kill test')",
+            &[&site],
+        )
+        .await
+        .expect("site");
+    let sites = directory.path().join("sites.toml");
+    std::fs::write(
+        &sites,
+        format!("[[site]]\nid = \"{site}\"\nae_titles = [\"{ae_title}\"]\n"),
+    )
+    .expect("sites file");
+
+    let mut cluster = Cluster {
+        environment,
+        logs: directory.path().to_path_buf(),
+        sites,
+        dimse_port: free_loopback_port(),
+        services: std::collections::BTreeMap::new(),
+        starts: 0,
+    };
+    for name in ["prioritizer", "inference", "ingest"] {
+        cluster.start(name).await;
+    }
+
+    // 200 studies in four batches of 50; each batch is sent while one service dies.
+    let mut studies = Vec::new();
+    let batches: Vec<std::path::PathBuf> = (0..4)
+        .map(|batch| directory.path().join(format!("batch-{batch}")))
+        .collect();
+    for batch in &batches {
+        std::fs::create_dir_all(batch).expect("mkdir");
+        studies.extend(write_studies(batch, 50));
+        // Only the first batch keeps its invalid files: later batches are resent.
+        if batch != &batches[0] {
+            for invalid in 0..2 {
+                std::fs::remove_file(batch.join(format!("invalid-{invalid}.dcm"))).expect("remove");
+            }
+        }
+    }
+    let port = cluster.dimse_port;
+    dcmsend(&ae_title, port, &batches[0]);
+    cluster.crash_and_restart("prioritizer").await;
+
+    let mut sender = dcmsend_background(&ae_title, port, &batches[1]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.crash_and_restart("inference").await;
+    sender.wait().expect("dcmsend");
+
+    // Killing ingest breaks the sender's association: like a modality, it sends again.
+    let mut sender = dcmsend_background(&ae_title, port, &batches[2]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.crash_and_restart("ingest").await;
+    let _interrupted = sender.wait();
+    dcmsend(&ae_title, port, &batches[2]);
+
+    dcmsend(&ae_title, port, &batches[3]);
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let rows = loop {
+        let rows = client
+            .query(
+                "SELECT study_instance_uid, ai_result FROM studies WHERE site_id = $1",
+                &[&site],
+            )
+            .await
+            .expect("query");
+        let settled = rows.len() == studies.len()
+            && rows
+                .iter()
+                .all(|row| row.get::<_, String>(1) != "awaiting-analysis");
+        if settled {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} studies settled\n{}",
+            rows.len(),
+            studies.len(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let on_worklist: BTreeSet<String> = rows.iter().map(|row| row.get(0)).collect();
+    let expected: BTreeSet<String> = studies.iter().map(|study| study.uid.clone()).collect();
+    assert_eq!(on_worklist.len(), rows.len(), "each study once");
+    assert_eq!(on_worklist, expected, "every study, nothing else");
+    let images: i64 = client
+        .query_one(
+            "SELECT count(*) FROM instances WHERE site_id = $1",
+            &[&site],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    let expected_images: i64 = (0..50).map(|index| 1 + index % 2).sum::<i64>() * 4;
+    assert_eq!(images, expected_images, "each image recorded once");
+    for (name, (service, _)) in std::mem::take(&mut cluster.services) {
+        let _ = name;
+        service.stop().await;
+    }
+}
+
 fn rand_suffix() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,405 @@
+//! The radiologists' web page, in headless Chromium, against `fxtriage
+//! standalone` with sample studies sent over C-STORE: a reader signs in with the
+//! site's token, sees the worklist in the API's own order, sees a change made
+//! elsewhere arrive live, opens the first study with its overlay, claims and
+//! reports it, and sees it leave the list. Screenshots are left in
+//! `target/test-artifacts/` (worklist.png, study.png).
+
+mod support;
+mod webdriver;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+use webdriver::{Browser, artifacts_dir, browser_installed};
+
+const STUDIES: usize = 8;
+const READER: &str = "dr-browser";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser() {
+    if !browser_installed() {
+        return;
+    }
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let app = StandaloneApp::start(environment, directory.path()).await;
+    app.send_samples(STUDIES).await;
+    let api_order = app.open_worklist().await;
+    assert_eq!(api_order.len(), STUDIES);
+    let artifacts = artifacts_dir();
+
+    let browser = Browser::launch(directory.path()).await;
+    browser.goto(&format!("{}/", app.http)).await;
+    browser.type_into("#login-site", &app.site).await;
+    browser.type_into("#login-token", "not-a-token").await;
+    browser.click("#login-submit").await;
+    browser
+        .wait_for(
+            "a refused token explained",
+            "const error = document.getElementById('login-error'); \
+             return !error.hidden && error.textContent.includes('not valid');",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#login-token", &app.token).await;
+    browser.type_into("#login-reader", READER).await;
+    browser.click("#login-submit").await;
+
+    // The worklist, in the API's order, kept live by the event stream.
+    browser
+        .wait_for(
+            "every study on the worklist",
+            "return document.querySelectorAll('#worklist-rows tr').length === arguments[0];",
+            json!([STUDIES]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the live indicator",
+            "return document.getElementById('live-status').dataset.state === 'live';",
+            json!([]),
+        )
+        .await;
+    let page_rows = browser
+        .script(
+            "return [...document.querySelectorAll('#worklist-rows tr')].map(row => ({ \
+                 study: row.dataset.study, \
+                 position: row.cells[0].textContent, \
+                 accession: row.querySelector('a.accession').textContent, \
+                 ai: row.cells[3].textContent }));",
+            json!([]),
+        )
+        .await;
+    let page_order: Vec<&str> = page_rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["study"].as_str().expect("study"))
+        .collect();
+    let api_studies: Vec<&str> = api_order
+        .iter()
+        .map(|item| item["study_instance_uid"].as_str().expect("uid"))
+        .collect();
+    assert_eq!(
+        page_order, api_studies,
+        "the page keeps the API's reading order"
+    );
+    for (index, (row, item)) in page_rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .zip(&api_order)
+        .enumerate()
+    {
+        assert_eq!(row["position"], (index + 1).to_string());
+        assert_eq!(row["accession"], item["accession_number"]);
+        if let Some(probability) = item["probability"].as_f64() {
+            let shown = format!("{probability:.2}");
+            assert!(
+                row["ai"].as_str().expect("text").contains(&shown),
+                "row {} shows the probability {shown}: {row}",
+                index + 1
+            );
+        }
+    }
+
+    // A claim made elsewhere (another reader, through the API) shows up by itself.
+    let last = api_studies[STUDIES - 1];
+    app.post(
+        &format!("studies/{last}/claim"),
+        json!({ "reader": "dr-elsewhere" }),
+    )
+    .await;
+    browser
+        .wait_for(
+            "another reader's claim, live",
+            "const row = document.querySelector(`#worklist-rows tr[data-study=\"${arguments[0]}\"]`); \
+             return row !== null && row.querySelector('.holder').textContent === 'Claimed by dr-elsewhere';",
+            json!([last]),
+        )
+        .await;
+    browser.screenshot(&artifacts.join("worklist.png")).await;
+
+    // The first study: its overlay loads, then claim and report.
+    let first = api_studies[0];
+    let instances = app.get(&format!("studies/{first}")).await["instances"]
+        .as_array()
+        .expect("instances")
+        .len();
+    assert!(instances > 0, "the first study has images");
+    browser
+        .click("#worklist-rows tr:first-child a.accession")
+        .await;
+    browser
+        .wait_for(
+            "every overlay image loaded",
+            "const images = [...document.querySelectorAll('#images img.overlay')]; \
+             return !document.getElementById('study-view').hidden && \
+                 images.length === arguments[0] && \
+                 images.every(image => image.complete && image.naturalWidth > 0);",
+            json!([instances]),
+        )
+        .await;
+    let title = browser
+        .script(
+            "return document.getElementById('study-title').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        title.as_str().expect("title").contains(
+            api_order[0]["accession_number"]
+                .as_str()
+                .expect("accession")
+        ),
+        "{title}"
+    );
+
+    browser.click("#claim-button").await;
+    browser
+        .wait_for(
+            "the study claimed by this reader",
+            "return document.getElementById('study-state').textContent === 'Claimed by you';",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        app.get(&format!("studies/{first}")).await["study"]["claimed_by"],
+        READER
+    );
+    browser.screenshot(&artifacts.join("study.png")).await;
+
+    browser.click("#report-button").await;
+    browser
+        .wait_for(
+            "the study reported",
+            "return document.getElementById('study-state').textContent === 'Reported' && \
+                 document.getElementById('study-message').textContent.startsWith('Reported.');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        app.get(&format!("studies/{first}")).await["study"]["state"],
+        "reported"
+    );
+
+    browser.click("#back-to-worklist").await;
+    browser
+        .wait_for(
+            "the reported study gone from the worklist",
+            "const rows = [...document.querySelectorAll('#worklist-rows tr')]; \
+             return !document.getElementById('worklist-view').hidden && \
+                 rows.length === arguments[0] && \
+                 rows.every(row => row.dataset.study !== arguments[1]);",
+            json!([STUDIES - 1, first]),
+        )
+        .await;
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// `fxtriage standalone` on free loopback ports, with a fresh database on the
+/// local stack's PostgreSQL and the test model.
+struct StandaloneApp {
+    service: Service,
+    admin: tokio_postgres::Client,
+    database: String,
+    /// `http://127.0.0.1:<port>`
+    http: String,
+    dimse: u16,
+    site: String,
+    token: String,
+    directory: PathBuf,
+    client: reqwest::Client,
+}
+
+impl StandaloneApp {
+    async fn start(mut environment: Vec<(String, String)>, directory: &Path) -> Self {
+        let url = environment
+            .iter()
+            .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
+            .expect("FXTRIAGE_DATABASE_URL")
+            .1
+            .clone();
+        let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
+        let database = format!("fxtriage_browser_{}", std::process::id());
+        let admin = server.connect().await.expect("connect");
+        admin
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+                &[],
+            )
+            .await
+            .expect("drop");
+        admin
+            .execute(&format!("CREATE DATABASE {database}"), &[])
+            .await
+            .expect("create");
+        environment.retain(|(key, _)| {
+            !key.starts_with("FXTRIAGE_KAFKA")
+                && !key.starts_with("FXTRIAGE_S3")
+                && key != "FXTRIAGE_DATABASE_URL"
+        });
+        let database_url = format!(
+            "{}/{database}",
+            url.rsplit_once('/').expect("a database in the URL").0
+        );
+        environment.push(("FXTRIAGE_DATABASE_URL".into(), database_url));
+
+        let (http, dimse, stow) = (
+            free_loopback_port(),
+            free_loopback_port(),
+            free_loopback_port(),
+        );
+        let data = directory.join("data");
+        let arguments: Vec<String> = [
+            "standalone",
+            "--data-dir",
+            &data.display().to_string(),
+            "--model",
+            &repository_path("models/testdata/heatmap")
+                .display()
+                .to_string(),
+            "--http-address",
+            &format!("127.0.0.1:{http}"),
+            "--dimse-address",
+            &format!("127.0.0.1:{dimse}"),
+            "--stow-address",
+            &format!("127.0.0.1:{stow}"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let service = Service::start("standalone", &arguments, &environment, directory);
+        wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
+        let description: Value = serde_json::from_slice(
+            &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
+        )
+        .expect("json");
+        Self {
+            service,
+            admin,
+            database,
+            http: description["http"].as_str().expect("http").to_owned(),
+            dimse,
+            site: description["site"].as_str().expect("site").to_owned(),
+            token: description["token"].as_str().expect("token").to_owned(),
+            directory: directory.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends `count` sample studies over C-STORE and waits until each is on the
+    /// worklist with its AI result.
+    async fn send_samples(&self, count: usize) {
+        let samples = self.directory.join("samples");
+        let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args([
+                "samples",
+                "--studies",
+                &count.to_string(),
+                "--out",
+                &samples.display().to_string(),
+            ])
+            .output()
+            .expect("samples");
+        assert!(
+            written.status.success(),
+            "{}",
+            String::from_utf8_lossy(&written.stderr)
+        );
+        let sent = Command::new("dcmsend")
+            .args([
+                "-aec",
+                "FXTRIAGE",
+                "127.0.0.1",
+                &self.dimse.to_string(),
+                "+sd",
+                "+sp",
+                "*.dcm",
+                &samples.display().to_string(),
+            ])
+            .output()
+            .expect("dcmsend (dcmtk)");
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let items = self.open_worklist().await;
+            let settled = items
+                .iter()
+                .all(|item| item["ai_result"] != "awaiting-analysis");
+            if items.len() == count && settled {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} studies settled:\n{}",
+                items.len(),
+                self.service.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The worklist as the page asks for it: open and claimed studies, in order.
+    async fn open_worklist(&self) -> Vec<Value> {
+        self.get("worklist?state=open,claimed&limit=100").await["items"]
+            .as_array()
+            .expect("items")
+            .clone()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/sites/{}/{path}", self.http, self.site))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/sites/{}/{path}", self.http, self.site))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert!(
+            response.status().is_success(),
+            "POST {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    async fn stop(self) {
+        self.service.stop().await;
+        self.admin
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+                &[],
+            )
+            .await
+            .expect("drop");
+    }
+}
