@@ -211,6 +211,33 @@ impl Ingestor {
         Ok(Stored { object_key, event })
     }
 
+    /// Records, in quarantine, an instance refused for its size before it was kept.
+    pub async fn record_oversize_refusal(
+        &self,
+        site: &SiteConfig,
+        sender: &Sender,
+        message: String,
+        byte_size: u64,
+    ) {
+        let rejection = Rejection::new(RejectionKind::InstanceTooLarge, message);
+        match crate::quarantine::record_refusal(
+            self.store.as_ref(),
+            &site.id,
+            &rejection,
+            sender,
+            byte_size,
+        )
+        .await
+        {
+            Ok(key) => {
+                tracing::warn!(reason = %rejection, record = %key, "oversize instance refused; recorded in quarantine")
+            }
+            Err(error) => {
+                tracing::error!(%error, reason = %rejection, "could not record an oversize refusal in quarantine")
+            }
+        }
+    }
+
     async fn reject(
         &self,
         site: &SiteConfig,

@@ -65,6 +65,41 @@ pub async fn quarantine(
     Ok(object_key)
 }
 
+/// Records a refusal whose bytes are not kept (an instance over the site's size
+/// limit: keeping it would defeat the limit). The record has no object key.
+pub async fn record_refusal(
+    store: &dyn ObjectStore,
+    site: &SiteId,
+    rejection: &Rejection,
+    sender: &Sender,
+    byte_size: u64,
+) -> Result<ObjectKey, ObjectStoreError> {
+    let now = OffsetDateTime::now_utc();
+    let date = format!(
+        "{:04}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    );
+    let record_key = ObjectKey::parse(&format!(
+        "{PREFIX}{site}/{date}/{}.json",
+        uuid::Uuid::new_v4()
+    ))?;
+    let record = QuarantineRecord {
+        site: site.to_string(),
+        kind: rejection.kind.as_str().to_owned(),
+        reason: format!("{} (bytes not kept)", rejection.message),
+        sender: sender.clone(),
+        received_at: now.format(&Rfc3339).unwrap_or_default(),
+        byte_size,
+        sha256: String::new(),
+        object_key: String::new(),
+    };
+    let json = serde_json::to_vec_pretty(&record).expect("a record of strings always serialises");
+    store.put(&record_key, Bytes::from(json)).await?;
+    Ok(record_key)
+}
+
 /// Every quarantine record, of one site or of all, oldest first.
 pub async fn list(
     store: &dyn ObjectStore,

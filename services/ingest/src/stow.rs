@@ -348,6 +348,17 @@ impl Transaction<'_> {
     async fn store_part(&self, received: ReceivedPart, part_number: usize) -> PartOutcome {
         if received.over_limit {
             let uids = HeaderUids::read(&received.source).await.unwrap_or_default();
+            self.ingestor
+                .record_oversize_refusal(
+                    self.site,
+                    self.sender,
+                    format!(
+                        "STOW-RS part {part_number} over this site's limit of {} bytes",
+                        self.part_limits.max_instance_bytes
+                    ),
+                    received.size,
+                )
+                .await;
             return PartOutcome::Failed(Failure {
                 sop_class_uid: uids.sop_class,
                 sop_instance_uid: uids.sop_instance,

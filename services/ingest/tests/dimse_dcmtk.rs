@@ -381,6 +381,17 @@ async fn an_instance_over_the_sites_size_limit_is_refused_while_it_arrives() {
         scp.leftover_buffers().is_empty(),
         "the partial file is discarded"
     );
+    let records = scp.quarantined().await;
+    assert_eq!(
+        records.len(),
+        1,
+        "the refusal is recorded in quarantine: {records:?}"
+    );
+    assert_eq!(records[0].kind, "instance-too-large");
+    assert!(
+        records[0].object_key.is_empty(),
+        "oversize bytes are not kept"
+    );
 
     let small = SyntheticInstance {
         rows: 64,

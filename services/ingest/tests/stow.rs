@@ -669,11 +669,17 @@ async fn a_part_over_the_sites_instance_limit_fails_and_the_next_part_is_stored(
         small.sop_instance_uid
     );
     assert!(server.stored_bytes("kings", &small).await.is_some());
+    let records = quarantine::list(server.store.as_ref(), None)
+        .await
+        .expect("quarantine");
+    assert_eq!(
+        records.len(),
+        1,
+        "the refusal is recorded in quarantine: {records:?}"
+    );
+    assert_eq!(records[0].kind, "instance-too-large");
     assert!(
-        quarantine::list(server.store.as_ref(), None)
-            .await
-            .expect("quarantine")
-            .is_empty(),
+        records[0].object_key.is_empty(),
         "oversize bytes are not kept"
     );
 }

@@ -263,6 +263,18 @@ async fn handle_value(
             if let Sink::File(incoming) = &mut sink
                 && let Err(error) = incoming.append(&value.data).await
             {
+                if matches!(error, InstanceFileError::TooLarge { .. }) {
+                    let limit = context.site.limits.max_instance_bytes;
+                    context
+                        .ingestor
+                        .record_oversize_refusal(
+                            context.site,
+                            &context.sender,
+                            format!("C-STORE over this site's limit of {limit} bytes"),
+                            limit,
+                        )
+                        .await;
+                }
                 sink = Sink::Discard(instance_file_failure(&error));
             }
             if !value.is_last {
