@@ -73,8 +73,19 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     let services = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     // The prioritizer subscribes first, so nothing announced is missed.
+    // The demo site uses the operating points the model was measured at.
+    let points = model.manifest.operating_points;
+    let mut policy = fxtriage_prioritizer::policy::Policy::default();
+    policy.operating_points = fxtriage_prioritizer::policy::OperatingPoints {
+        suspected: points.suspected.threshold,
+        possible: points.possible.threshold,
+    };
+    policy.validate()?;
+    let mut prioritizer_config =
+        fxtriage_prioritizer::Config::new(loopback_any_port, database.clone());
+    prioritizer_config.policies = fxtriage_prioritizer::PolicyBook::uniform(policy);
     tasks.spawn(fxtriage_prioritizer::run(
-        fxtriage_prioritizer::Config::new(loopback_any_port, database.clone()),
+        prioritizer_config,
         Arc::clone(&bus),
         services.clone(),
     ));
