@@ -252,6 +252,9 @@ impl Bus for KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long a group waits for a member that
+            // died without leaving before it shares out that member's partitions.
+            .set("max.poll.interval.ms", "30000")
             .set("heartbeat.interval.ms", "500")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(context)
