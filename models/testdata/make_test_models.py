@@ -40,7 +40,7 @@ CLASSIFIER_B = -4.0
 
 # [4 + C, A] with C = 1 class and A = 4 candidates; columns are candidates.
 #   0: cx 20, cy 20, w 16, h 16, score 0.90  -> kept (box x 12..28, y 12..28)
-#   1: cx 22, cy 21, w 16, h 16, score 0.80  -> IoU with 0 = 210/302 = 0.695, removed by NMS
+#   1: cx 22, cy 21, w 16, h 16, score 0.80  -> IoU with 0 = 210/302 = 0.695, removed by NMS (IoU 0.45 or 0.5)
 #   2: cx 48, cy 44, w 10, h 12, score 0.70  -> kept (box x 43..53, y 38..50)
 #   3: cx 40, cy 10, w  8, h  8, score 0.10  -> below any sensible score threshold
 YOLO_OUT = [
@@ -132,7 +132,7 @@ auc = 0.0
 '''
 
 
-def manifest(name, formula, sha, output_name, fmt, stride, box_threshold, stride_note, box_note):
+def manifest(name, formula, sha, output_name, fmt, stride, box_threshold, stride_note, box_note, extra=""):
     return f'''{COMMON_HEAD}#
 {formula}
 name = "{name}"
@@ -157,7 +157,7 @@ name = "{output_name}"
 format = "{fmt}"
 stride = {stride}          # {stride_note}
 box_threshold = {box_threshold} # {box_note}
-classes = ["fracture"]
+{extra}classes = ["fracture"]
 {OP_POINTS}'''
 
 
@@ -187,7 +187,7 @@ FORMULAS = {
         "#   row 2 w:     16, 16, 10,  8\n"
         "#   row 3 h:     16, 16, 12,  8\n"
         "#   row 4 score: 0.9, 0.8, 0.7, 0.1  (class 0 \"fracture\", already a probability)\n"
-        "# centre/size in input (64x64) pixels. Expected after a score threshold of 0.25 and NMS at IoU 0.5:\n"
+        "# centre/size in input (64x64) pixels. Expected after box_threshold 0.25 and NMS at IoU 0.45 (nms_iou):\n"
         "#   candidate 0 kept: x1,y1,x2,y2 = 12,12,28,28 score 0.9\n"
         "#   candidate 1 removed: IoU with 0 = 210/302 = 0.695 (box 14,13,30,29)\n"
         "#   candidate 2 kept: 43,38,53,50 score 0.7\n"
@@ -218,8 +218,9 @@ def write_all():
         path = os.path.join(d, "model.onnx")
         with open(path, "wb") as f:
             f.write(model.SerializeToString(deterministic=True))
+        extra = "nms_iou = 0.45      # non-maximum suppression IoU\n" if fmt == "yolo" else ""
         text = manifest(f"fxtriage-test-{name}", FORMULAS[name], sha256(path), out_name, fmt, stride, box_t,
-                        stride_note, box_note)
+                        stride_note, box_note, extra)
         with open(os.path.join(d, "manifest.toml"), "w") as f:
             f.write(text)
         print(f"{name}: {os.path.getsize(path)} bytes, sha256 {sha256(path)}")

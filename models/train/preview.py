@@ -4,10 +4,12 @@
 
 Each tile is one synthetic image (negatives and positives alternate); the
 fracture mask is drawn in red. With --model (needs onnxruntime) the heatmap
-cells at or above 0.5 are tinted green and the image score is printed.
+cells at or above the manifest's box_threshold (next to the model; else 0.5)
+are tinted green and the image score is printed.
 """
 
 import argparse
+import os
 import struct
 import zlib
 
@@ -46,6 +48,13 @@ def main():
 
         sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
         heat = sess.run(["heatmap"], {"image": images})[0]
+        box = 0.5
+        man = os.path.join(os.path.dirname(os.path.abspath(args.model)), "manifest.toml")
+        if os.path.exists(man):
+            import tomllib
+
+            with open(man, "rb") as f:
+                box = tomllib.load(f)["output"]["box_threshold"]
     cols = 4
     rows = (args.n + cols - 1) // cols
     sheet = np.zeros((rows * 260, cols * 260, 3), dtype=np.uint8)
@@ -55,7 +64,7 @@ def main():
         cells = np.kron(targets[i, 0], np.ones((8, 8))) > 0
         rgb[cells, 0] = np.minimum(255, rgb[cells, 0] + 90)
         if heat is not None:
-            hot = np.kron(heat[i, 0] >= 0.5, np.ones((8, 8))) > 0
+            hot = np.kron(heat[i, 0] >= box, np.ones((8, 8))) > 0
             rgb[hot, 1] = np.minimum(255, rgb[hot, 1] + 90)
             print(f"image {i}: label {labels[i]} score {heat[i].max():.3f}")
         r, c = divmod(i, cols)

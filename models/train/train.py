@@ -7,7 +7,8 @@ Steps (all seeded, CPU only, 2 threads):
      (CALIB_SEED) and a held-out set (HELD_OUT_SEED), 50 % with fractures;
   2. train a small fully-convolutional CNN that maps a 256x256 windowed
      radiograph to a 32x32 map of fracture probabilities (stride 8);
-  3. export it to ONNX (input `image` [N,1,256,256], output `heatmap`
+  3. shift the head's bias by -log(POS_WEIGHT) to undo the class weighting of
+     the loss, export to ONNX (input `image` [N,1,256,256], output `heatmap`
      [N,1,32,32], dynamic N), and check that ONNX Runtime gives the same
      output as PyTorch;
   4. with ONNX Runtime on the exported file, pick the two operating points on
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import platform
 import sys
@@ -45,7 +47,7 @@ BATCH = 32
 CROP = 128  # training crops (in pixels, multiple of the stride); evaluation uses whole images
 LR = 3e-3
 OPSET = 17
-BOX_THRESHOLD = 0.5
+POS_WEIGHT = 16.0  # weight of positive cells in the loss
 SUSPECTED_MIN_SPECIFICITY = 0.95  # "suspected": the lowest threshold with at least this specificity
 POSSIBLE_MIN_SENSITIVITY = 0.95  # "possible": the highest threshold with at least this sensitivity
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,11 +103,12 @@ def loss_fn(logits, target):
     """Weighted per-cell binary cross-entropy.
 
     Cells next to a fracture cell are ambiguous at stride 8: they count
-    neither for nor against. The few positive cells weigh 16 times more.
+    neither for nor against. The few positive cells weigh POS_WEIGHT times more
+    (undone after training by a shift of the head's bias, see main).
     (An extra image-level term on the maximum cell stalled training.)
     """
     near = F.max_pool2d(target, 3, stride=1, padding=1)
-    weight = torch.where((near > 0) & (target == 0), 0.0, 1.0) + 15.0 * target
+    weight = torch.where((near > 0) & (target == 0), 0.0, 1.0) + (POS_WEIGHT - 1.0) * target
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / weight.sum()
 
 
@@ -180,8 +183,14 @@ def main():
     torch.use_deterministic_algorithms(True)
 
     t0 = time.time()
-    print(f"generating {TRAIN_IMAGES} training images (seed {TRAIN_SEED}) and {CALIB_IMAGES} calibration images (seed {CALIB_SEED}) ...", flush=True)
-    x_tr, y_tr, _ = synth.dataset(TRAIN_SEED, TRAIN_IMAGES)
+    resume = bool(args.checkpoint and os.path.exists(args.checkpoint))
+    if resume:
+        x_tr = np.zeros((TRAIN_IMAGES, 1, synth.SIZE, synth.SIZE), np.float32)  # not needed
+        y_tr = np.zeros((TRAIN_IMAGES, 1, synth.SIZE // synth.STRIDE, synth.SIZE // synth.STRIDE), np.float32)
+    else:
+        print(f"generating {TRAIN_IMAGES} training images (seed {TRAIN_SEED}) ...", flush=True)
+        x_tr, y_tr, _ = synth.dataset(TRAIN_SEED, TRAIN_IMAGES)
+    print(f"generating {CALIB_IMAGES} calibration images (seed {CALIB_SEED}) ...", flush=True)
     x_ca, _, l_ca = synth.dataset(CALIB_SEED, CALIB_IMAGES)
     t_gen = time.time() - t0
     print(f"  {t_gen:.0f} s", flush=True)
@@ -226,10 +235,10 @@ def main():
         model.train()
         return auc(sc.numpy(), l_ca[: len(xc)])
 
-    if args.checkpoint and os.path.exists(args.checkpoint):
+    if resume:
         ck = torch.load(args.checkpoint)
         model.load_state_dict(ck["state_dict"])
-        t_train = ck["t_train"]
+        t_train, t_gen = ck["t_train"], ck["t_gen"]
         args.epochs = ck["epochs"]
         print(f"loaded {args.checkpoint}, skipping training", flush=True)
     else:
@@ -253,11 +262,16 @@ def main():
                   f"AUC on 400 calibration images {monitor_auc():.4f} ({time.time() - t1:.0f} s)", flush=True)
         t_train = time.time() - t1
         if args.checkpoint:
-            torch.save({"state_dict": model.state_dict(), "t_train": t_train, "epochs": args.epochs}, args.checkpoint)
+            torch.save({"state_dict": model.state_dict(), "t_train": t_train, "t_gen": t_gen, "epochs": args.epochs},
+                       args.checkpoint)
     del xt, yt, x_tr, y_tr
 
     # --- export --------------------------------------------------------------------
     model.eval()
+    # Weighting positives by POS_WEIGHT shifts the learned logits up by log(POS_WEIGHT)
+    # (prior correction); take that back out so the probabilities are less inflated.
+    with torch.no_grad():
+        model.head.bias -= math.log(POS_WEIGHT)
     onnx_path = os.path.join(out, "model.onnx")
     dummy = torch.zeros(2, 1, synth.SIZE, synth.SIZE)
     torch.onnx.export(
@@ -298,16 +312,22 @@ def main():
     se_p, sp_p = rates(s_ho, l_ho, t_poss)
     a = auc(s_ho, l_ho)
     # localisation: in true positives at "suspected", is a hot cell (>= box_threshold) on the fracture?
+    # boxes: cells at or above the "possible" threshold (rounded down), so every
+    # image flagged at either operating point has at least one box
+    box_threshold = math.floor(t_poss * 100.0) / 100.0
+    # localisation: in true positives at "suspected", is the hottest cell on or next to the fracture?
     hit = []
     for i in np.where((l_ho == 1) & (s_ho >= t_susp))[0]:
-        hot = heat_ho[i, 0] >= min(BOX_THRESHOLD, t_susp)
         near = F.max_pool2d(torch.from_numpy(y_ho[i:i + 1]), 3, stride=1, padding=1).numpy()[0, 0] > 0
-        hit.append(bool((hot & near).any()))
+        hit.append(bool(near.flat[int(np.argmax(heat_ho[i, 0]))]))
     loc = float(np.mean(hit)) if hit else 0.0
+    # false boxes: negatives with any cell at or above box_threshold are exactly those
+    # flagged "possible" or higher (1 - specificity at "possible")
     print(f"held-out: AUC {a:.4f}", flush=True)
     print(f"  suspected  t={t_susp:.4f}: sensitivity {se_s:.4f} specificity {sp_s:.4f}", flush=True)
     print(f"  possible   t={t_poss:.4f}: sensitivity {se_p:.4f} specificity {sp_p:.4f}", flush=True)
-    print(f"  true positives at 'suspected' with a hot cell on the fracture: {loc:.4f}", flush=True)
+    print(f"  box_threshold {box_threshold:.2f}; true positives at 'suspected' whose hottest cell is on the fracture: {loc:.4f}",
+          flush=True)
 
     digest = sha256(onnx_path)
     info = dict(
@@ -324,6 +344,7 @@ def main():
         sp_p=sp_p,
         auc=a,
         loc=loc,
+        box=box_threshold,
         t_train=t_train,
         t_gen=t_gen,
         epochs=args.epochs,
@@ -358,7 +379,8 @@ std = 1.0
 name = "heatmap"
 format = "heatmap"  # one of classifier | heatmap | yolo
 stride = 8          # heatmap cell size in input pixels; output [N,1,32,32]
-box_threshold = {BOX_THRESHOLD} # heatmap cells at or above this form boxes (connected regions)
+box_threshold = {i["box"]:.2f} # heatmap cells at or above this form boxes (connected regions);
+                    # the "possible" threshold rounded down, so a flagged image always has a box
 classes = ["fracture"]
 # image-level probability = maximum of the heatmap
 
@@ -398,8 +420,8 @@ A small fully-convolutional network that turns a windowed radiograph
 (256x256, one channel, 0..1, bright = dense) into a 32x32 map of fracture
 probabilities, one cell per 8x8 input pixels (the `heatmap` output format of
 `manifest.toml`). The image-level probability is the maximum of the map;
-cells at or above `box_threshold` ({BOX_THRESHOLD}) are grouped into connected
-regions that become boxes. It exists so that the fxtriage pipeline, its tests
+cells at or above `box_threshold` ({i["box"]:.2f}, the "possible" threshold rounded
+down) are grouped into connected regions that become boxes. It exists so that the fxtriage pipeline, its tests
 and its benchmarks run end to end with a model that ships in the repository;
 replace it with a real model (same manifest format) for any other purpose.
 
@@ -442,9 +464,11 @@ Training: {TRAIN_IMAGES} images (seed {TRAIN_SEED}), seen as random 128x128 crop
 aligned to the 8-pixel grid (80 % of the crops of a fractured image hold the
 fracture), random rotations and flips by multiples of 90°, {i["epochs"]} epochs of
 {TRAIN_IMAGES // BATCH} batches of {BATCH}, AdamW with a one-cycle schedule (peak {LR}); loss:
-per-cell binary cross-entropy, positive cells weighted 16x. PyTorch on 2 CPU
+per-cell binary cross-entropy, positive cells weighted {POS_WEIGHT:g}x (after training,
+log({POS_WEIGHT:g}) is subtracted from the head's bias to undo the shift in the
+probabilities that this weighting causes). PyTorch on 2 CPU
 threads, fixed seeds, deterministic algorithms. Training took {i["t_train"]:.0f} s
-(plus {i["t_gen"]:.0f} s to generate the images) on a shared 2-core machine. Tools:
+(plus {i["t_gen"]:.0f} s to generate the images) on a 2-core machine shared with other work. Tools:
 {i["versions"]}.
 
 ## Evaluation (synthetic only)
@@ -460,8 +484,8 @@ fracture, 500 without), generated the same way as the training images.
 | possible | highest threshold with sensitivity ≥ {POSSIBLE_MIN_SENSITIVITY:.2f} | {i["t_poss"]:.4f} | {i["se_p"]:.4f} | {i["sp_p"]:.4f} |
 
 ROC AUC on the held-out set: **{i["auc"]:.4f}**. Of the held-out fractures found
-at "suspected", {100 * i["loc"]:.1f} % have a hot heatmap cell on or next to the
-fracture line (localisation).
+at "suspected", {100 * i["loc"]:.1f} % have their hottest heatmap cell on or next to
+the fracture line (localisation).
 
 These numbers only say that the model learned the synthetic task; the
 synthetic images are far simpler than real radiographs (no joints, no

@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod infra;
 mod operator;
+mod private_postgres;
 mod shutdown;
 mod standalone;
 

@@ -37,9 +37,10 @@ pub struct StandaloneArgs {
     /// Called AE title of the demo site.
     #[arg(long, env = "FXTRIAGE_AE_TITLE", default_value = "FXTRIAGE")]
     pub ae_title: String,
-    /// PostgreSQL URL.
+    /// PostgreSQL URL; without it, a private cluster is initialised in DIR/postgres
+    /// from the installed PostgreSQL binaries and stopped on exit.
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -59,7 +60,24 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(InProcessConfig::default()));
     let (model, batch) = args.model.load()?;
 
-    let database = fxtriage_db::DbConfig::from_url(&args.database_url)?;
+    let private_postgres = match &args.database_url {
+        Some(_) => None,
+        None => {
+            let directory = args.data_dir.join("postgres");
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    crate::private_postgres::PrivatePostgres::start(&directory)
+                })
+                .await??,
+            )
+        }
+    };
+    let url = match (&args.database_url, &private_postgres) {
+        (Some(url), _) => url.clone(),
+        (None, Some(cluster)) => cluster.url.clone(),
+        (None, None) => unreachable!("a private cluster is started when no URL is given"),
+    };
+    let database = fxtriage_db::DbConfig::from_url(&url)?;
     fxtriage_db::migrate(&database).await?;
     let pool = database.pool()?;
     let site = fxtriage_core::SiteId::parse(DEMO_SITE)?;
@@ -129,6 +147,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "stow": format!("http://{}/dicomweb/sites/{DEMO_SITE}/studies", args.stow_address),
         "site": DEMO_SITE,
         "token": token.token.reveal(),
+        "database": if private_postgres.is_some() { "private" } else { "given" },
     });
     let description_path = args.data_dir.join("standalone.json");
     std::fs::write(&description_path, serde_json::to_vec_pretty(&description)?)?;
@@ -172,6 +191,9 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             outcome = Err(error);
         }
         services.cancel();
+    }
+    if let Some(cluster) = private_postgres {
+        tokio::task::spawn_blocking(move || drop(cluster)).await?;
     }
     outcome
 }

@@ -157,3 +157,64 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         .await
         .expect("drop");
 }
+
+/// Without a database URL, standalone initialises a private PostgreSQL cluster
+/// in its data directory and stops it on exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_url_a_private_cluster_is_started_and_stopped() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let environment: Vec<(String, String)> = environment
+        .into_iter()
+        .filter(|(key, _)| key == "ORT_DYLIB_PATH")
+        .collect();
+    let directory = tempfile::Builder::new()
+        .prefix("fxtriage-private-pg")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    // As root the cluster runs as the postgres user, which must reach the directory.
+    std::fs::set_permissions(
+        directory.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let data = directory.path().join("data");
+    let http = free_loopback_port();
+    let arguments: Vec<String> = [
+        "standalone",
+        "--data-dir",
+        &data.display().to_string(),
+        "--model",
+        &repository_path("models/testdata/heatmap")
+            .display()
+            .to_string(),
+        "--http-address",
+        &format!("127.0.0.1:{http}"),
+        "--dimse-address",
+        &format!("127.0.0.1:{}", free_loopback_port()),
+        "--stow-address",
+        &format!("127.0.0.1:{}", free_loopback_port()),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let standalone = Service::start(
+        "standalone-private",
+        &arguments,
+        &environment,
+        directory.path(),
+    );
+    wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
+    let description: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
+    )
+    .expect("json");
+    assert_eq!(description["database"], "private");
+    let postmaster = data.join("postgres/cluster/postmaster.pid");
+    assert!(
+        postmaster.is_file(),
+        "the cluster runs from the data directory"
+    );
+    standalone.stop().await;
+    assert!(!postmaster.exists(), "the cluster is stopped on exit");
+}

@@ -72,7 +72,14 @@ impl Service {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fxtriage"));
+        // Only the settings given: nothing inherited from the test's own environment.
+        for (key, _) in std::env::vars()
+            .filter(|(key, _)| key.starts_with("FXTRIAGE_") || key == "ORT_DYLIB_PATH")
+        {
+            command.env_remove(key);
+        }
+        let child = command
             .args(arguments)
             .envs(environment.iter().cloned())
             .env("FXTRIAGE_LOG_FORMAT", "json")
