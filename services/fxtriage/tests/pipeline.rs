@@ -364,9 +364,10 @@ fn dcmsend_background(ae_title: &str, port: u16, directory: &Path) -> std::proce
         .expect("dcmsend")
 }
 
-/// Each service is SIGKILLed once while studies flow, and restarted; the sender
-/// resends what ingest could not confirm. Every study and image ends on the
-/// worklist exactly once. (A killed group member's partitions move after the
+/// 200 studies (and two invalid instances) while each service is SIGKILLed once
+/// and restarted; the sender resends what ingest could not confirm. Every study
+/// and image ends on the worklist exactly once, in policy order, and the invalid
+/// instances in quarantine. (A killed group member's partitions move after the
 /// rebalance timeout, max.poll.interval.ms, which the Kafka bus sets to 30 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
@@ -484,6 +485,28 @@ async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
         .get(0);
     let expected_images: i64 = (0..50).map(|index| 1 + index % 2).sum::<i64>() * 4;
     assert_eq!(images, expected_images, "each image recorded once");
+    let first: String = client
+        .query_one(
+            "SELECT urgency FROM studies WHERE site_id = $1 ORDER BY deadline, arrived_at, study_instance_uid LIMIT 1",
+            &[&site],
+        )
+        .await
+        .expect("first")
+        .get(0);
+    assert_eq!(first, "emergency", "an emergency study is read first");
+    let store = s3_store(&cluster.environment).await;
+    let quarantined = store
+        .list(&format!("quarantine/{site}/"))
+        .await
+        .expect("list quarantine");
+    let records = quarantined
+        .iter()
+        .filter(|meta| meta.key.as_str().ends_with(".json"))
+        .count();
+    assert_eq!(
+        records, 2,
+        "both invalid instances are quarantined, once: {quarantined:?}"
+    );
     for (name, (service, _)) in std::mem::take(&mut cluster.services) {
         let _ = name;
         service.stop().await;
