@@ -1,5 +1,5 @@
 //! `fxtriage standalone`: every service in one process (in-process bus, local
-//! directory store, the stack's PostgreSQL). Sample studies sent by C-STORE reach
+//! directory store, the stack's PostgreSQL). 200 sample studies sent by C-STORE reach
 //! the demo site's worklist once each; it writes standalone.json and stops
 //! cleanly on SIGTERM.
 
@@ -81,7 +81,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         .args([
             "samples",
             "--studies",
-            "12",
+            "200",
             "--out",
             &samples.display().to_string(),
         ])
@@ -112,13 +112,13 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
     );
 
     let client = database_config.connect().await.expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let rows = client
             .query("SELECT ai_result FROM studies WHERE site_id = 'demo'", &[])
             .await
             .expect("query");
-        if rows.len() == 12
+        if rows.len() == 200
             && rows
                 .iter()
                 .all(|row| row.get::<_, String>(0) != "awaiting-analysis")
@@ -127,7 +127,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         }
         assert!(
             Instant::now() < deadline,
-            "{} of 12 studies settled:\n{}",
+            "{} of 200 studies settled:\n{}",
             rows.len(),
             standalone.log_tail()
         );
@@ -139,7 +139,10 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         .output()
         .expect("worklist");
     let table = String::from_utf8_lossy(&printed.stdout);
-    assert!(table.contains("12 open studies"), "{table}");
+    assert!(
+        table.contains("50 open studies shown"),
+        "the first page of 50: {table}"
+    );
     assert!(
         table
             .lines()
