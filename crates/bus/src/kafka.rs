@@ -327,10 +327,6 @@ impl fmt::Debug for KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    fn consumer(&self) -> Result<&Arc<StreamConsumer<GroupContext>>, BusError> {
-        Ok(&self.consumer)
-    }
-
     fn consume_error(&self, error: &KafkaError) -> BusError {
         BusError::Consume {
             topics: self.topics.clone(),
@@ -343,7 +339,7 @@ impl KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn next(&self) -> Result<Received, BusError> {
-        let consumer = self.consumer()?;
+        let consumer = &self.consumer;
         let message = consumer
             .recv()
             .await
@@ -377,7 +373,7 @@ impl Consumer for KafkaConsumer {
         positions
             .add_partition_offset(&message.topic, message.partition, Offset::Offset(position))
             .map_err(|error| self.consume_error(&error))?;
-        match self.consumer()?.store_offsets(&positions) {
+        match self.consumer.store_offsets(&positions) {
             Ok(()) => Ok(()),
             // The partition was revoked meanwhile; its new owner redelivers.
             Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => Ok(()),
@@ -386,10 +382,7 @@ impl Consumer for KafkaConsumer {
     }
 
     fn assignment(&self) -> Vec<(String, i32)> {
-        let Ok(consumer) = self.consumer() else {
-            return Vec::new();
-        };
-        consumer
+        self.consumer
             .assignment()
             .map(|partitions| {
                 partitions
@@ -402,7 +395,7 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn close(&self) -> Result<(), BusError> {
-        let consumer = Arc::clone(self.consumer()?);
+        let consumer = Arc::clone(&self.consumer);
         lock(&self.tracker).clear();
         // Committing and leaving the group block on the network.
         tokio::task::spawn_blocking(move || {

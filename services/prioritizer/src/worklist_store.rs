@@ -344,30 +344,21 @@ pub async fn insert_study(
     study_instance_uid: &str,
     study: &StudyAggregate,
 ) -> Result<StudyRow, StoreError> {
-    let row = tx
-        .query_one(
-            &format!(
-                "INSERT INTO studies (site_id, study_instance_uid, accession_number, urgency, \
-                     urgency_source, arrived_at, body_parts, ai_result, probability, deadline) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 RETURNING {STUDY_COLUMNS}"
-            ),
-            &[
-                &site.as_str(),
-                &study_instance_uid,
-                &study.accession_number,
-                &study.urgency.as_str(),
-                &study.urgency_source.as_str(),
-                &study.arrived_at,
-                &study.body_parts,
-                &study.ai_result.as_str(),
-                &study.probability,
-                &study.deadline,
-            ],
-        )
-        .await
-        .doing("creating the study")?;
-    StudyRow::from_row(&row)
+    let sql = format!(
+        "INSERT INTO studies (site_id, study_instance_uid, accession_number, urgency, \
+             urgency_source, arrived_at, body_parts, ai_result, probability, deadline) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         RETURNING {STUDY_COLUMNS}"
+    );
+    write_study(
+        tx,
+        &sql,
+        "creating the study",
+        site,
+        study_instance_uid,
+        study,
+    )
+    .await
 }
 
 /// Sets the prioritizer's values of the study and bumps its revision.
@@ -377,15 +368,37 @@ pub async fn update_study(
     study_instance_uid: &str,
     study: &StudyAggregate,
 ) -> Result<StudyRow, StoreError> {
+    let sql = format!(
+        "UPDATE studies SET accession_number = $3, urgency = $4, urgency_source = $5, \
+             arrived_at = $6, body_parts = $7, ai_result = $8, probability = $9, \
+             deadline = $10, revision = revision + 1, updated_at = now() \
+         WHERE site_id = $1 AND study_instance_uid = $2 \
+         RETURNING {STUDY_COLUMNS}"
+    );
+    write_study(
+        tx,
+        &sql,
+        "updating the study",
+        site,
+        study_instance_uid,
+        study,
+    )
+    .await
+}
+
+/// Runs `sql` (an insert or update of a study, parameters $1..$10 in the order
+/// below) and reads back the row.
+async fn write_study(
+    tx: &Transaction<'_>,
+    sql: &str,
+    doing: &'static str,
+    site: &SiteId,
+    study_instance_uid: &str,
+    study: &StudyAggregate,
+) -> Result<StudyRow, StoreError> {
     let row = tx
         .query_one(
-            &format!(
-                "UPDATE studies SET accession_number = $3, urgency = $4, urgency_source = $5, \
-                     arrived_at = $6, body_parts = $7, ai_result = $8, probability = $9, \
-                     deadline = $10, revision = revision + 1, updated_at = now() \
-                 WHERE site_id = $1 AND study_instance_uid = $2 \
-                 RETURNING {STUDY_COLUMNS}"
-            ),
+            sql,
             &[
                 &site.as_str(),
                 &study_instance_uid,
@@ -400,7 +413,7 @@ pub async fn update_study(
             ],
         )
         .await
-        .doing("updating the study")?;
+        .doing(doing)?;
     StudyRow::from_row(&row)
 }
 
