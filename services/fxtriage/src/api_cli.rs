@@ -22,7 +22,7 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    async fn migrated_pool(&self) -> anyhow::Result<DbPool> {
+    pub(crate) async fn migrated_pool(&self) -> anyhow::Result<DbPool> {
         let config = DbConfig::from_url(&self.database_url)?;
         fxtriage_db::migrate(&config).await?;
         Ok(config.pool()?)

@@ -82,6 +82,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Look at what ingest refused.
     Quarantine(QuarantineArgs),
+    /// Measure throughput and latency: `bench inference`, `bench worklist`.
+    Bench(crate::bench::BenchArgs),
 }
 
 impl Command {
@@ -100,6 +102,7 @@ impl Command {
             Command::Migrate(_) => "fxtriage-migrate",
             Command::Import(_) => "fxtriage-import",
             Command::Quarantine(_) => "fxtriage-quarantine",
+            Command::Bench(_) => "fxtriage-bench",
         }
     }
 }

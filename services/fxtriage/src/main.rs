@@ -4,6 +4,7 @@
 
 mod analyze;
 mod api_cli;
+mod bench;
 mod cli;
 mod demo;
 mod infra;
@@ -100,5 +101,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Quarantine(args) => match args.command {
             QuarantineCommand::List(args) => operator::list_quarantine(args).await,
         },
+        Command::Bench(args) => bench::run(args).await,
     }
 }

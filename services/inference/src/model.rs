@@ -32,6 +32,7 @@ pub struct Model {
     returned: Condvar,
     /// Output dimensions after the batch dimension.
     output_shape: Vec<usize>,
+    session_count: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -50,6 +51,9 @@ fn refused(path: &Path, message: impl Into<String>) -> ModelError {
         message: message.into(),
     }
 }
+
+/// A batch's input tensor, as [`Model::input_tensor`] builds it.
+pub type InputTensor = Tensor<f32>;
 
 /// `-1` (dynamic) matches anything.
 fn dimension_matches(actual: i64, expected: usize) -> bool {
@@ -95,6 +99,7 @@ impl Model {
             pool: Mutex::new(sessions),
             returned: Condvar::new(),
             output_shape,
+            session_count: config.sessions.max(1),
         })
     }
 
@@ -102,13 +107,19 @@ impl Model {
         &self.manifest.weights.sha256
     }
 
+    /// Sessions in the pool: batches that can run at once.
+    pub fn sessions(&self) -> usize {
+        self.session_count
+    }
+
     pub fn input_size(&self) -> u32 {
         self.manifest.input.size
     }
 
-    /// Runs one batch of letterboxed, windowed images (each `size * size` values in
-    /// 0..1). Blocks the calling thread: call it from a blocking task.
-    pub fn run_batch(&self, images: &[Vec<f32>]) -> Result<Vec<ImageOutput>, ModelError> {
+    /// The input tensor of a batch of letterboxed, windowed images (each
+    /// `size * size` values in 0..1), normalised and repeated over the channels as
+    /// the manifest says.
+    pub fn input_tensor(&self, images: &[Vec<f32>]) -> Result<Tensor<f32>, ModelError> {
         let input = &self.manifest.input;
         let side = input.size as usize;
         let channels = input.channels as usize;
@@ -126,13 +137,17 @@ impl Model {
             }
         }
         let shape = [images.len(), channels, side, side];
-        let value = Tensor::from_array((shape, tensor))
-            .map_err(|error| ModelError::Run(error.to_string()))?;
+        Tensor::from_array((shape, tensor)).map_err(|error| ModelError::Run(error.to_string()))
+    }
 
+    /// Runs one batch of letterboxed, windowed images (see [`Model::input_tensor`]).
+    /// Blocks the calling thread: call it from a blocking task.
+    pub fn run_batch(&self, images: &[Vec<f32>]) -> Result<Vec<ImageOutput>, ModelError> {
+        let value = self.input_tensor(images)?;
         let mut session = self.take_session();
         let outcome = (|| {
             let outputs = session
-                .run(ort::inputs![input.name.as_str() => value])
+                .run(ort::inputs![self.manifest.input.name.as_str() => value])
                 .map_err(|error| ModelError::Run(error.to_string()))?;
             let output = outputs
                 .get(self.manifest.output.name.as_str())
@@ -144,6 +159,19 @@ impl Model {
                 .map_err(|error| ModelError::Run(error.to_string()))?;
             Ok(self.decode(values, images.len()))
         })();
+        self.return_session(session);
+        outcome
+    }
+
+    /// Runs a prepared input tensor and nothing else: no normalisation, no
+    /// decoding of the output. What ONNX Runtime alone achieves on the model, the
+    /// limit the pipeline is measured against (`fxtriage bench inference`).
+    pub fn run_prepared(&self, tensor: &Tensor<f32>) -> Result<(), ModelError> {
+        let mut session = self.take_session();
+        let outcome = session
+            .run(ort::inputs![self.manifest.input.name.as_str() => tensor])
+            .map(drop)
+            .map_err(|error| ModelError::Run(error.to_string()));
         self.return_session(session);
         outcome
     }

@@ -32,6 +32,15 @@ impl std::str::FromStr for ExecutionProvider {
     }
 }
 
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecutionProvider::Cpu => f.write_str("cpu"),
+            ExecutionProvider::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// libonnxruntime.so (ORT_DYLIB_PATH).

@@ -1,0 +1,139 @@
+//! `fxtriage bench inference` and `fxtriage bench worklist`: load generators that
+//! print throughput and latency figures. Performance targets live here, not in
+//! timed tests. Each figure is a median over repeated rounds or a percentile
+//! over every request, and each pipeline figure is printed next to a baseline
+//! measured in the same run.
+
+pub mod inference;
+pub mod worklist;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+// Parsed once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Images per second and per-stage latency of the inference pipeline, next to
+    /// ONNX Runtime alone on the same model and tensors.
+    Inference(inference::InferenceBenchArgs),
+    /// Worklist reads per second with their latency over the HTTP API, and
+    /// instances and findings applied per second, on a seeded database.
+    Worklist(worklist::WorklistBenchArgs),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Inference(args) => inference::run(args).await,
+        BenchCommand::Worklist(args) => worklist::run(args).await,
+    }
+}
+
+/// Sorted samples, for percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    values: Vec<f64>,
+    sorted: bool,
+}
+
+impl Samples {
+    pub fn push(&mut self, value: f64) {
+        self.values.push(value);
+        self.sorted = false;
+    }
+
+    pub fn push_duration_ms(&mut self, value: Duration) {
+        self.push(value.as_secs_f64() * 1000.0);
+    }
+
+    pub fn extend(&mut self, other: &Samples) {
+        self.values.extend_from_slice(&other.values);
+        self.sorted = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The `q`-quantile (0..=1) by the nearest-rank method; NaN when empty.
+    pub fn quantile(&mut self, q: f64) -> f64 {
+        if self.values.is_empty() {
+            return f64::NAN;
+        }
+        if !self.sorted {
+            self.values.sort_by(f64::total_cmp);
+            self.sorted = true;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.values.len() as f64).ceil() as usize;
+        self.values[rank.clamp(1, self.values.len()) - 1]
+    }
+
+    pub fn median(&mut self) -> f64 {
+        self.quantile(0.5)
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for the load generators' choices.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in 0..1.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut samples = Samples::default();
+        for value in (1..=100).rev() {
+            samples.push(f64::from(value));
+        }
+        assert_eq!(samples.median(), 50.0);
+        assert_eq!(samples.quantile(0.99), 99.0);
+        assert_eq!(samples.quantile(1.0), 100.0);
+        assert_eq!(samples.quantile(0.0), 1.0);
+        assert!(Samples::default().median().is_nan());
+    }
+
+    #[test]
+    fn split_mix_is_deterministic_and_spread() {
+        let mut a = SplitMix::new(7);
+        let mut b = SplitMix::new(7);
+        let drawn: Vec<u64> = (0..1000).map(|_| a.below(10)).collect();
+        assert_eq!(drawn, (0..1000).map(|_| b.below(10)).collect::<Vec<_>>());
+        for bucket in 0..10 {
+            let count = drawn.iter().filter(|&&value| value == bucket).count();
+            assert!((60..140).contains(&count), "bucket {bucket}: {count}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `fxtriage bench inference` and `fxtriage bench worklist` run end to end on
+//! small settings and print every figure they promise; the worklist benchmark
+//! leaves the seeded items, the applied findings, one audit row per page read and
+//! no usable token behind. (The figures themselves are measured by running the
+//! benchmarks, not asserted here.)
+
+mod support;
+
+use std::process::Command;
+
+use support::{repository_path, stack_env};
+
+fn value<'a>(environment: &'a [(String, String)], name: &str) -> &'a str {
+    &environment
+        .iter()
+        .find(|(key, _)| key == name)
+        .unwrap_or_else(|| panic!("{name} is not set"))
+        .1
+}
+
+/// The first number after `label` on the line that starts with it (after spaces).
+fn figure(printed: &str, label: &str) -> Vec<f64> {
+    printed
+        .lines()
+        .filter(|line| line.trim_start().starts_with(label))
+        .map(|line| {
+            line.trim_start()[label.len()..]
+                .split_whitespace()
+                .find_map(|word| word.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no number on {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "--log-filter",
+            "warn",
+            "bench",
+            "inference",
+            "--model",
+            &repository_path("models/fxtriage-demo")
+                .display()
+                .to_string(),
+            "--images",
+            "6",
+            "--rounds",
+            "2",
+            "--image-side",
+            "300",
+            "--batch-sizes",
+            "1,4",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ORT_DYLIB_PATH", value(&environment, "ORT_DYLIB_PATH"))
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("model fxtriage-demo"), "{printed}");
+    assert!(printed.contains("provider cpu"), "{printed}");
+    let batches: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.starts_with("batch "))
+        .collect();
+    assert_eq!(batches.len(), 2, "{printed}");
+    assert!(batches[0].starts_with("batch 1 ") && batches[1].starts_with("batch 4 "));
+    for label in ["pipeline ", "ONNX Runtime alone "] {
+        let rates = figure(&printed, label);
+        assert_eq!(rates.len(), 2, "{label}: {printed}");
+        assert!(rates.iter().all(|rate| *rate > 0.0), "{label}: {printed}");
+    }
+    let ratios = figure(&printed, "ratio pipeline / ONNX Runtime alone:");
+    assert_eq!(ratios.len(), 2, "{printed}");
+    // ONNX Runtime alone does a subset of the pipeline's work on the same tensors.
+    assert!(
+        ratios.iter().all(|ratio| *ratio > 0.0 && *ratio < 1.5),
+        "{printed}"
+    );
+    for stage in [
+        "fetch",
+        "decode",
+        "preprocess",
+        "queue",
+        "infer",
+        "produce",
+        "total",
+    ] {
+        let rows = figure(&printed, &format!("{stage} "));
+        assert_eq!(rows.len(), 2, "{stage}: {printed}");
+    }
+    let decode = figure(&printed, "decode ");
+    let total = figure(&printed, "total ");
+    assert!(
+        decode
+            .iter()
+            .zip(&total)
+            .all(|(decode, total)| decode > &0.0 && decode <= total)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let url = value(&environment, "FXTRIAGE_DATABASE_URL").to_owned();
+    let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
+    let database = format!("fxtriage_bench_{}", std::process::id());
+    let admin = server.connect().await.expect("connect");
+    admin
+        .execute(&format!("DROP DATABASE IF EXISTS {database}"), &[])
+        .await
+        .expect("drop");
+    admin
+        .execute(&format!("CREATE DATABASE {database}"), &[])
+        .await
+        .expect("create");
+    let database_url = format!(
+        "{}/{database}",
+        url.rsplit_once('/').expect("a database in the URL").0
+    );
+    let run = |items: &str, findings: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args([
+                "--log-filter",
+                "warn",
+                "bench",
+                "worklist",
+                "--sites",
+                "3",
+                "--items",
+                items,
+                "--findings",
+                findings,
+                "--clients",
+                "4",
+                "--duration-s",
+                "1",
+                "--page-size",
+                "20",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FXTRIAGE_DATABASE_URL", &database_url)
+            .output()
+            .expect("run")
+    };
+    let output = run("301", "120");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        figure(&printed, "instances applied"),
+        vec![301.0],
+        "{printed}"
+    );
+    assert_eq!(
+        figure(&printed, "findings applied"),
+        vec![120.0],
+        "{printed}"
+    );
+    let reads = figure(&printed, "worklist pages read");
+    assert_eq!(reads.len(), 1, "{printed}");
+    assert!(reads[0] >= 1.0, "{printed}");
+
+    let db = server
+        .with_database(&database)
+        .connect()
+        .await
+        .expect("connect");
+    let per_site: Vec<(String, i64)> = db
+        .query(
+            "SELECT site_id, count(*) FROM studies WHERE state = 'open' GROUP BY site_id ORDER BY site_id",
+            &[],
+        )
+        .await
+        .expect("count")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        per_site,
+        vec![
+            ("bench-01".to_owned(), 101),
+            ("bench-02".to_owned(), 100),
+            ("bench-03".to_owned(), 100)
+        ]
+    );
+    let findings: i64 = db
+        .query_one(
+            "SELECT count(*) FROM findings WHERE model_name = 'fxtriage-bench'",
+            &[],
+        )
+        .await
+        .expect("findings")
+        .get(0);
+    assert_eq!(findings, 120);
+    let analysed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM studies WHERE ai_result <> 'awaiting-analysis'",
+            &[],
+        )
+        .await
+        .expect("analysed")
+        .get(0);
+    assert!((1..=120).contains(&analysed), "{analysed} studies analysed");
+    let audit: i64 = db
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'worklist.read'",
+            &[],
+        )
+        .await
+        .expect("audit")
+        .get(0);
+    assert_eq!(audit as f64, reads[0], "one audit row per page read");
+    let usable_tokens: i64 = db
+        .query_one(
+            "SELECT count(*) FROM api_credentials WHERE revoked_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("tokens")
+        .get(0);
+    assert_eq!(usable_tokens, 0, "the benchmark's tokens are revoked");
+
+    // A rerun reuses the seeded items and applies new findings (a new model identity).
+    let output = run("301", "30");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        figure(&printed, "instances applied").is_empty(),
+        "{printed}"
+    );
+    assert_eq!(
+        figure(&printed, "findings applied"),
+        vec![30.0],
+        "{printed}"
+    );
+    let studies: i64 = db
+        .query_one("SELECT count(*) FROM studies", &[])
+        .await
+        .expect("studies")
+        .get(0);
+    assert_eq!(studies, 301);
+    drop(db);
+    admin
+        .execute(
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            &[],
+        )
+        .await
+        .expect("drop");
+}
