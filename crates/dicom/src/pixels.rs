@@ -1,6 +1,6 @@
 //! The pixel pipeline: decode (any transfer syntax dicom-pixeldata supports),
-//! modality rescale, VOI window (from the dataset, else a robust percentile
-//! window), MONOCHROME1 inversion, then letterbox to the model's square input
+//! modality rescale, VOI transform (the dataset's window, else its VOI LUT
+//! Sequence, else a robust percentile window), MONOCHROME1 inversion, then letterbox to the model's square input
 //! with the transform kept, so that detections map back to original pixels.
 
 use std::io::Read;
@@ -61,11 +61,123 @@ pub struct GreyImage {
     pub pixels: Vec<f32>,
 }
 
-/// Which window was applied, for logs and tests.
+/// Which VOI transform was applied, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WindowSource {
+    /// Window Center and Width (0028,1050/1051), first values.
     Dataset { center: f64, width: f64 },
+    /// The first item of the VOI LUT Sequence (0028,3010): `entries` values, the
+    /// first for input `first_mapped`, each of `bits` bits.
+    Lut {
+        entries: usize,
+        first_mapped: i64,
+        bits: u16,
+    },
+    /// The 1st and 99th percentiles of the image (no VOI in the dataset).
     Percentile { low: f64, high: f64 },
+}
+
+/// The VOI transform of an image.
+enum Voi {
+    Window(WindowSource),
+    Lut(VoiLut),
+}
+
+/// A VOI LUT (PS3.3 C.11.2.1.1): inputs below the first mapped value take the
+/// first entry, above the last the last entry; outputs scaled to 0..=1.
+#[derive(Debug, Clone, PartialEq)]
+struct VoiLut {
+    first_mapped: i64,
+    bits: u16,
+    data: Vec<u16>,
+}
+
+impl VoiLut {
+    fn source(&self) -> WindowSource {
+        WindowSource::Lut {
+            entries: self.data.len(),
+            first_mapped: self.first_mapped,
+            bits: self.bits,
+        }
+    }
+
+    fn apply(&self, value: f64) -> f64 {
+        let last = self.data.len() as i64 - 1;
+        let index = (value.floor() as i64 - self.first_mapped).clamp(0, last);
+        let maximum = ((1_u32 << self.bits) - 1) as f64;
+        f64::from(self.data[index as usize]) / maximum
+    }
+}
+
+/// The first item of the VOI LUT Sequence, when there is one. A malformed one is
+/// an error: the sender said how the image is to be shown, and guessing another
+/// window could hide what the radiologist would see.
+fn voi_lut(object: &DefaultDicomObject) -> Result<Option<VoiLut>, PixelError> {
+    let Some(sequence) = object.element_opt(tags::VOILUT_SEQUENCE).ok().flatten() else {
+        return Ok(None);
+    };
+    let Some(item) = sequence.items().and_then(|items| items.first()) else {
+        return Ok(None);
+    };
+    let malformed = |what: &str| {
+        PixelError::new(
+            PixelErrorKind::UnsupportedImage,
+            format!("VOI LUT Sequence: {what}"),
+        )
+    };
+    let descriptor: Vec<i64> = item
+        .element_opt(tags::LUT_DESCRIPTOR)
+        .ok()
+        .flatten()
+        .and_then(|element| element.to_multi_int::<i64>().ok())
+        .ok_or_else(|| malformed("the LUT Descriptor (0028,3002) is missing or not numeric"))?;
+    let [entries, first_mapped, bits] = descriptor[..] else {
+        return Err(malformed("the LUT Descriptor does not have three values"));
+    };
+    let entries = if entries == 0 { 65_536 } else { entries } as usize;
+    let bits = u16::try_from(bits)
+        .ok()
+        .filter(|bits| (8..=16).contains(bits))
+        .ok_or_else(|| malformed(&format!("{bits} bits per entry (8 to 16 expected)")))?;
+    // The first mapped value is US or SS as the pixels are: 16-bit two's
+    // complement when the pixel data is signed.
+    let signed = object
+        .element_opt(tags::PIXEL_REPRESENTATION)
+        .ok()
+        .flatten()
+        .and_then(|element| element.to_int::<u16>().ok())
+        == Some(1);
+    let first_mapped = if signed && first_mapped > i64::from(i16::MAX) {
+        first_mapped - 65_536
+    } else {
+        first_mapped
+    };
+    let element = item
+        .element_opt(tags::LUT_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| malformed("the LUT Data (0028,3006) is missing"))?;
+    let mut data: Vec<u16> = element
+        .to_multi_int::<u16>()
+        .map_err(|error| malformed(&format!("the LUT Data is not readable: {error}")))?;
+    if bits == 8 && data.len() * 2 == entries {
+        // 8-bit entries packed two to a 16-bit word, low byte first.
+        data = data
+            .iter()
+            .flat_map(|word| [word & 0xFF, word >> 8])
+            .collect();
+    }
+    if data.len() != entries {
+        return Err(malformed(&format!(
+            "the LUT Data holds {} entries, the descriptor says {entries}",
+            data.len()
+        )));
+    }
+    Ok(Some(VoiLut {
+        first_mapped,
+        bits,
+        data,
+    }))
 }
 
 /// Decodes the first frame of a Part 10 file held in memory.
@@ -136,21 +248,41 @@ fn decode_object(object: &DefaultDicomObject) -> Result<(GreyImage, WindowSource
             ),
         ));
     }
-    let window = match (
+    let voi = match (
         first_decimal(object, tags::WINDOW_CENTER),
         first_decimal(object, tags::WINDOW_WIDTH),
     ) {
-        (Some(center), Some(width)) if width >= 1.0 => WindowSource::Dataset { center, width },
-        _ => percentile_window(&values),
+        (Some(center), Some(width)) if width >= 1.0 => {
+            Voi::Window(WindowSource::Dataset { center, width })
+        }
+        _ => match voi_lut(object)? {
+            Some(lut) => Voi::Lut(lut),
+            None => Voi::Window(percentile_window(&values)),
+        },
     };
     let invert = matches!(
         decoded.photometric_interpretation(),
         PhotometricInterpretation::Monochrome1
     );
-    let pixels = values
-        .iter()
-        .map(|value| apply_window(f64::from(*value), window, invert))
-        .collect();
+    let (pixels, window) = match voi {
+        Voi::Lut(lut) => {
+            let pixels = values
+                .iter()
+                .map(|value| {
+                    let scaled = lut.apply(f64::from(*value)).clamp(0.0, 1.0) as f32;
+                    if invert { 1.0 - scaled } else { scaled }
+                })
+                .collect();
+            (pixels, lut.source())
+        }
+        Voi::Window(window) => (
+            values
+                .iter()
+                .map(|value| apply_window(f64::from(*value), window, invert))
+                .collect(),
+            window,
+        ),
+    };
     Ok((
         GreyImage {
             rows,
@@ -161,13 +293,10 @@ fn decode_object(object: &DefaultDicomObject) -> Result<(GreyImage, WindowSource
     ))
 }
 
-/// Transfer syntaxes whose codec is not built in: 12-bit lossy JPEG (dicom-pixeldata
-/// rejects its sample precision) and JPEG-LS (needs the C CharLS library).
+/// Transfer syntaxes whose codec is not built in: 12-bit lossy JPEG (JPEG
+/// Extended; dicom-pixeldata rejects its sample precision).
 fn unsupported_transfer_syntax(uid: &str) -> bool {
-    matches!(
-        uid,
-        "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81"
-    )
+    uid == "1.2.840.10008.1.2.4.51"
 }
 
 /// The 1st and 99th percentiles, for images that state no window: robust to
@@ -208,6 +337,8 @@ fn apply_window(value: f64, window: WindowSource, invert: bool) -> f32 {
             }
         }
         WindowSource::Percentile { low, high } => ((value - low) / (high - low)).clamp(0.0, 1.0),
+        // Applied by `VoiLut::apply`, which holds the table.
+        WindowSource::Lut { .. } => value,
     };
     let scaled = scaled.clamp(0.0, 1.0) as f32;
     if invert { 1.0 - scaled } else { scaled }

@@ -141,13 +141,18 @@ impl SyntheticInstance {
 
     /// A complete Part 10 file (preamble, meta, dataset) in Explicit VR Little Endian.
     pub fn to_part10(&self) -> Vec<u8> {
-        let file = self
-            .dataset()
-            .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-            .expect("a synthetic dataset has the UIDs the meta group needs");
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes)
-            .expect("writing to memory cannot fail");
-        bytes
+        part10(self.dataset())
     }
+}
+
+/// `dataset` as a complete Part 10 file in Explicit VR Little Endian. The dataset
+/// must hold its SOP Class and SOP Instance UIDs.
+pub fn part10(dataset: InMemDicomObject) -> Vec<u8> {
+    let file = dataset
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .expect("a synthetic dataset has the UIDs the meta group needs");
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes)
+        .expect("writing to memory cannot fail");
+    bytes
 }

@@ -1,12 +1,17 @@
 //! The pixel pipeline on real radiographs (pydicom-data, installed by the local
 //! stack: FXTRIAGE_SAMPLE_DICOM_DIR) and on synthetic images: lossless encodings
 //! decode to exactly the uncompressed image, lossy ones within a stated tolerance,
-//! MONOCHROME1 comes out inverted, unsupported syntaxes give a typed error.
+//! MONOCHROME1 comes out inverted, a VOI LUT Sequence is applied, signed pixels
+//! keep their sign.
 
 use std::path::PathBuf;
 
+use dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 use fxtriage_dicom::pixels::{GreyImage, PixelErrorKind, WindowSource, decode_windowed, letterbox};
-use fxtriage_dicom::synthetic::SyntheticInstance;
+use fxtriage_dicom::synthetic::{SyntheticInstance, part10};
 
 fn samples() -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("FXTRIAGE_SAMPLE_DICOM_DIR") else {
@@ -137,16 +142,174 @@ fn monochrome1_is_the_inverse_of_monochrome2() {
 }
 
 #[test]
-fn jpeg_ls_gives_a_typed_unsupported_transfer_syntax_error() {
+fn jpeg_ls_lossless_decodes_exactly_like_the_uncompressed_original() {
     let Some(dir) = samples() else { return };
-    let bytes = std::fs::read(dir.join("emri_small_jpeg_ls_lossless.dcm")).expect("sample");
-    let error = decode_windowed(&bytes).expect_err("JPEG-LS is not built in");
+    let uncompressed = decode(&dir, "emri_small.dcm");
+    let jpeg_ls = decode(&dir, "emri_small_jpeg_ls_lossless.dcm");
     assert_eq!(
-        error.kind,
-        PixelErrorKind::UnsupportedTransferSyntax,
-        "{error}"
+        (jpeg_ls.rows, jpeg_ls.columns),
+        (uncompressed.rows, uncompressed.columns)
     );
-    assert!(error.message.contains("1.2.840.10008.1.2.4.80"), "{error}");
+    assert_eq!(jpeg_ls.pixels, uncompressed.pixels);
+    assert!(
+        jpeg_ls.pixels.iter().any(|value| *value > 0.5),
+        "not a blank image"
+    );
+}
+
+/// Part 10 bytes of a synthetic 4x4 image whose dataset `change` adjusts.
+fn tiny_image(pixels: Vec<u16>, change: impl FnOnce(&mut InMemDicomObject)) -> Vec<u8> {
+    let instance = SyntheticInstance {
+        rows: 4,
+        columns: 4,
+        bits_stored: 12,
+        pixels: Some(pixels),
+        ..SyntheticInstance::wrist()
+    };
+    let mut dataset = instance.dataset();
+    change(&mut dataset);
+    part10(dataset)
+}
+
+fn us(tag: Tag, values: &[u16]) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::U16(values.into()))
+}
+
+#[test]
+fn a_voi_lut_sequence_is_applied_when_the_dataset_has_no_window() {
+    // A non-linear LUT of 10-bit outputs for inputs 100..=355: the square root
+    // curve, clamped below 100 and above 355.
+    let lut: Vec<u16> = (0..256_u32)
+        .map(|index| ((f64::from(index) / 255.0).sqrt() * 1023.0).round() as u16)
+        .collect();
+    let expected = |value: u16| {
+        let index = (i64::from(value) - 100).clamp(0, 255) as usize;
+        f32::from(lut[index]) / 1023.0
+    };
+    let pixels: Vec<u16> = vec![
+        0, 99, 100, 101, 150, 200, 227, 300, 354, 355, 356, 1000, 4095, 164, 110, 340,
+    ];
+    let with_lut = |dataset: &mut InMemDicomObject| {
+        let item = InMemDicomObject::from_element_iter([
+            us(tags::LUT_DESCRIPTOR, &[256, 100, 10]),
+            DataElement::new(
+                tags::LUT_DATA,
+                VR::OW,
+                PrimitiveValue::U16(lut.clone().into()),
+            ),
+        ]);
+        dataset.put(DataElement::new(
+            tags::VOILUT_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
+    };
+    let (image, window) = decode_windowed(&tiny_image(pixels.clone(), with_lut)).expect("decodes");
+    assert_eq!(
+        window,
+        WindowSource::Lut {
+            entries: 256,
+            first_mapped: 100,
+            bits: 10
+        }
+    );
+    for (value, decoded) in pixels.iter().zip(&image.pixels) {
+        assert!(
+            (decoded - expected(*value)).abs() < 1e-6,
+            "input {value}: {decoded} instead of {}",
+            expected(*value)
+        );
+    }
+
+    // A window in the dataset takes precedence over the LUT.
+    let (_, window) = decode_windowed(&tiny_image(pixels.clone(), |dataset| {
+        with_lut(dataset);
+        dataset.put(DataElement::new(
+            tags::WINDOW_CENTER,
+            VR::DS,
+            PrimitiveValue::from("200"),
+        ));
+        dataset.put(DataElement::new(
+            tags::WINDOW_WIDTH,
+            VR::DS,
+            PrimitiveValue::from("100"),
+        ));
+    }))
+    .expect("decodes");
+    assert_eq!(
+        window,
+        WindowSource::Dataset {
+            center: 200.0,
+            width: 100.0
+        }
+    );
+
+    // A LUT whose data does not match its descriptor is refused with the reason.
+    let error = decode_windowed(&tiny_image(pixels, |dataset| {
+        let item = InMemDicomObject::from_element_iter([
+            us(tags::LUT_DESCRIPTOR, &[512, 100, 10]),
+            DataElement::new(
+                tags::LUT_DATA,
+                VR::OW,
+                PrimitiveValue::U16(lut.clone().into()),
+            ),
+        ]);
+        dataset.put(DataElement::new(
+            tags::VOILUT_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
+    }))
+    .expect_err("a LUT shorter than its descriptor says");
+    assert_eq!(error.kind, PixelErrorKind::UnsupportedImage, "{error}");
+    assert!(error.message.contains("VOI LUT"), "{error}");
+}
+
+#[test]
+fn signed_pixels_keep_their_sign_through_rescale_and_window() {
+    // 12-bit two's complement values, sign-extended to 16 bits as stored.
+    let values: [i16; 16] = [
+        -2048, -1500, -1000, -500, -100, -1, 0, 1, 100, 500, 1000, 1500, 2047, -2000, 250, -250,
+    ];
+    let stored: Vec<u16> = values.iter().map(|value| *value as u16).collect();
+    let bytes = tiny_image(stored, |dataset| {
+        dataset.put(us(tags::PIXEL_REPRESENTATION, &[1]));
+        dataset.put(DataElement::new(
+            tags::RESCALE_INTERCEPT,
+            VR::DS,
+            PrimitiveValue::from("10"),
+        ));
+        dataset.put(DataElement::new(
+            tags::RESCALE_SLOPE,
+            VR::DS,
+            PrimitiveValue::from("2"),
+        ));
+        dataset.put(DataElement::new(
+            tags::WINDOW_CENTER,
+            VR::DS,
+            PrimitiveValue::from("0"),
+        ));
+        dataset.put(DataElement::new(
+            tags::WINDOW_WIDTH,
+            VR::DS,
+            PrimitiveValue::from("4000"),
+        ));
+    });
+    let (image, _) = decode_windowed(&bytes).expect("signed pixels decode");
+    for (value, decoded) in values.iter().zip(&image.pixels) {
+        // Modality rescale, then the DICOM linear window (center 0, width 4000).
+        let rescaled = f64::from(*value) * 2.0 + 10.0;
+        let expected = ((rescaled + 0.5) / 3999.0 + 0.5).clamp(0.0, 1.0) as f32;
+        assert!(
+            (decoded - expected).abs() < 1e-5,
+            "stored {value}: {decoded} instead of {expected}"
+        );
+    }
+    // The most negative value is darkest, the most positive brightest.
+    let darkest = image.pixels.iter().copied().fold(f32::MAX, f32::min);
+    let brightest = image.pixels.iter().copied().fold(f32::MIN, f32::max);
+    assert_eq!(darkest, image.pixels[0]);
+    assert_eq!(brightest, image.pixels[12]);
 }
 
 #[test]

@@ -81,13 +81,14 @@ fn every_supported_syntax_decodes_like_the_original() {
     let (reference, _) = decode_windowed(&std::fs::read(&original_path).expect("read"))
         .expect("uncompressed decodes");
 
-    let lossless: [(&str, &str, &[&str]); 6] = [
+    let lossless: [(&str, &str, &[&str]); 7] = [
         ("implicit.dcm", "dcmconv", &["+ti"]),
         ("big-endian.dcm", "dcmconv", &["+tb"]),
         ("deflate.dcm", "dcmconv", &["+td"]),
         ("rle.dcm", "dcmcrle", &[]),
         ("jpeg-lossless.dcm", "dcmcjpeg", &["+e1"]),
         ("j2k-lossless.dcm", "gdcmconv", &["--j2k"]),
+        ("jpeg-ls-lossless.dcm", "dcmcjpls", &["+el"]),
     ];
     for (name, tool, arguments) in lossless {
         let bytes = encode(directory.path(), &original_path, name, tool, arguments);
@@ -127,17 +128,45 @@ fn every_supported_syntax_decodes_like_the_original() {
     );
     assert_ne!(decoded.pixels, reference.pixels, "lossy really is lossy");
 
-    // No built-in decoder: 12-bit lossy JPEG and JPEG-LS give a typed error.
-    for (name, tool, arguments) in [
-        ("jpeg-12bit.dcm", "dcmcjpeg", &["+ee"][..]),
-        ("jpeg-ls.dcm", "dcmcjpls", &["+el"][..]),
-    ] {
-        let bytes = encode(directory.path(), &original_path, name, tool, arguments);
-        let error = decode_windowed(&bytes).expect_err(name);
-        assert_eq!(
-            error.kind,
-            PixelErrorKind::UnsupportedTransferSyntax,
-            "{name}: {error}"
-        );
-    }
+    // Near-lossless JPEG-LS: every stored value within NEAR = 2 of the original,
+    // so, in the windowed image, within 2 / (window width) plus the rounding of
+    // the window, which is itself taken from the (almost identical) pixels.
+    let near = encode(
+        directory.path(),
+        &original_path,
+        "jpeg-ls-near.dcm",
+        "dcmcjpls",
+        &["+en", "+md", "2"],
+    );
+    let (decoded, _) = decode_windowed(&near).expect("near-lossless JPEG-LS decodes");
+    let largest = decoded
+        .pixels
+        .iter()
+        .zip(&reference.pixels)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0_f32, f32::max);
+    assert!(
+        largest < 0.01,
+        "near-lossless JPEG-LS: largest difference {largest}"
+    );
+    assert_ne!(
+        decoded.pixels, reference.pixels,
+        "near-lossless really is lossy"
+    );
+
+    // No built-in decoder: 12-bit lossy JPEG gives a typed error.
+    let bytes = encode(
+        directory.path(),
+        &original_path,
+        "jpeg-12bit.dcm",
+        "dcmcjpeg",
+        &["+ee"],
+    );
+    let error = decode_windowed(&bytes).expect_err("12-bit lossy JPEG");
+    assert_eq!(
+        error.kind,
+        PixelErrorKind::UnsupportedTransferSyntax,
+        "{error}"
+    );
+    assert!(error.message.contains("1.2.840.10008.1.2.4.51"), "{error}");
 }
