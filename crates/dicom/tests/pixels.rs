@@ -101,7 +101,7 @@ fn monochrome1_radiographs_come_out_inverted() {
     let path = dir.join("RG3_UNCR.dcm");
     let mut object = dicom_object::open_file(&path).expect("opens");
     object.put(DataElement::new(
-        dicom_dictionary_std::tags::PHOTOMETRIC_INTERPRETATION,
+        tags::PHOTOMETRIC_INTERPRETATION,
         VR::CS,
         PrimitiveValue::from("MONOCHROME2"),
     ));
