@@ -86,6 +86,7 @@ fn finding_round_trips() {
             decode_us: 2,
             preprocess_us: 3,
             queue_us: 4,
+            decode_wait_us: 8,
             inference_us: 5,
             postprocess_us: 6,
             batch_size: 8,

@@ -89,6 +89,7 @@ fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size()
     );
     for stage in [
         "fetch",
+        "decode_wait",
         "decode",
         "preprocess",
         "queue",

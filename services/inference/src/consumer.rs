@@ -252,6 +252,7 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
                 decode_us: analysis.decode_us,
                 preprocess_us: analysis.preprocess_us,
                 queue_us: analysis.timing.queue_us,
+                decode_wait_us: analysis.decode_wait_us,
                 inference_us: analysis.timing.inference_us,
                 postprocess_us: 0,
                 batch_size: analysis.timing.batch_size,

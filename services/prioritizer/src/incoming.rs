@@ -303,6 +303,7 @@ impl ImageFinding {
                 "decode_us": timings.decode_us,
                 "preprocess_us": timings.preprocess_us,
                 "queue_us": timings.queue_us,
+                "decode_wait_us": timings.decode_wait_us,
                 "inference_us": timings.inference_us,
                 "postprocess_us": timings.postprocess_us,
                 "batch_size": timings.batch_size,

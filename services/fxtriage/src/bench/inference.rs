@@ -65,6 +65,7 @@ pub struct InferenceBenchArgs {
 #[derive(Debug, Clone, Copy)]
 struct ImageStages {
     fetch: f64,
+    decode_wait: f64,
     decode: f64,
     preprocess: f64,
     queue: f64,
@@ -74,8 +75,9 @@ struct ImageStages {
     batch_size: u32,
 }
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "fetch",
+    "decode_wait",
     "decode",
     "preprocess",
     "queue",
@@ -88,6 +90,7 @@ impl ImageStages {
     fn stage(&self, name: &str) -> f64 {
         match name {
             "fetch" => self.fetch,
+            "decode_wait" => self.decode_wait,
             "decode" => self.decode,
             "preprocess" => self.preprocess,
             "queue" => self.queue,
@@ -350,6 +353,7 @@ async fn pipeline_round(
             let ms = |us: u64| us as f64 / 1000.0;
             Ok(ImageStages {
                 fetch: ms(timings.fetch_us),
+                decode_wait: ms(timings.decode_wait_us),
                 decode: ms(timings.decode_us),
                 preprocess: ms(timings.preprocess_us),
                 queue: ms(timings.queue_us),

@@ -186,6 +186,7 @@ pub fn analysed(image: &proto::InstanceStored, probability: f32) -> proto::Findi
             decode_us: 20,
             preprocess_us: 30,
             queue_us: 40,
+            decode_wait_us: 5,
             inference_us: 50,
             postprocess_us: 60,
             batch_size: 4,
