@@ -53,6 +53,7 @@ impl ModelArgs {
             max_wait: Duration::from_millis(self.max_wait_ms),
             queue_capacity: self.max_batch.max(1) * 4,
             concurrent_batches: runtime.sessions,
+            pad_to_max_batch: matches!(self.provider, ExecutionProvider::Cuda { .. }),
         };
         Ok((Arc::new(model), batch))
     }

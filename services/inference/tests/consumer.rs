@@ -63,6 +63,7 @@ async fn start(library: PathBuf) -> Pipeline {
             max_wait: Duration::from_millis(5),
             queue_capacity: 8,
             concurrent_batches: 1,
+            pad_to_max_batch: false,
         },
     );
     let deps = fxtriage_inference::consumer::Deps {

@@ -153,6 +153,7 @@ async fn the_batcher_groups_concurrent_images_into_one_batch() {
         max_wait: Duration::from_millis(200),
         queue_capacity: 16,
         concurrent_batches: 1,
+        pad_to_max_batch: false,
     };
     let batcher = Batcher::start(model, config);
     let jobs: Vec<_> = (0..4)
@@ -172,5 +173,43 @@ async fn the_batcher_groups_concurrent_images_into_one_batch() {
             (index * 16) as f32,
             "each image gets its own output back"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padding_a_batch_to_one_shape_leaves_each_image_its_own_output() {
+    let Some(library) = ort_library() else { return };
+    let model = Arc::new(Model::load(&testdata("heatmap"), &runtime(library)).expect("loads"));
+    let config = |pad_to_max_batch| BatchConfig {
+        max_batch: 8,
+        max_wait: Duration::from_millis(200),
+        queue_capacity: 16,
+        concurrent_batches: 1,
+        pad_to_max_batch,
+    };
+    let mut answers = Vec::new();
+    for pad in [false, true] {
+        let batcher = Batcher::start(Arc::clone(&model), config(pad));
+        let jobs: Vec<_> = (0..3)
+            .map(|index| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.infer(square_at(index * 16, 8)).await })
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for job in jobs {
+            let (output, timing) = job.await.expect("join").expect("inference");
+            assert_eq!(
+                timing.batch_size, 3,
+                "the batch size counts real images only"
+            );
+            outputs.push(output);
+        }
+        answers.push(outputs);
+    }
+    assert_eq!(answers[0], answers[1], "blank rows change nothing");
+    for (index, output) in answers[1].iter().enumerate() {
+        assert_eq!(output.boxes.len(), 1);
+        assert_eq!(output.boxes[0].x_min, (index * 16) as f32);
     }
 }

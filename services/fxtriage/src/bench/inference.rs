@@ -208,9 +208,14 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
         let raw = raw_throughput.median();
         println!();
         println!(
-            "batch {batch} (max wait {} ms, {in_flight} images in flight, median batch formed {:.0})",
+            "batch {batch} (max wait {} ms, {in_flight} images in flight, median batch formed {:.0}{})",
             config.max_wait.as_millis(),
-            batch_sizes.median()
+            batch_sizes.median(),
+            if config.pad_to_max_batch {
+                ", padded to one shape"
+            } else {
+                ""
+            }
         );
         println!(
             "  pipeline            {pipeline:>9.1} images/s   (median of {} rounds)",
