@@ -165,6 +165,39 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
     println!(
         "The model is the synthetic-data demonstration model unless --model says otherwise; these are speed figures only."
     );
+    let measured = measure(
+        &args,
+        &model,
+        base_batch,
+        &store,
+        &bus,
+        &instances,
+        &tensors_source,
+    )
+    .await;
+    // The images are the benchmark's own: removed also when it failed.
+    for instance in &instances {
+        let key = ObjectKey::parse(&instance.object_key)?;
+        if let Err(error) = store.delete(&key).await {
+            tracing::warn!(%error, key = %instance.object_key, "cannot remove a benchmark image");
+        }
+    }
+    measured
+}
+
+#[allow(clippy::print_stdout)]
+async fn measure(
+    args: &InferenceBenchArgs,
+    model: &Arc<Model>,
+    base_batch: BatchConfig,
+    store: &Arc<dyn ObjectStore>,
+    bus: &Arc<dyn Bus>,
+    instances: &[InstanceStored],
+    tensors_source: &[Vec<f32>],
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     for &batch in &args.batch_sizes {
         let in_flight = args
             .in_flight
@@ -176,25 +209,25 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
             ..base_batch
         };
         let deps = Deps {
-            bus: Arc::clone(&bus),
-            store: Arc::clone(&store),
-            model: Arc::clone(&model),
-            batcher: Batcher::start(Arc::clone(&model), config),
+            bus: Arc::clone(bus),
+            store: Arc::clone(store),
+            model: Arc::clone(model),
+            batcher: Batcher::start(Arc::clone(model), config),
         };
         let mut throughput = Samples::default();
         let mut stages: Vec<ImageStages> = Vec::new();
         for round in 0..=args.rounds {
-            let (elapsed, measured) = pipeline_round(&deps, &instances, in_flight).await?;
+            let (elapsed, measured) = pipeline_round(&deps, instances, in_flight).await?;
             if round > 0 {
                 throughput.push(instances.len() as f64 / elapsed.as_secs_f64());
                 stages.extend(measured);
             }
         }
-        let tensors = Arc::new(batch_tensors(&model, &tensors_source, batch)?);
+        let tensors = Arc::new(batch_tensors(model, tensors_source, batch)?);
         let mut raw_throughput = Samples::default();
         let mut raw_batch_ms = Samples::default();
         for round in 0..=args.rounds {
-            let (elapsed, per_batch) = raw_round(Arc::clone(&model), Arc::clone(&tensors)).await?;
+            let (elapsed, per_batch) = raw_round(Arc::clone(model), Arc::clone(&tensors)).await?;
             if round > 0 {
                 raw_throughput.push((tensors.len() * batch) as f64 / elapsed.as_secs_f64());
                 raw_batch_ms.extend(&per_batch);
