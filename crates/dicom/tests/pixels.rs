@@ -10,7 +10,9 @@ use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use fxtriage_dicom::pixels::{GreyImage, PixelErrorKind, WindowSource, decode_windowed, letterbox};
+use fxtriage_dicom::pixels::{
+    GreyImage, PixelErrorKind, WindowSource, decode_windowed, decode_windowed_per_value, letterbox,
+};
 use fxtriage_dicom::synthetic::{SyntheticInstance, part10};
 
 fn samples() -> Option<PathBuf> {
@@ -322,4 +324,102 @@ fn a_real_radiograph_letterboxes_into_the_model_input() {
     assert!(
         (x - image.columns as f32 / 2.0).abs() < 2.0 && (y - image.rows as f32 / 2.0).abs() < 2.0
     );
+}
+
+/// The table path for 16-bit samples gives exactly what converting and windowing
+/// every value gives, for each kind of 16-bit image the pipeline meets.
+#[test]
+fn the_16_bit_table_path_equals_the_per_value_path() {
+    let (radiograph, _) = SyntheticInstance::radiograph(5, true, "WRIST");
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("16-bit, percentile window".into(), radiograph.to_part10()),
+        (
+            "MONOCHROME1".into(),
+            SyntheticInstance {
+                photometric_interpretation: "MONOCHROME1".into(),
+                ..radiograph.clone()
+            }
+            .to_part10(),
+        ),
+    ];
+    let twelve_bit: Vec<u16> = (0..16_u16).map(|v| v * 273).collect();
+    cases.push((
+        "12-bit with a window".into(),
+        tiny_image(twelve_bit.clone(), |dataset| {
+            dataset.put(DataElement::new(
+                tags::WINDOW_CENTER,
+                VR::DS,
+                PrimitiveValue::from("2000"),
+            ));
+            dataset.put(DataElement::new(
+                tags::WINDOW_WIDTH,
+                VR::DS,
+                PrimitiveValue::from("1500"),
+            ));
+        }),
+    ));
+    // Bits above BitsStored are not part of the value.
+    let with_high_bits: Vec<u16> = twelve_bit.iter().map(|v| v | 0xA000).collect();
+    cases.push((
+        "12-bit with stray high bits".into(),
+        tiny_image(with_high_bits, |_| {}),
+    ));
+    let signed: Vec<u16> = [
+        -2048_i16, -1000, -1, 0, 1, 999, 2047, -300, 5, 6, 7, 8, -9, 10, 11, 12,
+    ]
+    .iter()
+    .map(|value| *value as u16)
+    .collect();
+    cases.push((
+        "signed with rescale, percentile".into(),
+        tiny_image(signed.clone(), |dataset| {
+            dataset.put(us(tags::PIXEL_REPRESENTATION, &[1]));
+            dataset.put(DataElement::new(
+                tags::RESCALE_INTERCEPT,
+                VR::DS,
+                PrimitiveValue::from("-1024"),
+            ));
+            dataset.put(DataElement::new(
+                tags::RESCALE_SLOPE,
+                VR::DS,
+                PrimitiveValue::from("0.5"),
+            ));
+        }),
+    ));
+    cases.push((
+        "VOI LUT".into(),
+        tiny_image(twelve_bit, |dataset| {
+            let lut: Vec<u16> = (0..512_u16).map(|v| 511 - v).collect();
+            let item = InMemDicomObject::from_element_iter([
+                us(tags::LUT_DESCRIPTOR, &[512, 1000, 9]),
+                DataElement::new(tags::LUT_DATA, VR::OW, PrimitiveValue::U16(lut.into())),
+            ]);
+            dataset.put(DataElement::new(
+                tags::VOILUT_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
+        }),
+    ));
+    if let Some(dir) = samples() {
+        for name in [
+            "RG1_UNCR.dcm",
+            "RG3_UNCR.dcm",
+            "RG1_J2KR.dcm",
+            "MR2_UNCR.dcm",
+        ] {
+            cases.push((name.into(), std::fs::read(dir.join(name)).expect("sample")));
+        }
+    }
+    for (name, bytes) in &cases {
+        let table = decode_windowed(bytes).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let per_value =
+            decode_windowed_per_value(bytes).unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert_eq!(table.1, per_value.1, "{name}: window");
+        assert_eq!(table.0, per_value.0, "{name}: pixels");
+        assert!(
+            table.0.pixels.iter().any(|value| *value > 0.0),
+            "{name}: not a blank image"
+        );
+    }
 }
