@@ -1,7 +1,8 @@
 //! The pixel pipeline: decode (any transfer syntax dicom-pixeldata supports),
 //! modality rescale, VOI transform (the dataset's window, else its VOI LUT
-//! Sequence, else a robust percentile window), MONOCHROME1 inversion, then letterbox to the model's square input
-//! with the transform kept, so that detections map back to original pixels.
+//! Sequence, else a robust percentile window), MONOCHROME1 inversion, then
+//! letterbox to the model's square input with the transform kept, so that
+//! detections map back to original pixels.
 
 use std::io::Read;
 
