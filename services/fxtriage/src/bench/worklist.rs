@@ -312,6 +312,8 @@ async fn measure(
             .map(usize::from)
             .unwrap_or(1),
     );
+    // Every pooled connection for the measured work.
+    drop(client);
     if !seeds.is_empty() {
         let count = seeds.len();
         // Popped from the end: reverse, so that items arrive in order per site.
@@ -355,19 +357,22 @@ async fn measure(
                 .await?;
         tokens.push((site, created));
     }
-    let audit_before: i64 = client
-        .query_one("SELECT count(*) FROM audit_log", &[])
-        .await?
-        .get(0);
+    let audit_rows = || async {
+        let count: i64 = pool
+            .get()
+            .await?
+            .query_one("SELECT count(*) FROM audit_log", &[])
+            .await?
+            .get(0);
+        Ok::<_, anyhow::Error>(count)
+    };
+    let audit_before = audit_rows().await?;
     let read = read_worklists(args, address, &tokens).await;
     for (_, created) in &tokens {
         fxtriage_api::revoke_token(pool, &created.token_id).await?;
     }
     let (reads, elapsed, mut latencies) = read?;
-    let audit_after: i64 = client
-        .query_one("SELECT count(*) FROM audit_log", &[])
-        .await?
-        .get(0);
+    let audit_after = audit_rows().await?;
     print_rate("worklist pages read", reads, elapsed, &mut latencies);
     println!(
         "  {} clients, {} items per page, first page of a random site each time; {} audit rows written",
