@@ -8,7 +8,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{repository_path, stack_env};
+use support::{FreshDatabase, repository_path, stack_env};
 
 fn value<'a>(environment: &'a [(String, String)], name: &str) -> &'a str {
     &environment
@@ -115,22 +115,7 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     let Some(environment) = stack_env() else {
         return;
     };
-    let url = value(&environment, "FXTRIAGE_DATABASE_URL").to_owned();
-    let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
-    let database = format!("fxtriage_bench_{}", std::process::id());
-    let admin = server.connect().await.expect("connect");
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {database}"), &[])
-        .await
-        .expect("drop");
-    admin
-        .execute(&format!("CREATE DATABASE {database}"), &[])
-        .await
-        .expect("create");
-    let database_url = format!(
-        "{}/{database}",
-        url.rsplit_once('/').expect("a database in the URL").0
-    );
+    let database = FreshDatabase::create(&environment, "fxtriage_bench").await;
     let run = |items: &str, findings: &str| {
         Command::new(env!("CARGO_BIN_EXE_fxtriage"))
             .args([
@@ -153,7 +138,7 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
             ])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("FXTRIAGE_DATABASE_URL", &database_url)
+            .env("FXTRIAGE_DATABASE_URL", &database.url)
             .output()
             .expect("run")
     };
@@ -178,11 +163,7 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     assert_eq!(reads.len(), 1, "{printed}");
     assert!(reads[0] >= 1.0, "{printed}");
 
-    let db = server
-        .with_database(&database)
-        .connect()
-        .await
-        .expect("connect");
+    let db = database.config.connect().await.expect("connect");
     let per_site: Vec<(String, i64)> = db
         .query(
             "SELECT site_id, count(*) FROM studies WHERE state = 'open' GROUP BY site_id ORDER BY site_id",
@@ -258,11 +239,5 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
         .get(0);
     assert_eq!(studies, 301);
     drop(db);
-    admin
-        .execute(
-            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-            &[],
-        )
-        .await
-        .expect("drop");
+    database.drop_database().await;
 }

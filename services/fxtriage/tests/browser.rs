@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+use support::{
+    FreshDatabase, Service, free_loopback_port, repository_path, stack_env, wait_for_status,
+};
 use webdriver::{Browser, artifacts_dir, browser_installed};
 
 const STUDIES: usize = 8;
@@ -209,8 +211,7 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
 /// local stack's PostgreSQL and the test model.
 struct StandaloneApp {
     service: Service,
-    admin: tokio_postgres::Client,
-    database: String,
+    database: FreshDatabase,
     /// `http://127.0.0.1:<port>`
     http: String,
     dimse: u16,
@@ -222,36 +223,13 @@ struct StandaloneApp {
 
 impl StandaloneApp {
     async fn start(mut environment: Vec<(String, String)>, directory: &Path) -> Self {
-        let url = environment
-            .iter()
-            .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
-            .expect("FXTRIAGE_DATABASE_URL")
-            .1
-            .clone();
-        let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
-        let database = format!("fxtriage_browser_{}", std::process::id());
-        let admin = server.connect().await.expect("connect");
-        admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-                &[],
-            )
-            .await
-            .expect("drop");
-        admin
-            .execute(&format!("CREATE DATABASE {database}"), &[])
-            .await
-            .expect("create");
+        let database = FreshDatabase::create(&environment, "fxtriage_browser").await;
         environment.retain(|(key, _)| {
             !key.starts_with("FXTRIAGE_KAFKA")
                 && !key.starts_with("FXTRIAGE_S3")
                 && key != "FXTRIAGE_DATABASE_URL"
         });
-        let database_url = format!(
-            "{}/{database}",
-            url.rsplit_once('/').expect("a database in the URL").0
-        );
-        environment.push(("FXTRIAGE_DATABASE_URL".into(), database_url));
+        environment.push(("FXTRIAGE_DATABASE_URL".into(), database.url.clone()));
 
         let (http, dimse, stow) = (
             free_loopback_port(),
@@ -284,7 +262,6 @@ impl StandaloneApp {
         .expect("json");
         Self {
             service,
-            admin,
             database,
             http: description["http"].as_str().expect("http").to_owned(),
             dimse,
@@ -394,12 +371,6 @@ impl StandaloneApp {
 
     async fn stop(self) {
         self.service.stop().await;
-        self.admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-                &[],
-            )
-            .await
-            .expect("drop");
+        self.database.drop_database().await;
     }
 }

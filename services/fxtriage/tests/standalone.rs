@@ -8,7 +8,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+use support::{
+    FreshDatabase, Service, free_loopback_port, repository_path, stack_env, wait_for_status,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
@@ -16,32 +18,14 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");
-    let url = environment
-        .iter()
-        .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
-        .expect("url")
-        .1
-        .clone();
-    let server = fxtriage_db::DbConfig::from_url(&url).expect("url");
-    let database = format!("fxtriage_standalone_{}", std::process::id());
-    let admin = server.connect().await.expect("connect");
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {database}"), &[])
-        .await
-        .expect("drop");
-    admin
-        .execute(&format!("CREATE DATABASE {database}"), &[])
-        .await
-        .expect("create");
-    let database_config = server.with_database(&database);
+    let database = FreshDatabase::create(&environment, "fxtriage_standalone").await;
     let mut environment = environment;
-    environment
-        .retain(|(key, _)| !key.starts_with("FXTRIAGE_KAFKA") && !key.starts_with("FXTRIAGE_S3"));
-    let database_url = format!(
-        "{}/{database}",
-        url.rsplit_once('/').expect("a database in the URL").0
-    );
-    environment.push(("FXTRIAGE_DATABASE_URL".into(), database_url));
+    environment.retain(|(key, _)| {
+        !key.starts_with("FXTRIAGE_KAFKA")
+            && !key.starts_with("FXTRIAGE_S3")
+            && key != "FXTRIAGE_DATABASE_URL"
+    });
+    environment.push(("FXTRIAGE_DATABASE_URL".into(), database.url.clone()));
 
     let (http, dimse, stow) = (
         free_loopback_port(),
@@ -111,7 +95,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         String::from_utf8_lossy(&sent.stderr)
     );
 
-    let client = database_config.connect().await.expect("connect");
+    let client = database.config.connect().await.expect("connect");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let rows = client
@@ -152,13 +136,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
     );
     standalone.stop().await;
     drop(client);
-    admin
-        .execute(
-            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-            &[],
-        )
-        .await
-        .expect("drop");
+    database.drop_database().await;
 }
 
 /// Without a database URL, standalone initialises a private PostgreSQL cluster

@@ -21,6 +21,7 @@ use fxtriage_core::SiteId;
 use fxtriage_objstore::LocalDirStore;
 use fxtriage_prioritizer::PolicyBook;
 use fxtriage_prioritizer::handler::{Handled, Prioritizer};
+use fxtriage_prioritizer::incoming::to_timestamp;
 use fxtriage_prioritizer::sites::add_site;
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
@@ -28,6 +29,7 @@ use fxtriage_proto::v1::{
     BoundingBox, Detection, Finding, FindingStatus, InstanceRef, InstanceStored, ModelIdentity,
     Urgency, UrgencySource,
 };
+use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -76,17 +78,6 @@ fn items_of_site(args: &WorklistBenchArgs, site: u32) -> u64 {
     base + u64::from(u64::from(site) < args.items % u64::from(args.sites))
 }
 
-fn now_timestamp(minus: Duration) -> fxtriage_proto::Timestamp {
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(minus);
-    fxtriage_proto::Timestamp {
-        seconds: at.as_secs() as i64,
-        nanos: at.subsec_nanos() as i32,
-    }
-}
-
 fn image_ref(site: &SiteId, study: &str) -> InstanceRef {
     InstanceRef {
         site_id: site.to_string(),
@@ -121,9 +112,9 @@ fn instance_event(site: &SiteId, study: &str, random: &mut SplitMix) -> Instance
         object_key: format!("{site}/{study}/{study}.1/{study}.1.1.dcm"),
         byte_size: 8 << 20,
         sha256: "0".repeat(64),
-        received_at: Some(now_timestamp(Duration::from_secs(
-            random.below(3 * 24 * 3600),
-        ))),
+        received_at: Some(to_timestamp(
+            OffsetDateTime::now_utc() - Duration::from_secs(random.below(3 * 24 * 3600)),
+        )),
         eligible: true,
         received_via: "import".into(),
         sender: "fxtriage bench".into(),
@@ -159,7 +150,7 @@ fn finding_event(site: &SiteId, study: &str, model_sha256: &str, random: &mut Sp
         detections,
         image_rows: 2048,
         image_columns: 2048,
-        analysed_at: Some(now_timestamp(Duration::ZERO)),
+        analysed_at: Some(to_timestamp(OffsetDateTime::now_utc())),
         ..Default::default()
     }
 }

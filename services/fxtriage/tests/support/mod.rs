@@ -158,3 +158,60 @@ pub async fn wait_for_status(url: &str, expected: u16) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An empty database of its own on the local stack's PostgreSQL server, named
+/// `{prefix}_{process id}` (a copy left by an earlier run is dropped first).
+pub struct FreshDatabase {
+    /// Its URL, for `FXTRIAGE_DATABASE_URL`.
+    pub url: String,
+    /// Its connection settings.
+    pub config: fxtriage_db::DbConfig,
+    name: String,
+    admin: tokio_postgres::Client,
+}
+
+impl FreshDatabase {
+    /// `environment` is [`stack_env`]'s.
+    pub async fn create(environment: &[(String, String)], prefix: &str) -> Self {
+        let server_url = &environment
+            .iter()
+            .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
+            .expect("FXTRIAGE_DATABASE_URL")
+            .1;
+        let server = fxtriage_db::DbConfig::from_url(server_url).expect("url");
+        let name = format!("{prefix}_{}", std::process::id());
+        let admin = server.connect().await.expect("connect");
+        admin
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+            .await
+            .expect("drop");
+        admin
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .expect("create");
+        let url = format!(
+            "{}/{name}",
+            server_url
+                .rsplit_once('/')
+                .expect("a database in the URL")
+                .0
+        );
+        Self {
+            url,
+            config: server.with_database(&name),
+            name,
+            admin,
+        }
+    }
+
+    /// Drops it, closing what is still connected to it.
+    pub async fn drop_database(self) {
+        self.admin
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                &[],
+            )
+            .await
+            .expect("drop");
+    }
+}
