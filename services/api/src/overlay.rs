@@ -111,6 +111,8 @@ pub async fn get_overlay(
         .flatten()
         .map(|detection| detection.bounding_box)
         .collect();
+    // No pooled connection is held while the image is fetched and rendered.
+    drop(client);
 
     let key = ObjectKey::parse(&object_key).map_err(|error| {
         tracing::error!(%error, "instances.object_key is not a valid key");
@@ -154,6 +156,7 @@ pub async fn get_overlay(
         ApiError::internal()
     })??;
 
+    let client = state.pool.get().await?;
     audit::record(
         &client,
         &AuditEntry {

@@ -97,8 +97,11 @@ pub struct StudyAggregate {
 
 /// The study's values from its images; `None` for a study without images.
 pub fn aggregate(images: &[ImageSummary], policy: &Policy) -> Option<StudyAggregate> {
-    let by_arrival = |image: &&ImageSummary| (image.received_at, image.sop_instance_uid.clone());
-    let first = images.iter().min_by_key(by_arrival)?;
+    let mut by_time: Vec<&ImageSummary> = images.iter().collect();
+    by_time.sort_by(|a, b| {
+        (a.received_at, &a.sop_instance_uid).cmp(&(b.received_at, &b.sop_instance_uid))
+    });
+    let first = *by_time.first()?;
     let most_urgent = images
         .iter()
         .min_by_key(|image| {
@@ -109,8 +112,6 @@ pub fn aggregate(images: &[ImageSummary], policy: &Policy) -> Option<StudyAggreg
             )
         })
         .unwrap_or(first);
-    let mut by_time: Vec<&ImageSummary> = images.iter().collect();
-    by_time.sort_by_key(by_arrival);
     let accession_number = by_time
         .iter()
         .map(|image| image.accession_number.as_str())
