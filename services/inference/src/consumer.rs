@@ -162,16 +162,6 @@ async fn produce_until_confirmed(
     }
 }
 
-fn now_timestamp() -> fxtriage_proto::Timestamp {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    fxtriage_proto::Timestamp {
-        seconds: now.as_secs() as i64,
-        nanos: now.subsec_nanos() as i32,
-    }
-}
-
 async fn fetch(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, (String, String)> {
     let key = ObjectKey::parse(key)
         .map_err(|error| ("invalid-object-key".to_owned(), error.to_string()))?;
@@ -259,7 +249,7 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
             });
             finding.image_rows = analysis.rows;
             finding.image_columns = analysis.columns;
-            finding.analysed_at = Some(now_timestamp());
+            finding.analysed_at = Some(SystemTime::now().into());
             tracing::info!(
                 probability = analysis.probability,
                 boxes = finding.detections.len(),
@@ -283,6 +273,6 @@ fn failed(mut finding: Finding, kind: &str, reason: String) -> Finding {
     finding.status = FindingStatus::Failed as i32;
     finding.failure_kind = kind.to_owned();
     finding.failure_reason = reason;
-    finding.analysed_at = Some(now_timestamp());
+    finding.analysed_at = Some(SystemTime::now().into());
     finding
 }

@@ -143,8 +143,13 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
         ),
     };
 
-    let instances = store_images(store.as_ref(), args.images, args.image_side).await?;
-    let tensors_source = preprocess_all(store.as_ref(), &instances, model.input_size()).await?;
+    let (instances, tensors_source) = store_images(
+        store.as_ref(),
+        args.images,
+        args.image_side,
+        model.input_size(),
+    )
+    .await?;
     let cores = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1);
@@ -280,13 +285,17 @@ async fn measure(
 }
 
 /// Writes `count` synthetic radiographs (half with a fracture line), scaled up to
-/// `side` pixels, to the store; returns the events announcing them.
+/// `side` pixels, to the store; returns the events announcing them and each
+/// image decoded and letterboxed to `input_size` (outside the timings: the
+/// tensors ONNX Runtime alone is measured on).
 async fn store_images(
     store: &dyn ObjectStore,
     count: usize,
     side: u16,
-) -> anyhow::Result<Vec<InstanceStored>> {
+    input_size: u32,
+) -> anyhow::Result<(Vec<InstanceStored>, Vec<Vec<f32>>)> {
     let mut instances = Vec::with_capacity(count);
+    let mut prepared = Vec::with_capacity(count);
     for index in 0..count {
         let (mut instance, _) =
             SyntheticInstance::radiograph(index as u64 + 1, index % 2 == 0, "WRIST");
@@ -310,6 +319,8 @@ async fn store_images(
         instance.series_instance_uid = format!("{study}.1");
         instance.sop_instance_uid = format!("{study}.1.1");
         let bytes = instance.to_part10();
+        let (image, _) = decode_windowed(&bytes)?;
+        prepared.push(letterbox(&image, input_size).0);
         let key_text = format!("bench/{study}/{study}.1/{study}.1.1.dcm");
         let key = ObjectKey::parse(&key_text)?;
         let byte_size = bytes.len() as u64;
@@ -332,23 +343,7 @@ async fn store_images(
             ..Default::default()
         });
     }
-    Ok(instances)
-}
-
-/// Every image decoded and letterboxed once, outside the timings: the tensors
-/// ONNX Runtime alone is measured on.
-async fn preprocess_all(
-    store: &dyn ObjectStore,
-    instances: &[InstanceStored],
-    input_size: u32,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut prepared = Vec::with_capacity(instances.len());
-    for instance in instances {
-        let bytes = store.get(&ObjectKey::parse(&instance.object_key)?).await?;
-        let (image, _) = decode_windowed(&bytes)?;
-        prepared.push(letterbox(&image, input_size).0);
-    }
-    Ok(prepared)
+    Ok((instances, prepared))
 }
 
 /// One round: every instance through the service's analysis and a confirmed
