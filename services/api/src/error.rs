@@ -158,13 +158,5 @@ impl From<tokio_postgres::Error> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Adds what was being done to a PostgreSQL error, as the prioritizer's store does.
-pub(crate) trait Doing<T> {
-    fn doing(self, doing: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T> Doing<T> for Result<T, tokio_postgres::Error> {
-    fn doing(self, doing: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Database { doing, source })
-    }
-}
+/// Adds what was being done to a PostgreSQL error: the prioritizer's store's.
+pub(crate) use fxtriage_prioritizer::error::Doing;

@@ -68,7 +68,7 @@ fn describe_pool_error(error: &deadpool_postgres::PoolError) -> String {
 }
 
 /// Adds what was being done to a PostgreSQL error.
-pub(crate) trait Doing<T> {
+pub trait Doing<T> {
     fn doing(self, doing: &'static str) -> Result<T, StoreError>;
 }
 
