@@ -63,24 +63,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
         if let Some(bucket) = &self.s3_bucket {
-            let credentials = match (&self.s3_access_key_id, &self.s3_secret_access_key) {
-                (Some(access_key_id), Some(secret_access_key)) => S3Credentials::Static {
-                    access_key_id: access_key_id.clone(),
-                    secret_access_key: secret_access_key.clone(),
-                },
-                (None, None) => S3Credentials::Default,
-                _ => anyhow::bail!(
-                    "give both --s3-access-key-id and --s3-secret-access-key, or neither"
-                ),
-            };
-            let config = S3Config {
-                endpoint: self.s3_endpoint.clone(),
-                bucket: bucket.clone(),
-                region: self.s3_region.clone(),
-                path_style: self.s3_endpoint.is_some(),
-                credentials,
-            };
-            return Ok(Arc::new(S3Store::connect(config).await?));
+            return self.s3(bucket).await;
         }
         let Some(directory) = &self.store_dir else {
             anyhow::bail!(
@@ -91,5 +74,27 @@ impl StoreArgs {
             format!("cannot create the store directory {}", directory.display())
         })?;
         Ok(Arc::new(LocalDirStore::new(directory.clone())))
+    }
+
+    /// `bucket` on this S3 endpoint, region and credentials.
+    pub async fn s3(&self, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let credentials = match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => S3Credentials::Static {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+            },
+            (None, None) => S3Credentials::Default,
+            _ => {
+                anyhow::bail!("give both --s3-access-key-id and --s3-secret-access-key, or neither")
+            }
+        };
+        let config = S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            bucket: bucket.to_owned(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_endpoint.is_some(),
+            credentials,
+        };
+        Ok(Arc::new(S3Store::connect(config).await?))
     }
 }

@@ -4,7 +4,6 @@
 //! bar and the printing.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
@@ -14,12 +13,10 @@ use fxtriage_ingest::import::{
 };
 use fxtriage_ingest::quarantine::{self, QuarantineRecord};
 use fxtriage_ingest::{Ingestor, Sites};
-use fxtriage_objstore::{ObjectStore, S3Config, S3Credentials, S3Store};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ImportArgs, QuarantineListArgs};
-use crate::infra::StoreArgs;
 
 /// `fxtriage import`: prints the summary on stdout; fails (exit status 1) if a
 /// file could not be stored or the import was interrupted, since running it
@@ -37,7 +34,10 @@ pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Re
     let source = match ImportLocation::parse(&args.source)? {
         ImportLocation::Directory(path) => ImportSource::Directory(path),
         ImportLocation::S3 { bucket, prefix } => ImportSource::Bucket {
-            store: source_bucket(&args.store, &bucket).await?,
+            // The object store's S3 endpoint, region and credentials, another
+            // bucket. (A source elsewhere is copied into reach first, or mounted
+            // and imported as a directory.)
+            store: args.store.s3(&bucket).await?,
             name: format!("s3://{bucket}"),
             prefix,
         },
@@ -65,28 +65,6 @@ pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Re
         );
     }
     Ok(())
-}
-
-/// The bucket an import reads: the object store's S3 endpoint, region and
-/// credentials, another bucket. (A source elsewhere is copied into reach first,
-/// or mounted and imported as a directory.)
-async fn source_bucket(store: &StoreArgs, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let credentials = match (&store.s3_access_key_id, &store.s3_secret_access_key) {
-        (Some(access_key_id), Some(secret_access_key)) => S3Credentials::Static {
-            access_key_id: access_key_id.clone(),
-            secret_access_key: secret_access_key.clone(),
-        },
-        (None, None) => S3Credentials::Default,
-        _ => anyhow::bail!("give both --s3-access-key-id and --s3-secret-access-key, or neither"),
-    };
-    let config = S3Config {
-        endpoint: store.s3_endpoint.clone(),
-        bucket: bucket.to_owned(),
-        region: store.s3_region.clone(),
-        path_style: store.s3_endpoint.is_some(),
-        credentials,
-    };
-    Ok(Arc::new(S3Store::connect(config).await?))
 }
 
 /// Files, bytes, rate and ETA on stderr; hidden when stderr is not a terminal.
