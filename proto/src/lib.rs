@@ -9,7 +9,9 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/fxtriage.v1.rs"));
 }
 
-/// Topic names. Every topic has a dead-letter twin `<topic>.dlq`.
+/// The bare topic names (the default namespace's). Every topic has a dead-letter
+/// twin `<topic>.dlq`. Services take their names from a [`Namespace`], never
+/// from these constants directly.
 pub mod topics {
     /// `InstanceStored` events from ingest, keyed by StudyInstanceUID.
     pub const INSTANCES: &str = "fxtriage.instances.v1";
@@ -24,5 +26,8 @@ pub mod topics {
     }
 }
 
+mod namespace;
+
+pub use namespace::{ConsumerGroup, InvalidNamespace, MAX_NAMESPACE_LENGTH, Namespace};
 pub use prost::Message;
 pub use prost_types::Timestamp;

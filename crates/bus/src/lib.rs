@@ -96,7 +96,8 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, BusError>;
 
     /// Sends `message` unchanged to `<topic>.dlq`, with `reason` and the message's
-    /// origin in headers. The caller then acknowledges the original, so the
+    /// origin in headers, and counts it in `fxtriage_dead_letters_total` by topic
+    /// and reason kind. The caller then acknowledges the original, so the
     /// partition moves on.
     async fn dead_letter(
         &self,
@@ -110,8 +111,16 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
             payload: message.payload.clone(),
             headers,
         };
-        self.produce(&dead_letter_topic(&message.topic), record)
-            .await
+        let delivery = self
+            .produce(&dead_letter_topic(&message.topic), record)
+            .await?;
+        metrics::counter!(
+            fxtriage_telemetry::metrics::names::DEAD_LETTERS,
+            "topic" => message.topic.clone(),
+            "kind" => reason.kind.clone(),
+        )
+        .increment(1);
+        Ok(delivery)
     }
 
     /// A short description for logs, without credentials.

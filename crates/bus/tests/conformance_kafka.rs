@@ -5,16 +5,7 @@ use fxtriage_bus::conformance::Timing;
 use fxtriage_bus::{Bus, KafkaBus, KafkaConfig};
 
 async fn kafka_bus() -> Option<Box<dyn Bus>> {
-    let Ok(brokers) = std::env::var("FXTRIAGE_KAFKA_BROKERS") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "FXTRIAGE_KAFKA_BROKERS is not set but the real stack is required"
-        );
-        eprintln!("skipped: FXTRIAGE_KAFKA_BROKERS is not set (run under `infra/local/stack env`)");
-        return None;
-    };
+    let brokers = fxtriage_testkit::stack::setting("FXTRIAGE_KAFKA_BROKERS")?;
     let bus = KafkaBus::connect(KafkaConfig::new(brokers, "fxtriage-conformance")).expect("client");
     Some(Box::new(bus))
 }

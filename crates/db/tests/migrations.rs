@@ -5,16 +5,7 @@ use fxtriage_db::{DbConfig, latest_known_version, migrate};
 
 /// Creates a uniquely named empty database and returns its config.
 async fn fresh_database() -> Option<DbConfig> {
-    let Ok(url) = std::env::var("FXTRIAGE_DATABASE_URL") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "FXTRIAGE_DATABASE_URL is not set but the real stack is required"
-        );
-        eprintln!("skipped: FXTRIAGE_DATABASE_URL is not set (run under `infra/local/stack env`)");
-        return None;
-    };
+    let url = fxtriage_testkit::stack::setting("FXTRIAGE_DATABASE_URL")?;
     let server = DbConfig::from_url(&url).expect("valid URL");
     let admin = server.connect().await.expect("connect to PostgreSQL");
     let name = format!("fxtriage_test_{}", uuid::Uuid::new_v4().simple());

@@ -16,18 +16,7 @@ use fxtriage_dicom::pixels::{
 use fxtriage_dicom::synthetic::{SyntheticInstance, part10};
 
 fn samples() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("FXTRIAGE_SAMPLE_DICOM_DIR") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "FXTRIAGE_SAMPLE_DICOM_DIR is not set but the real stack is required"
-        );
-        eprintln!(
-            "skipped: FXTRIAGE_SAMPLE_DICOM_DIR is not set (run under `infra/local/stack env`)"
-        );
-        return None;
-    };
+    let dir = fxtriage_testkit::stack::setting("FXTRIAGE_SAMPLE_DICOM_DIR")?;
     Some(PathBuf::from(dir))
 }
 

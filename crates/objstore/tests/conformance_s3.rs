@@ -2,8 +2,9 @@
 //! `FXTRIAGE_S3_ENDPOINT`, `FXTRIAGE_S3_BUCKET`, `FXTRIAGE_S3_REGION`,
 //! `FXTRIAGE_S3_ACCESS_KEY_ID` and `FXTRIAGE_S3_SECRET_ACCESS_KEY`.
 //!
-//! Without an endpoint the tests skip, unless `FXTRIAGE_REQUIRE_STACK=1` or
-//! `CI` is set: there a skipped S3 test would hide a broken stack, so they fail.
+//! Without an endpoint the tests skip, unless the real stack is required
+//! (`fxtriage_testkit::stack`): there a skipped S3 test would hide a broken
+//! stack, so they fail.
 
 use std::env;
 
@@ -15,24 +16,9 @@ fn env_value(name: &str) -> Option<String> {
     env::var(name).ok().filter(|value| !value.is_empty())
 }
 
-fn stack_is_required() -> bool {
-    env_value("FXTRIAGE_REQUIRE_STACK").as_deref() == Some("1")
-        || env_value("CI").is_some_and(|value| value != "false" && value != "0")
-}
-
 /// The store under test, or `None` (after saying why) when no server is configured.
 async fn store_from_env(test_name: &str) -> Option<S3Store> {
-    let Some(endpoint) = env_value("FXTRIAGE_S3_ENDPOINT") else {
-        assert!(
-            !stack_is_required(),
-            "{test_name}: FXTRIAGE_S3_ENDPOINT is unset, but the real stack is required \
-             (FXTRIAGE_REQUIRE_STACK=1 or CI is set); start the local stack and export FXTRIAGE_S3_*"
-        );
-        eprintln!(
-            "{test_name}: skipped, FXTRIAGE_S3_ENDPOINT is unset (set it to run against a real S3 server)"
-        );
-        return None;
-    };
+    let endpoint = fxtriage_testkit::stack::setting("FXTRIAGE_S3_ENDPOINT")?;
     let credentials = match (
         env_value("FXTRIAGE_S3_ACCESS_KEY_ID"),
         env_value("FXTRIAGE_S3_SECRET_ACCESS_KEY"),

@@ -1,4 +1,5 @@
-//! `/health/live` and `/health/ready` for orchestrators and load balancers.
+//! `/health/live` and `/health/ready` for orchestrators and load balancers, and
+//! `/metrics` for Prometheus.
 //! Live: the process is running and serving. Ready: its start-up finished and its
 //! dependencies answered, so it should receive work.
 
@@ -31,12 +32,29 @@ impl Readiness {
     }
 }
 
-/// The health routes, to be served alone or merged into a service's own router.
+/// The health routes and `/metrics`, to be served alone or merged into a
+/// service's own router.
 pub fn router(readiness: Readiness) -> Router {
+    probes(readiness).route("/metrics", get(metrics))
+}
+
+/// `/health/live` and `/health/ready` only, for a service that serves
+/// `/metrics` itself (with [`crate::metrics::render`] in it).
+pub fn probes(readiness: Readiness) -> Router {
     Router::new()
         .route("/health/live", get(|| async { (StatusCode::OK, "live\n") }))
         .route("/health/ready", get(ready))
         .with_state(readiness)
+}
+
+/// The content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        crate::metrics::render(),
+    )
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {

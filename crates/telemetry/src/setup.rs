@@ -137,8 +137,8 @@ impl LocalTracing {
     }
 }
 
-/// Installs the global subscriber: logs to stderr in the chosen format, spans to
-/// OpenTelemetry. Logs must never contain patient data; services log UIDs and
+/// Installs the global subscriber (logs to stderr in the chosen format, spans to
+/// OpenTelemetry) and the process's metrics recorder. Logs must never contain patient data; services log UIDs and
 /// site ids only.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let filter =
@@ -163,6 +163,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .try_init(),
     };
     installed.map_err(|error| TelemetryError::AlreadyInstalled(error.to_string()))?;
+    crate::metrics::install();
+    crate::metrics::describe();
     Ok(TelemetryGuard { provider })
 }
 

@@ -1,8 +1,9 @@
 //! `GET /api/v1/sites/{site}/events`: the site's worklist changes as Server-Sent
 //! Events, for live views.
 //!
-//! Design: each API process reads `fxtriage.worklist.v1` once, in a consumer
-//! group of its own (`fxtriage-api-events-<uuid>`, so every process sees every
+//! Design: each API process reads the worklist topic (`fxtriage.worklist.v1` in
+//! its namespace) once, in a consumer group of its own
+//! (`fxtriage-api-events-<uuid>`, so every process sees every
 //! change, whichever partition it is on), and fans the changes out to its SSE
 //! clients through a `tokio::sync::broadcast` channel; each client keeps its own
 //! site's. The topic carries every change, the prioritizer's and the API's (both
@@ -29,8 +30,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use fxtriage_bus::{Bus, BusErrorKind, Consumer};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
 use fxtriage_proto::v1 as proto;
+use fxtriage_proto::{ConsumerGroup, Namespace};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -164,9 +165,12 @@ pub struct FanOut {
 }
 
 impl FanOut {
-    pub async fn subscribe(bus: &dyn Bus) -> anyhow::Result<Self> {
-        let group = format!("fxtriage-api-events-{}", uuid::Uuid::new_v4().simple());
-        let consumer = bus.subscribe(&group, &[topics::WORKLIST]).await?;
+    pub async fn subscribe(bus: &dyn Bus, namespace: &Namespace) -> anyhow::Result<Self> {
+        let process = uuid::Uuid::new_v4().simple().to_string();
+        let group = namespace.consumer_group(ConsumerGroup::ApiEvents { process: &process });
+        let consumer = bus
+            .subscribe(&group, &[&namespace.worklist_topic()])
+            .await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_millis() as i64)

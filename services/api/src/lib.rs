@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use deadpool_postgres::Pool;
 use fxtriage_bus::Bus;
 use fxtriage_objstore::ObjectStore;
-use fxtriage_proto::topics;
+use fxtriage_proto::Namespace;
 use fxtriage_telemetry::health::{self, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -67,10 +67,12 @@ pub struct Config {
     pub claim_ttl: Duration,
     /// How often expired claims are ended in the database.
     pub claim_sweep_interval: Duration,
-    /// Partitions of `fxtriage.worklist.v1` when the API is the first to create it.
+    /// Partitions of the worklist topic when the API is the first to create it.
     pub topic_partitions: u32,
     /// Overlays rendered at once (each decodes a whole radiograph).
     pub max_concurrent_overlays: usize,
+    /// The deployment namespace: topic and consumer group names.
+    pub namespace: Namespace,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             claim_sweep_interval: Duration::from_secs(30),
             topic_partitions: 8,
             max_concurrent_overlays: 2,
+            namespace: Namespace::none(),
         }
     }
 }
@@ -122,10 +125,11 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     // Stops the helpers also when the server ends on its own.
     let stop = shutdown.child_token();
-    bus.ensure_topic(topics::WORKLIST, config.topic_partitions)
+    let worklist_topic = config.namespace.worklist_topic();
+    bus.ensure_topic(&worklist_topic, config.topic_partitions)
         .await
-        .with_context(|| format!("cannot create topic {}", topics::WORKLIST))?;
-    let fan_out = FanOut::subscribe(bus.as_ref())
+        .with_context(|| format!("cannot create topic {worklist_topic}"))?;
+    let fan_out = FanOut::subscribe(bus.as_ref(), &config.namespace)
         .await
         .context("cannot subscribe to worklist changes")?;
     let state = AppState {
@@ -184,7 +188,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .nest("/api/v1/sites/{site}", site_routes)
         .route("/metrics", get(metrics::get_metrics))
         .with_state(state.clone())
-        .merge(health::router(readiness))
+        .merge(health::probes(readiness))
         .merge(web::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -255,6 +255,8 @@ pub async fn get_metrics(State(state): State<AppState>) -> Response {
         "Whether the last scrape could read the worklist sizes from PostgreSQL.",
     );
     let _ = writeln!(out, "fxtriage_api_database_up {database_up}");
+    // What the process recorded through the metrics facade (dead letters, ...).
+    out.push_str(&fxtriage_telemetry::metrics::render());
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -37,10 +37,16 @@ impl AppState {
         let bus = Arc::clone(&self.bus);
         let site = site.clone();
         let study = study_instance_uid.to_owned();
+        let topic = self.config.namespace.worklist_topic();
         tokio::spawn(async move {
-            if let Err(error) =
-                fxtriage_prioritizer::outbox::publish_study(&pool, bus.as_ref(), &site, &study)
-                    .await
+            if let Err(error) = fxtriage_prioritizer::outbox::publish_study(
+                &pool,
+                bus.as_ref(),
+                &topic,
+                &site,
+                &study,
+            )
+            .await
             {
                 tracing::warn!(%error, %site, "worklist change left in the outbox for the relay");
             }

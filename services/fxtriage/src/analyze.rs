@@ -83,6 +83,7 @@ pub async fn run_inference(args: InferenceArgs, shutdown: CancellationToken) -> 
         health_address: args.health_address,
         batch,
         max_in_flight: args.max_in_flight,
+        namespace: args.bus.namespace.clone(),
     };
     fxtriage_inference::run(config, bus, store, model, shutdown).await
 }

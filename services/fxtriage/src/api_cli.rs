@@ -52,6 +52,7 @@ pub async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Resu
     let mut config = fxtriage_api::Config::new(args.http_address);
     config.claim_ttl = Duration::from_secs(u64::from(args.claim_minutes) * 60);
     config.topic_partitions = args.bus.topic_partitions;
+    config.namespace = args.bus.namespace.clone();
     fxtriage_api::run(config, pool, store, bus, shutdown).await
 }
 

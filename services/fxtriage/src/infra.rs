@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use fxtriage_bus::{Bus, KafkaBus, KafkaConfig};
 use fxtriage_objstore::{LocalDirStore, ObjectStore, S3Config, S3Credentials, S3Store};
-use fxtriage_proto::topics;
+use fxtriage_proto::Namespace;
 
 #[derive(Debug, Args)]
 pub struct BusArgs {
@@ -22,10 +22,15 @@ pub struct BusArgs {
     /// Replication factor of the topics fxtriage creates.
     #[arg(long, env = "FXTRIAGE_TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
+    /// Deployment namespace: prefixes every topic, dead-letter topic and consumer
+    /// group (`NAME.fxtriage.instances.v1`), so deployments sharing one Kafka
+    /// cluster never see each other's messages. Empty: the bare names.
+    #[arg(long, env = "FXTRIAGE_NAMESPACE", default_value = "")]
+    pub namespace: Namespace,
 }
 
 impl BusArgs {
-    /// Connects, checks that a broker answers, and creates missing topics.
+    /// Connects, checks that a broker answers, and creates the namespace's missing topics.
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
         let mut config = KafkaConfig::new(&self.kafka_brokers, client_id);
         config.replication_factor = self.topic_replication;
@@ -33,8 +38,8 @@ impl BusArgs {
         bus.check(Duration::from_secs(15))
             .await
             .with_context(|| format!("no Kafka broker answers at {}", self.kafka_brokers))?;
-        for topic in [topics::INSTANCES, topics::FINDINGS, topics::WORKLIST] {
-            bus.ensure_topic(topic, self.topic_partitions).await?;
+        for topic in self.namespace.topics() {
+            bus.ensure_topic(&topic, self.topic_partitions).await?;
         }
         Ok(Arc::new(bus))
     }

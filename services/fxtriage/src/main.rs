@@ -62,6 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let ingestor = fxtriage_ingest::Ingestor::new(
                 args.store.connect().await?,
                 args.bus.connect("fxtriage-ingest").await?,
+                &args.bus.namespace,
             );
             let config = fxtriage_ingest::Config {
                 http_address: args.http_address,
@@ -79,6 +80,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Prioritizer(args) => {
             let database = fxtriage_db::DbConfig::from_url(&args.database_url)?;
             let mut config = fxtriage_prioritizer::Config::new(args.health_address, database);
+            config.namespace = args.bus.namespace.clone();
+            config.topic_partitions = args.bus.topic_partitions;
             if let Some(path) = &args.policies {
                 config.policies = fxtriage_prioritizer::PolicyBook::load(path)?;
             }

@@ -45,6 +45,7 @@ pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Re
     let ingestor = Ingestor::new(
         args.store.connect().await?,
         args.bus.connect("fxtriage-import").await?,
+        &args.bus.namespace,
     );
     let options = ImportOptions {
         concurrency: usize::from(args.concurrency),

@@ -112,13 +112,18 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             health_address: loopback_any_port,
             batch,
             max_in_flight: 16,
+            namespace: fxtriage_proto::Namespace::none(),
         },
         Arc::clone(&bus),
         Arc::clone(&store),
         model,
         services.clone(),
     ));
-    let ingestor = fxtriage_ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&bus));
+    let ingestor = fxtriage_ingest::Ingestor::new(
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        &fxtriage_proto::Namespace::none(),
+    );
     let ingest_config = fxtriage_ingest::Config {
         http_address: args.stow_address,
         dimse_address: args.dimse_address,

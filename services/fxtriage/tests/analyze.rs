@@ -10,14 +10,7 @@ use support::repository_path;
 
 #[test]
 fn analyze_prints_each_file_and_writes_the_overlay() {
-    let Some(library) = std::env::var_os("ORT_DYLIB_PATH") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "ORT_DYLIB_PATH is not set but the real stack is required"
-        );
-        eprintln!("skipped: ORT_DYLIB_PATH is not set (run under `infra/local/stack env`)");
+    let Some(library) = fxtriage_testkit::stack::setting("ORT_DYLIB_PATH") else {
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,8 @@ mod support;
 
 use std::process::Command;
 
-use support::{FreshDatabase, repository_path, stack_env};
+use fxtriage_testkit::FreshDatabase;
+use support::{repository_path, stack_env};
 
 fn value<'a>(environment: &'a [(String, String)], name: &str) -> &'a str {
     &environment
@@ -115,7 +116,11 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     let Some(environment) = stack_env() else {
         return;
     };
-    let database = FreshDatabase::create(&environment, "fxtriage_bench").await;
+    let database = FreshDatabase::create_on(
+        &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
+        "fxtriage_bench",
+    )
+    .await;
     let run = |items: &str, findings: &str| {
         Command::new(env!("CARGO_BIN_EXE_fxtriage"))
             .args([
@@ -163,7 +168,7 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     assert_eq!(reads.len(), 1, "{printed}");
     assert!(reads[0] >= 1.0, "{printed}");
 
-    let db = database.config.connect().await.expect("connect");
+    let db = database.connect().await;
     let per_site: Vec<(String, i64)> = db
         .query(
             "SELECT site_id, count(*) FROM studies WHERE state = 'open' GROUP BY site_id ORDER BY site_id",

@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fxtriage_testkit::FreshDatabase;
 use serde_json::{Value, json};
-use support::{
-    FreshDatabase, Service, free_loopback_port, repository_path, stack_env, wait_for_status,
-};
+use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
 use webdriver::{Browser, artifacts_dir, browser_installed};
 
 const STUDIES: usize = 8;
@@ -223,7 +222,11 @@ struct StandaloneApp {
 
 impl StandaloneApp {
     async fn start(mut environment: Vec<(String, String)>, directory: &Path) -> Self {
-        let database = FreshDatabase::create(&environment, "fxtriage_browser").await;
+        let database = FreshDatabase::create_on(
+            &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
+            "fxtriage_browser",
+        )
+        .await;
         environment.retain(|(key, _)| {
             !key.starts_with("FXTRIAGE_KAFKA")
                 && !key.starts_with("FXTRIAGE_S3")

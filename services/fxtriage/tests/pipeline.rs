@@ -1,29 +1,42 @@
 //! The distributed mode end to end: ingest, inference and the prioritizer as
 //! separate processes of the built binary, over the real broker, object store and
-//! database of the local stack. Studies sent by C-STORE (dcmtk's dcmsend) reach
-//! the site's worklist exactly once each, analysed, in policy order; invalid ones
-//! end in quarantine.
+//! database of the local stack, each test in a namespace and database of its own.
+//! Studies sent by C-STORE (dcmtk's dcmsend) reach the site's worklist exactly
+//! once each, analysed, in policy order; invalid ones end in quarantine; what a
+//! consumer of the worklist topic sees has every change once in effect and in
+//! order; nothing is dead-lettered that the test did not send as poison.
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use fxtriage_bus::{Bus, Record};
 use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
-use fxtriage_objstore::{ObjectStore, S3Config, S3Credentials, S3Store};
-use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+use fxtriage_proto::topics;
+use fxtriage_testkit::{Progress, poll_until};
+use support::changes::{self, FinalStudy};
+use support::{
+    Service, Stack, dcmsend, dcmsend_all, dead_letters_counted, describe_dead_letters,
+    free_loopback_port, object_keys, read_topics, repository_path, wait_for_status,
+};
+
+/// How long the studies of a test may take to settle once sent, on a busy
+/// 2-core machine (a settled run takes a small part of it).
+const SETTLE: Duration = Duration::from_secs(420);
 
 struct Study {
     uid: String,
     eligible: bool,
     emergency: bool,
+    images: usize,
 }
 
 /// Writes `count` studies of one or two images each, of several body parts and
-/// urgencies, plus two invalid instances (a malformed study UID).
-fn write_studies(directory: &Path, count: usize) -> Vec<Study> {
+/// urgencies, plus two invalid instances (a malformed study UID) when `invalid`.
+fn write_studies(directory: &Path, count: usize, invalid: bool) -> Vec<Study> {
+    std::fs::create_dir_all(directory).expect("mkdir");
     let body_parts = ["WRIST", "ANKLE", "HAND", "CHEST", "HIP"];
     let priorities = ["STAT", "ROUTINE", "", "HIGH"];
     let mut studies = Vec::new();
@@ -31,7 +44,8 @@ fn write_studies(directory: &Path, count: usize) -> Vec<Study> {
         let study = new_uid();
         let body_part = body_parts[index % body_parts.len()];
         let priority = priorities[index % priorities.len()];
-        for image in 0..(1 + index % 2) {
+        let images = 1 + index % 2;
+        for image in 0..images {
             let instance = SyntheticInstance {
                 study_instance_uid: study.clone(),
                 series_instance_uid: format!("{study}.1"),
@@ -51,188 +65,320 @@ fn write_studies(directory: &Path, count: usize) -> Vec<Study> {
             uid: study,
             eligible: body_part != "CHEST",
             emergency: priority == "STAT",
+            images,
         });
     }
-    for invalid in 0..2 {
-        let instance = SyntheticInstance {
-            study_instance_uid: format!("1.2.0{invalid}.bad"),
-            ..SyntheticInstance::wrist()
-        };
-        std::fs::write(
-            directory.join(format!("invalid-{invalid}.dcm")),
-            instance.to_part10(),
-        )
-        .expect("write");
+    if invalid {
+        for number in 0..2 {
+            let instance = SyntheticInstance {
+                study_instance_uid: format!("1.2.0{number}.bad"),
+                ..SyntheticInstance::wrist()
+            };
+            std::fs::write(
+                directory.join(format!("invalid-{number}.dcm")),
+                instance.to_part10(),
+            )
+            .expect("write");
+        }
     }
     studies
 }
 
-fn dcmsend(ae_title: &str, port: u16, directory: &Path) {
-    let output = Command::new("dcmsend")
-        .args([
-            "-aec",
-            ae_title,
-            "-aet",
-            "E2ESENDER",
-            "127.0.0.1",
-            &port.to_string(),
-            "+sd",
-        ])
-        .arg(directory)
-        .output()
-        .expect("dcmsend (Debian package dcmtk) is installed by scripts/bootstrap");
-    assert!(
-        output.status.success(),
-        "dcmsend failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// The three services of the distributed mode for one site, each restartable.
+struct Deployment {
+    stack: Stack,
+    site: String,
+    ae_title: String,
+    directory: tempfile::TempDir,
+    sites_file: PathBuf,
+    dimse_port: u16,
+    services: BTreeMap<&'static str, (Service, u16)>,
+    starts: usize,
 }
 
-async fn s3_store(environment: &[(String, String)]) -> S3Store {
-    let value = |name: &str| {
-        environment
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
-            .expect(name)
-    };
-    S3Store::connect(S3Config {
-        endpoint: Some(value("FXTRIAGE_S3_ENDPOINT")),
-        bucket: value("FXTRIAGE_S3_BUCKET"),
-        region: value("FXTRIAGE_S3_REGION"),
-        path_style: true,
-        credentials: S3Credentials::Static {
-            access_key_id: value("FXTRIAGE_S3_ACCESS_KEY_ID"),
-            secret_access_key: value("FXTRIAGE_S3_SECRET_ACCESS_KEY"),
-        },
-    })
-    .await
-    .expect("S3 store")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() {
-    let Some(environment) = stack_env() else {
-        return;
-    };
-    let directory = tempfile::tempdir().expect("tempdir");
-    let suffix = format!("{:08x}", rand_suffix());
-    let site = format!("e2e-{suffix}");
-    let ae_title = format!("E2E{}", suffix.to_uppercase());
-
-    let database_url = &environment
-        .iter()
-        .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
-        .expect("url")
-        .1;
-    let database = fxtriage_db::DbConfig::from_url(database_url).expect("url");
-    fxtriage_db::migrate(&database).await.expect("migrate");
-    let client = database.connect().await.expect("connect");
-    client
-        .execute(
-            "INSERT INTO sites (site_id, display_name) VALUES ($1, 'End-to-end test')",
-            &[&site],
+impl Deployment {
+    async fn start(prefix: &str) -> Option<Self> {
+        let stack = Stack::start(prefix).await?;
+        let directory = tempfile::tempdir().expect("tempdir");
+        let site = format!("{prefix}-site");
+        let ae_title = prefix.to_uppercase().replace('-', "");
+        stack.add_site(&site).await;
+        let sites_file = directory.path().join("sites.toml");
+        std::fs::write(
+            &sites_file,
+            format!("[[site]]\nid = \"{site}\"\nae_titles = [\"{ae_title}\"]\n"),
         )
-        .await
-        .expect("register the site");
-
-    let sites = directory.path().join("sites.toml");
-    std::fs::write(
-        &sites,
-        format!("[[site]]\nid = \"{site}\"\nae_titles = [\"{ae_title}\"]\n"),
-    )
-    .expect("sites file");
-    let dimse_port = free_loopback_port();
-    let ports: Vec<u16> = (0..3).map(|_| free_loopback_port()).collect();
-    let model = repository_path("models/testdata/heatmap")
-        .display()
-        .to_string();
-    let logs = directory.path();
-    let prioritizer = Service::start(
-        "prioritizer",
-        &[
-            "prioritizer".into(),
-            "--health-address".into(),
-            format!("127.0.0.1:{}", ports[0]),
-        ],
-        &environment,
-        logs,
-    );
-    let inference = Service::start(
-        "inference",
-        &[
-            "inference".into(),
-            "--model".into(),
-            model,
-            "--health-address".into(),
-            format!("127.0.0.1:{}", ports[1]),
-        ],
-        &environment,
-        logs,
-    );
-    let ingest = Service::start(
-        "ingest",
-        &[
-            "ingest".into(),
-            "--sites".into(),
-            sites.display().to_string(),
-            "--dimse-address".into(),
-            format!("127.0.0.1:{dimse_port}"),
-            "--http-address".into(),
-            format!("127.0.0.1:{}", ports[2]),
-        ],
-        &environment,
-        logs,
-    );
-    for port in &ports {
-        wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+        .expect("sites file");
+        let mut deployment = Self {
+            stack,
+            site,
+            ae_title,
+            directory,
+            sites_file,
+            dimse_port: free_loopback_port(),
+            services: BTreeMap::new(),
+            starts: 0,
+        };
+        // The prioritizer first, so its group exists before anything is announced.
+        for name in ["prioritizer", "inference", "ingest"] {
+            deployment.start_service(name).await;
+        }
+        Some(deployment)
     }
 
-    let inputs = directory.path().join("studies");
-    std::fs::create_dir_all(&inputs).expect("mkdir");
-    let studies = write_studies(&inputs, 20);
-    dcmsend(&ae_title, dimse_port, &inputs);
+    fn arguments(&self, name: &str, port: u16) -> Vec<String> {
+        let health = format!("127.0.0.1:{port}");
+        match name {
+            "prioritizer" => vec!["prioritizer".into(), "--health-address".into(), health],
+            "inference" => vec![
+                "inference".into(),
+                "--model".into(),
+                repository_path("models/testdata/heatmap")
+                    .display()
+                    .to_string(),
+                "--health-address".into(),
+                health,
+            ],
+            _ => vec![
+                "ingest".into(),
+                "--sites".into(),
+                self.sites_file.display().to_string(),
+                "--dimse-address".into(),
+                format!("127.0.0.1:{}", self.dimse_port),
+                "--http-address".into(),
+                health,
+            ],
+        }
+    }
 
-    // Wait until every study is on the worklist and no eligible image awaits analysis.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let rows = loop {
-        let rows = client
-            .query(
-                "SELECT study_instance_uid, urgency, ai_result FROM studies WHERE site_id = $1 \
-                 ORDER BY deadline, arrived_at, study_instance_uid",
-                &[&site],
+    async fn start_service(&mut self, name: &'static str) {
+        let port = free_loopback_port();
+        self.starts += 1;
+        let service = Service::start(
+            &format!("{name}-{}", self.starts),
+            &self.arguments(name, port),
+            &self.stack.environment,
+            self.directory.path(),
+        );
+        wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+        self.services.insert(name, (service, port));
+    }
+
+    /// SIGKILL, as a crash, then start again.
+    async fn crash_and_restart(&mut self, name: &'static str) {
+        if let Some((service, _)) = self.services.remove(name) {
+            service.kill();
+        }
+        self.start_service(name).await;
+    }
+
+    fn health_address(&self, name: &str) -> String {
+        format!("127.0.0.1:{}", self.services[name].1)
+    }
+
+    fn logs(&self) -> String {
+        self.services
+            .values()
+            .map(|(service, _)| format!("{}:\n{}\n", service.name, service.log_tail()))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        for name in ["ingest", "inference", "prioritizer"] {
+            if let Some((service, _)) = self.services.remove(name) {
+                service.stop().await;
+            }
+        }
+        self.stack.finish().await;
+    }
+
+    /// (studies listed, images recorded, findings recorded, studies awaiting analysis).
+    async fn progress(&self, client: &tokio_postgres::Client) -> (i64, i64, i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM studies WHERE site_id = $1), \
+                        (SELECT count(*) FROM instances WHERE site_id = $1), \
+                        (SELECT count(*) FROM findings WHERE site_id = $1), \
+                        (SELECT count(*) FROM studies WHERE site_id = $1 \
+                           AND ai_result = 'awaiting-analysis')",
+                &[&self.site],
             )
             .await
-            .expect("query");
-        let settled = rows.len() == studies.len()
-            && rows
-                .iter()
-                .all(|row| row.get::<_, String>(2) != "awaiting-analysis");
-        if settled {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} studies on the worklist after 120 s\ningest:\n{}\ninference:\n{}\nprioritizer:\n{}",
-            rows.len(),
-            studies.len(),
-            ingest.log_tail(),
-            inference.log_tail(),
-            prioritizer.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+            .expect("progress");
+        (row.get(0), row.get(1), row.get(2), row.get(3))
+    }
 
+    /// Waits until every one of `studies` is on the worklist with its AI result,
+    /// and returns the rows in reading order; on a timeout, fails with where each
+    /// missing study is.
+    async fn settled(
+        &self,
+        client: &tokio_postgres::Client,
+        studies: &[Study],
+    ) -> Vec<tokio_postgres::Row> {
+        let outcome = poll_until(SETTLE, || async {
+            let rows = client
+                .query(
+                    "SELECT study_instance_uid, urgency, ai_result FROM studies WHERE site_id = $1 \
+                     ORDER BY deadline, arrived_at, study_instance_uid",
+                    &[&self.site],
+                )
+                .await
+                .expect("query");
+            let awaiting = rows
+                .iter()
+                .filter(|row| row.get::<_, String>(2) == "awaiting-analysis")
+                .count();
+            if rows.len() == studies.len() && awaiting == 0 {
+                Progress::Done(rows)
+            } else {
+                Progress::NotYet(format!(
+                    "{} of {} studies listed, {awaiting} awaiting analysis",
+                    rows.len(),
+                    studies.len()
+                ))
+            }
+        })
+        .await;
+        match outcome {
+            Ok(rows) => rows,
+            Err(state) => {
+                let diagnosis = self.diagnose(client, studies).await;
+                panic!(
+                    "not settled after {} s: {state}\n{diagnosis}\n{}",
+                    SETTLE.as_secs(),
+                    self.logs()
+                )
+            }
+        }
+    }
+
+    /// Where each study that is not settled is: stored, quarantined,
+    /// dead-lettered, recorded without a finding.
+    async fn diagnose(&self, client: &tokio_postgres::Client, studies: &[Study]) -> String {
+        let store = self.stack.s3().await;
+        let quarantined = object_keys(&store, &format!("quarantine/{}/", self.site)).await;
+        let bus = self.stack.kafka().await;
+        let dead_letters = read_topics(
+            &bus,
+            &self.stack.namespace,
+            &self.stack.namespace.dead_letter_topics(),
+            Duration::from_secs(3),
+        )
+        .await;
+        let mut report = format!(
+            "quarantine: {} objects; dead letters: {:?}\n",
+            quarantined.len(),
+            describe_dead_letters(&dead_letters)
+        );
+        for study in studies {
+            let listed = client
+                .query_opt(
+                    "SELECT ai_result FROM studies WHERE site_id = $1 AND study_instance_uid = $2",
+                    &[&self.site, &study.uid],
+                )
+                .await
+                .expect("study");
+            let ai_result: Option<String> = listed.map(|row| row.get(0));
+            if ai_result
+                .as_deref()
+                .is_some_and(|result| result != "awaiting-analysis")
+            {
+                continue;
+            }
+            let images = client
+                .query(
+                    "SELECT i.sop_instance_uid, i.analysis, count(f.sop_instance_uid) \
+                     FROM instances i LEFT JOIN findings f \
+                       ON f.site_id = i.site_id AND f.sop_instance_uid = i.sop_instance_uid \
+                     WHERE i.site_id = $1 AND i.study_instance_uid = $2 \
+                     GROUP BY i.sop_instance_uid, i.analysis",
+                    &[&self.site, &study.uid],
+                )
+                .await
+                .expect("images");
+            let stored = object_keys(&store, &format!("{}/{}/", self.site, study.uid)).await;
+            let dead: Vec<String> = describe_dead_letters(&dead_letters)
+                .into_iter()
+                .filter(|line| line.contains(&study.uid))
+                .collect();
+            let recorded: Vec<String> = images
+                .iter()
+                .map(|row| {
+                    format!(
+                        "{} {} with {} findings",
+                        row.get::<_, String>(0),
+                        row.get::<_, String>(1),
+                        row.get::<_, i64>(2)
+                    )
+                })
+                .collect();
+            report.push_str(&format!(
+                "study {}: worklist {:?}; {} of {} images stored; recorded: {recorded:?}; dead letters: {dead:?}\n",
+                study.uid,
+                ai_result.as_deref().unwrap_or("not listed"),
+                stored.len(),
+                study.images
+            ));
+        }
+        report
+    }
+
+    /// Asserts what a consumer of the worklist topic sees (see support::changes)
+    /// and that every dead letter in the namespace is one of `poison` keys.
+    async fn check_topics(&self, client: &tokio_postgres::Client, poison: &[&str]) {
+        let bus = self.stack.kafka().await;
+        let namespace = &self.stack.namespace;
+        let final_studies: BTreeMap<String, FinalStudy> =
+            changes::final_studies(client, &self.site).await;
+        let worklist = read_topics(
+            &bus,
+            namespace,
+            &[namespace.worklist_topic()],
+            Duration::from_secs(5),
+        )
+        .await;
+        match changes::check(&worklist, &self.site, &final_studies) {
+            Ok(seen) => eprintln!(
+                "worklist topic: {} changes, {} exact repeats",
+                seen.messages, seen.repeats
+            ),
+            Err(problems) => panic!(
+                "the worklist topic is wrong for a consumer:\n{}",
+                problems.join("\n")
+            ),
+        }
+        let dead_letters = read_topics(
+            &bus,
+            namespace,
+            &namespace.dead_letter_topics(),
+            Duration::from_secs(3),
+        )
+        .await;
+        let unexpected: Vec<String> = describe_dead_letters(&dead_letters)
+            .into_iter()
+            .zip(&dead_letters)
+            .filter(|(_, message)| !poison.contains(&message.key_text().as_str()))
+            .map(|(line, _)| line)
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "dead letters the test did not cause: {unexpected:?}"
+        );
+    }
+}
+
+fn expected_images(studies: &[Study]) -> i64 {
+    studies.iter().map(|study| study.images as i64).sum()
+}
+
+fn assert_listed_once_in_policy_order(rows: &[tokio_postgres::Row], studies: &[Study]) {
     let on_worklist: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
     let unique: BTreeSet<&String> = on_worklist.iter().collect();
-    assert_eq!(
-        unique.len(),
-        on_worklist.len(),
-        "each study is on the worklist once"
-    );
+    assert_eq!(unique.len(), on_worklist.len(), "each study once");
     let expected: BTreeSet<&String> = studies.iter().map(|study| &study.uid).collect();
     assert_eq!(unique, expected, "every accepted study, and nothing else");
-    for study in &studies {
+    for study in studies {
         let row = rows
             .iter()
             .find(|row| row.get::<_, String>(0) == study.uid)
@@ -260,263 +406,291 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
         "emergency",
         "an emergency study is read first"
     );
+}
 
-    let store = s3_store(&environment).await;
-    let quarantined = store
-        .list(&format!("quarantine/{site}/"))
-        .await
-        .expect("list quarantine");
+async fn assert_quarantined(deployment: &Deployment, expected: usize) {
+    let store = deployment.stack.s3().await;
+    let quarantined = object_keys(&store, &format!("quarantine/{}/", deployment.site)).await;
     let records = quarantined
         .iter()
-        .filter(|meta| meta.key.as_str().ends_with(".json"))
+        .filter(|key| key.ends_with(".json"))
         .count();
     assert_eq!(
-        records, 2,
-        "both invalid instances are quarantined: {quarantined:?}"
+        records, expected,
+        "the invalid instances are quarantined, once each: {quarantined:?}"
     );
-
-    ingest.stop().await;
-    inference.stop().await;
-    prioritizer.stop().await;
 }
 
-/// The three services of the distributed mode, each restartable.
-struct Cluster {
-    environment: Vec<(String, String)>,
-    logs: std::path::PathBuf,
-    sites: std::path::PathBuf,
-    dimse_port: u16,
-    services: std::collections::BTreeMap<&'static str, (Service, u16)>,
-    starts: usize,
-}
-
-impl Cluster {
-    fn arguments(&self, name: &str, port: u16) -> Vec<String> {
-        let health = format!("127.0.0.1:{port}");
-        match name {
-            "prioritizer" => vec!["prioritizer".into(), "--health-address".into(), health],
-            "inference" => vec![
-                "inference".into(),
-                "--model".into(),
-                repository_path("models/testdata/heatmap")
-                    .display()
-                    .to_string(),
-                "--health-address".into(),
-                health,
-            ],
-            _ => vec![
-                "ingest".into(),
-                "--sites".into(),
-                self.sites.display().to_string(),
-                "--dimse-address".into(),
-                format!("127.0.0.1:{}", self.dimse_port),
-                "--http-address".into(),
-                health,
-            ],
-        }
-    }
-
-    async fn start(&mut self, name: &'static str) {
-        let port = free_loopback_port();
-        self.starts += 1;
-        let log_name = format!("{name}-{}", self.starts);
-        let service = Service::start(
-            &log_name,
-            &self.arguments(name, port),
-            &self.environment,
-            &self.logs,
-        );
-        wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
-        self.services.insert(name, (service, port));
-    }
-
-    /// SIGKILL, then start again.
-    async fn crash_and_restart(&mut self, name: &'static str) {
-        if let Some((service, _)) = self.services.remove(name) {
-            service.kill();
-        }
-        self.start(name).await;
-    }
-
-    fn logs(&self) -> String {
-        self.services
-            .values()
-            .map(|(service, _)| format!("{}:\n{}\n", service.name, service.log_tail()))
-            .collect()
-    }
-}
-
-fn dcmsend_background(ae_title: &str, port: u16, directory: &Path) -> std::process::Child {
-    Command::new("dcmsend")
-        .args([
-            "-aec",
-            ae_title,
-            "-aet",
-            "E2ESENDER",
-            "127.0.0.1",
-            &port.to_string(),
-            "+sd",
-        ])
-        .arg(directory)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dcmsend")
-}
-
-/// 200 studies (and two invalid instances) while each service is SIGKILLed once
-/// and restarted; the sender resends what ingest could not confirm. Every study
-/// and image ends on the worklist exactly once, in policy order, and the invalid
-/// instances in quarantine. (A killed group member's partitions move after the
-/// rebalance timeout, max.poll.interval.ms, which the Kafka bus sets to 30 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
-    let Some(environment) = stack_env() else {
+async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() {
+    let Some(deployment) = Deployment::start("e2e").await else {
         return;
     };
-    let directory = tempfile::tempdir().expect("tempdir");
-    let suffix = format!("{:08x}", rand_suffix());
-    let site = format!("e2e-kill-{suffix}");
-    let ae_title = format!("KILL{}", suffix.to_uppercase());
-    let url = environment
-        .iter()
-        .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
-        .expect("url")
-        .1
-        .clone();
-    let database = fxtriage_db::DbConfig::from_url(&url).expect("url");
-    fxtriage_db::migrate(&database).await.expect("migrate");
-    let client = database.connect().await.expect("connect");
-    client
-        .execute(
-            "INSERT INTO sites (site_id, display_name) VALUES ($1, 'Kill test')",
-            &[&site],
+    let client = deployment.stack.client().await;
+    // A poison message on the instances topic: both of its consumers dead-letter it
+    // (kind malformed-message) and move on.
+    let poison = "poison-e2e";
+    deployment
+        .stack
+        .kafka()
+        .await
+        .produce(
+            &deployment.stack.namespace.instances_topic(),
+            Record::new(poison, b"\xff\xffnot an InstanceStored".to_vec()),
         )
         .await
-        .expect("site");
-    let sites = directory.path().join("sites.toml");
-    std::fs::write(
-        &sites,
-        format!("[[site]]\nid = \"{site}\"\nae_titles = [\"{ae_title}\"]\n"),
-    )
-    .expect("sites file");
+        .expect("produce the poison message");
 
-    let mut cluster = Cluster {
-        environment,
-        logs: directory.path().to_path_buf(),
-        sites,
-        dimse_port: free_loopback_port(),
-        services: std::collections::BTreeMap::new(),
-        starts: 0,
-    };
-    for name in ["prioritizer", "inference", "ingest"] {
-        cluster.start(name).await;
-    }
+    let inputs = deployment.directory.path().join("studies");
+    let studies = write_studies(&inputs, 20, true);
+    dcmsend_all(&deployment.ae_title, deployment.dimse_port, &inputs).await;
 
-    // 200 studies in four batches of 50; each batch is sent while one service dies.
-    let mut studies = Vec::new();
-    let batches: Vec<std::path::PathBuf> = (0..4)
-        .map(|batch| directory.path().join(format!("batch-{batch}")))
-        .collect();
-    for batch in &batches {
-        std::fs::create_dir_all(batch).expect("mkdir");
-        studies.extend(write_studies(batch, 50));
-        // Only the first batch keeps its invalid files: later batches are resent.
-        if batch != &batches[0] {
-            for invalid in 0..2 {
-                std::fs::remove_file(batch.join(format!("invalid-{invalid}.dcm"))).expect("remove");
-            }
-        }
-    }
-    let port = cluster.dimse_port;
-    dcmsend(&ae_title, port, &batches[0]);
-    cluster.crash_and_restart("prioritizer").await;
-
-    let mut sender = dcmsend_background(&ae_title, port, &batches[1]);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.crash_and_restart("inference").await;
-    sender.wait().expect("dcmsend");
-
-    // Killing ingest breaks the sender's association: like a modality, it sends again.
-    let mut sender = dcmsend_background(&ae_title, port, &batches[2]);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.crash_and_restart("ingest").await;
-    let _interrupted = sender.wait();
-    dcmsend(&ae_title, port, &batches[2]);
-
-    dcmsend(&ae_title, port, &batches[3]);
-
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let rows = loop {
-        let rows = client
-            .query(
-                "SELECT study_instance_uid, ai_result FROM studies WHERE site_id = $1",
-                &[&site],
-            )
-            .await
-            .expect("query");
-        let settled = rows.len() == studies.len()
-            && rows
-                .iter()
-                .all(|row| row.get::<_, String>(1) != "awaiting-analysis");
-        if settled {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} studies settled\n{}",
-            rows.len(),
-            studies.len(),
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let on_worklist: BTreeSet<String> = rows.iter().map(|row| row.get(0)).collect();
-    let expected: BTreeSet<String> = studies.iter().map(|study| study.uid.clone()).collect();
-    assert_eq!(on_worklist.len(), rows.len(), "each study once");
-    assert_eq!(on_worklist, expected, "every study, nothing else");
+    let rows = deployment.settled(&client, &studies).await;
+    assert_listed_once_in_policy_order(&rows, &studies);
     let images: i64 = client
         .query_one(
             "SELECT count(*) FROM instances WHERE site_id = $1",
-            &[&site],
+            &[&deployment.site],
         )
         .await
         .expect("count")
         .get(0);
-    let expected_images: i64 = (0..50).map(|index| 1 + index % 2).sum::<i64>() * 4;
-    assert_eq!(images, expected_images, "each image recorded once");
-    let first: String = client
-        .query_one(
-            "SELECT urgency FROM studies WHERE site_id = $1 ORDER BY deadline, arrived_at, study_instance_uid LIMIT 1",
-            &[&site],
-        )
-        .await
-        .expect("first")
-        .get(0);
-    assert_eq!(first, "emergency", "an emergency study is read first");
-    let store = s3_store(&cluster.environment).await;
-    let quarantined = store
-        .list(&format!("quarantine/{site}/"))
-        .await
-        .expect("list quarantine");
-    let records = quarantined
-        .iter()
-        .filter(|meta| meta.key.as_str().ends_with(".json"))
-        .count();
     assert_eq!(
-        records, 2,
-        "both invalid instances are quarantined, once: {quarantined:?}"
+        images,
+        expected_images(&studies),
+        "each image recorded once"
     );
-    for (name, (service, _)) in std::mem::take(&mut cluster.services) {
-        let _ = name;
-        service.stop().await;
+    assert_quarantined(&deployment, 2).await;
+    deployment.check_topics(&client, &[poison]).await;
+
+    // Each consumer of the instances topic counted the poison message once, and
+    // no service counted any other dead letter.
+    let instances_topic = deployment.stack.namespace.instances_topic();
+    for name in ["inference", "prioritizer"] {
+        let counted = dead_letters_counted(&deployment.health_address(name)).await;
+        let expected = BTreeMap::from([(
+            (instances_topic.clone(), "malformed-message".to_owned()),
+            1.0,
+        )]);
+        assert_eq!(counted, expected, "dead letters counted by {name}");
+    }
+    let counted = dead_letters_counted(&deployment.health_address("ingest")).await;
+    assert!(counted.is_empty(), "ingest dead-lettered {counted:?}");
+    let dead_lettered = read_topics(
+        &deployment.stack.kafka().await,
+        &deployment.stack.namespace,
+        &[topics::dead_letter_topic(&instances_topic)],
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        dead_lettered.len(),
+        2,
+        "the poison message is dead-lettered once by each consumer group: {:?}",
+        describe_dead_letters(&dead_lettered)
+    );
+    deployment.stop().await;
+}
+
+/// Batches of new studies written on demand, each in a directory of its own.
+struct Workload {
+    root: PathBuf,
+    studies: Vec<Study>,
+    written: usize,
+}
+
+/// One batch: its studies' UIDs, its images and how many of them are eligible.
+struct Batch {
+    directory: PathBuf,
+    uids: Vec<String>,
+    images: i64,
+    eligible_images: i64,
+}
+
+impl Workload {
+    fn next_batch(&mut self, count: usize) -> Batch {
+        let directory = self.root.join(format!("batch-{}", self.written));
+        self.written += 1;
+        let studies = write_studies(&directory, count, false);
+        let batch = Batch {
+            directory,
+            uids: studies.iter().map(|study| study.uid.clone()).collect(),
+            images: expected_images(&studies),
+            eligible_images: studies
+                .iter()
+                .filter(|study| study.eligible)
+                .map(|study| study.images as i64)
+                .sum(),
+        };
+        self.studies.extend(studies);
+        batch
     }
 }
 
-fn rand_suffix() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
+/// Where a batch is, as the database shows it.
+#[derive(Debug)]
+struct BatchProgress {
+    recorded: i64,
+    eligible_recorded: i64,
+    eligible_done: i64,
+}
+
+async fn batch_progress(
+    client: &tokio_postgres::Client,
+    site: &str,
+    batch: &Batch,
+) -> BatchProgress {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE eligible), \
+                    count(*) FILTER (WHERE eligible AND analysis <> 'awaiting') \
+             FROM instances WHERE site_id = $1 AND study_instance_uid = ANY($2)",
+            &[&site, &batch.uids],
+        )
+        .await
+        .expect("batch progress");
+    BatchProgress {
+        recorded: row.get(0),
+        eligible_recorded: row.get(1),
+        eligible_done: row.get(2),
+    }
+}
+
+/// What the service about to be killed is doing with a batch.
+enum Work {
+    NotStarted,
+    InFlight(String),
+    Finished,
+}
+
+/// Whether `name` has work of `batch` observably in flight.
+fn work_of(name: &str, progress: &BatchProgress, batch: &Batch, sender_running: bool) -> Work {
+    let state = format!(
+        "{progress:?} of {} images ({} eligible); sender running: {sender_running}",
+        batch.images, batch.eligible_images
+    );
+    match name {
+        // Images recorded, some of them still waiting for a finding to apply.
+        "prioritizer"
+            if progress.recorded > 0 && progress.eligible_done < batch.eligible_images =>
+        {
+            Work::InFlight(state)
+        }
+        "prioritizer" if progress.eligible_done == batch.eligible_images => Work::Finished,
+        // Findings arriving, and recorded eligible images still without one.
+        "inference"
+            if progress.eligible_done > 0
+                && progress.eligible_done < progress.eligible_recorded =>
+        {
+            Work::InFlight(state)
+        }
+        "inference" if progress.eligible_done == batch.eligible_images => Work::Finished,
+        // Images arriving while the sender is still in its association.
+        "ingest" if progress.recorded > 0 && sender_running => Work::InFlight(state),
+        "ingest" if !sender_running => Work::Finished,
+        _ => Work::NotStarted,
+    }
+}
+
+/// Sends new batches of 50 studies until `name` is caught with work of one
+/// observably in flight, SIGKILLs it then, restarts it, and sends that batch
+/// again, as a modality whose association broke would.
+async fn kill_mid_batch(
+    deployment: &mut Deployment,
+    workload: &mut Workload,
+    client: &tokio_postgres::Client,
+    name: &'static str,
+) {
+    for attempt in 1..=4 {
+        let batch = workload.next_batch(50);
+        let mut sender = dcmsend(
+            &deployment.ae_title,
+            deployment.dimse_port,
+            &batch.directory,
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        let killed = loop {
+            let sender_running = sender.try_wait().is_none();
+            let progress = batch_progress(client, &deployment.site, &batch).await;
+            match work_of(name, &progress, &batch, sender_running) {
+                Work::InFlight(state) => {
+                    eprintln!("killing {name} (attempt {attempt}) with work in flight: {state}");
+                    deployment.crash_and_restart(name).await;
+                    break true;
+                }
+                Work::Finished => {
+                    eprintln!(
+                        "{name}: batch {attempt} finished before work was seen in flight: {progress:?}"
+                    );
+                    break false;
+                }
+                Work::NotStarted => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: no progress on a batch within 180 s: {progress:?}\n{}",
+                deployment.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _interrupted_or_done = sender.wait_for(Duration::from_secs(300)).await;
+        dcmsend_all(
+            &deployment.ae_title,
+            deployment.dimse_port,
+            &batch.directory,
+        )
+        .await;
+        if killed {
+            return;
+        }
+    }
+    panic!("{name} was never caught with work in flight in four batches");
+}
+
+/// At least 200 studies (and two invalid instances) while each service is
+/// SIGKILLed once with work observably in flight, and restarted; each batch is
+/// sent again after its kill. Every study and image ends on the worklist exactly
+/// once, in policy order, the invalid instances in quarantine once each, and a
+/// consumer of the worklist topic sees every study's changes in order with no
+/// change lost and no effect twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
+    let Some(mut deployment) = Deployment::start("e2e-kill").await else {
+        return;
+    };
+    let client = deployment.stack.client().await;
+    let mut workload = Workload {
+        root: deployment.directory.path().join("batches"),
+        studies: Vec::new(),
+        written: 0,
+    };
+    for name in ["prioritizer", "inference", "ingest"] {
+        kill_mid_batch(&mut deployment, &mut workload, &client, name).await;
+    }
+    let last = workload.next_batch(50);
+    dcmsend_all(&deployment.ae_title, deployment.dimse_port, &last.directory).await;
+    let invalid = deployment.directory.path().join("invalid");
+    write_studies(&invalid, 0, true);
+    dcmsend_all(&deployment.ae_title, deployment.dimse_port, &invalid).await;
+
+    let studies = &workload.studies;
+    assert!(studies.len() >= 200, "{} studies", studies.len());
+    let rows = deployment.settled(&client, studies).await;
+    assert_listed_once_in_policy_order(&rows, studies);
+    let (_, images, _, _) = deployment.progress(&client).await;
+    assert_eq!(images, expected_images(studies), "each image recorded once");
+    let missing_findings: i64 = client
+        .query_one(
+            "SELECT count(*) FROM instances i WHERE i.site_id = $1 AND i.eligible \
+               AND NOT EXISTS (SELECT 1 FROM findings f WHERE f.site_id = i.site_id \
+                                AND f.sop_instance_uid = i.sop_instance_uid)",
+            &[&deployment.site],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(missing_findings, 0, "every eligible image has its finding");
+    assert_quarantined(&deployment, 2).await;
+    deployment.check_topics(&client, &[]).await;
+    deployment.stop().await;
 }

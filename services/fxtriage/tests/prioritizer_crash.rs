@@ -1,29 +1,23 @@
 //! A prioritizer killed with SIGKILL in the middle of a stream of 500 studies and
-//! restarted: every study is on the worklist exactly once, with its final priority.
-//! Runs the built binary against the local stack's Kafka broker and PostgreSQL.
+//! restarted: every study is on the worklist exactly once, with its final
+//! priority, and a consumer of the worklist topic sees each study's changes in
+//! order, none lost, no effect twice. Runs the built binary against the local
+//! stack's Kafka broker and PostgreSQL, in a namespace and database of its own.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use fxtriage_bus::{Bus, KafkaBus, KafkaConfig, Record};
+use fxtriage_bus::{Bus, Record};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
 use fxtriage_proto::v1::{
     Finding, FindingStatus, InstanceRef, InstanceStored, ModelIdentity, Urgency,
 };
-use support::{Service, free_loopback_port, stack_env, wait_for_status};
+use fxtriage_testkit::{Progress, eventually};
+use support::{Service, Stack, free_loopback_port, read_topics, wait_for_status};
 
 const STUDIES: usize = 500;
-
-fn setting(environment: &[(String, String)], name: &str) -> String {
-    environment
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.clone())
-        .expect(name)
-}
 
 /// The class the default policy gives a probability (operating points 0.7 and 0.4).
 fn expected_class(probability: f32) -> &'static str {
@@ -46,7 +40,7 @@ async fn count(client: &tokio_postgres::Client, site: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
-    let Some(environment) = stack_env() else {
+    let Some(stack) = Stack::start("crash").await else {
         return;
     };
     let logs = tempfile::tempdir().expect("tempdir");
@@ -54,28 +48,11 @@ async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock")
         .as_nanos();
-    let site = format!("crash-{:x}", nanos & 0xffff_ffff);
-
-    let database = fxtriage_db::DbConfig::from_url(&setting(&environment, "FXTRIAGE_DATABASE_URL"))
-        .expect("url");
-    fxtriage_db::migrate(&database).await.expect("migrate");
-    let client = database.connect().await.expect("connect");
-    client
-        .execute(
-            "INSERT INTO sites (site_id, display_name) VALUES ($1, 'Crash test')",
-            &[&site],
-        )
-        .await
-        .expect("site");
-
-    let bus = KafkaBus::connect(KafkaConfig::new(
-        setting(&environment, "FXTRIAGE_KAFKA_BROKERS"),
-        "crash-test",
-    ))
-    .expect("bus");
-    for topic in [topics::INSTANCES, topics::FINDINGS, topics::WORKLIST] {
-        bus.ensure_topic(topic, 8).await.expect("topic");
-    }
+    let site = "crash-site".to_owned();
+    stack.add_site(&site).await;
+    let client = stack.client().await;
+    let bus = stack.kafka().await;
+    let namespace = stack.namespace.clone();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock");
@@ -115,13 +92,13 @@ async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
             ..Default::default()
         };
         bus.produce(
-            topics::INSTANCES,
+            &namespace.instances_topic(),
             Record::new(study.as_str(), stored.encode_to_vec()),
         )
         .await
         .expect("produce");
         bus.produce(
-            topics::FINDINGS,
+            &namespace.findings_topic(),
             Record::new(study.as_str(), finding.encode_to_vec()),
         )
         .await
@@ -137,56 +114,62 @@ async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
             format!("127.0.0.1:{port}"),
         ];
         (
-            Service::start(name, &arguments, &environment, logs.path()),
+            Service::start(name, &arguments, &stack.environment, logs.path()),
             port,
         )
     };
     let (first, port) = start("prioritizer-1");
     wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&client, &site).await < (STUDIES / 5) as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "the first prioritizer made no progress:\n{}",
-            first.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let at_kill = count(&client, &site).await;
+    // Killed once it has applied part of the stream: work is in flight.
+    let at_kill = eventually(
+        "the first prioritizer to apply a fifth of the stream",
+        Duration::from_secs(300),
+        || async {
+            let listed = count(&client, &site).await;
+            if listed >= (STUDIES / 5) as i64 {
+                Progress::Done(listed)
+            } else {
+                Progress::NotYet(format!("{listed} studies listed"))
+            }
+        },
+    )
+    .await;
     first.kill();
     assert!(
         at_kill < STUDIES as i64,
         "killed mid-stream ({at_kill} of {STUDIES} done)"
     );
-
     let (second, port) = start("prioritizer-2");
     wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let rows = loop {
-        let rows = client
-            .query(
-                "SELECT study_instance_uid, ai_result FROM studies WHERE site_id = $1",
-                &[&site],
-            )
-            .await
-            .expect("query");
-        let settled = rows.len() == STUDIES
-            && rows.iter().all(|row| {
-                expected
-                    .get(&row.get::<_, String>(0))
-                    .is_some_and(|class| *class == row.get::<_, String>(1))
-            });
-        if settled {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {STUDIES} studies settled after restart:\n{}",
-            rows.len(),
-            second.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rows = eventually(
+        "every study settled with its final class after the restart",
+        Duration::from_secs(420),
+        || async {
+            let rows = client
+                .query(
+                    "SELECT study_instance_uid, ai_result FROM studies WHERE site_id = $1",
+                    &[&site],
+                )
+                .await
+                .expect("query");
+            let settled = rows.len() == STUDIES
+                && rows.iter().all(|row| {
+                    expected
+                        .get(&row.get::<_, String>(0))
+                        .is_some_and(|class| *class == row.get::<_, String>(1))
+                });
+            if settled {
+                Progress::Done(rows)
+            } else {
+                Progress::NotYet(format!(
+                    "{} of {STUDIES} studies listed; log:\n{}",
+                    rows.len(),
+                    second.log_tail()
+                ))
+            }
+        },
+    )
+    .await;
     assert_eq!(rows.len(), STUDIES, "every study exactly once");
     let instances: i64 = client
         .query_one(
@@ -197,5 +180,34 @@ async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
         .expect("count")
         .get(0);
     assert_eq!(instances, STUDIES as i64, "no instance recorded twice");
+
+    let final_studies: BTreeMap<String, support::changes::FinalStudy> =
+        support::changes::final_studies(&client, &site).await;
+    let changes = read_topics(
+        &bus,
+        &namespace,
+        &[namespace.worklist_topic()],
+        Duration::from_secs(5),
+    )
+    .await;
+    if let Err(problems) = support::changes::check(&changes, &site, &final_studies) {
+        panic!(
+            "the worklist topic is wrong for a consumer:\n{}",
+            problems.join("\n")
+        );
+    }
+    let dead_letters = read_topics(
+        &bus,
+        &namespace,
+        &namespace.dead_letter_topics(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        dead_letters.is_empty(),
+        "nothing is dead-lettered: {:?}",
+        support::describe_dead_letters(&dead_letters)
+    );
     second.stop().await;
+    stack.finish().await;
 }

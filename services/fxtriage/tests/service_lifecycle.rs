@@ -5,13 +5,14 @@ mod support;
 
 use std::process::Command;
 
-use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
+use support::{Service, Stack, free_loopback_port, repository_path, wait_for_status};
 
 #[tokio::test]
 async fn every_service_reports_health_and_stops_on_sigterm() {
-    let Some(environment) = stack_env() else {
+    let Some(stack) = Stack::start("lifecycle").await else {
         return;
     };
+    let environment = stack.environment.clone();
     let directory = tempfile::tempdir().expect("tempdir");
     let sites = directory.path().join("sites.toml");
     std::fs::write(
@@ -54,6 +55,7 @@ async fn every_service_reports_health_and_stops_on_sigterm() {
             "{name} still listens after exiting"
         );
     }
+    stack.finish().await;
 }
 
 #[test]

@@ -8,9 +8,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{
-    FreshDatabase, Service, free_loopback_port, repository_path, stack_env, wait_for_status,
-};
+use fxtriage_testkit::FreshDatabase;
+use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
@@ -18,7 +17,11 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");
-    let database = FreshDatabase::create(&environment, "fxtriage_standalone").await;
+    let database = FreshDatabase::create_on(
+        &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
+        "fxtriage_standalone",
+    )
+    .await;
     let mut environment = environment;
     environment.retain(|(key, _)| {
         !key.starts_with("FXTRIAGE_KAFKA")
@@ -95,7 +98,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         String::from_utf8_lossy(&sent.stderr)
     );
 
-    let client = database.config.connect().await.expect("connect");
+    let client = database.connect().await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let rows = client
@@ -179,6 +182,9 @@ async fn without_a_database_url_a_private_cluster_is_started_and_stopped() {
     ]
     .map(str::to_owned)
     .to_vec();
+    // pg_ctl detaches the postmaster into a session of its own: if this test
+    // fails before standalone stops it, this guard does.
+    let _postmaster = PostmasterGuard(data.join("postgres/cluster/postmaster.pid"));
     let standalone = Service::start(
         "standalone-private",
         &arguments,
@@ -198,4 +204,18 @@ async fn without_a_database_url_a_private_cluster_is_started_and_stopped() {
     );
     standalone.stop().await;
     assert!(!postmaster.exists(), "the cluster is stopped on exit");
+}
+
+/// Kills the postmaster whose pid file is here, if it still runs, when dropped.
+struct PostmasterGuard(std::path::PathBuf);
+
+impl Drop for PostmasterGuard {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string(&self.0) else {
+            return;
+        };
+        if let Some(pid) = text.lines().next() {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
 }

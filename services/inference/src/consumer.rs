@@ -1,5 +1,6 @@
-//! The inference consumer: reads `fxtriage.instances.v1`, analyses eligible
-//! images, and produces one `Finding` per image to `fxtriage.findings.v1`. A
+//! The inference consumer: reads the instances topic (`fxtriage.instances.v1` in
+//! its namespace), analyses eligible images, and produces one `Finding` per image
+//! to the findings topic (`fxtriage.findings.v1`). A
 //! message is acknowledged only after its finding is confirmed by the bus. An
 //! image that cannot be analysed still gets a finding, with status failed and the
 //! reason, so its study reaches the worklist at clinical priority and the
@@ -11,10 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 use fxtriage_bus::{Bus, Consumer, DeadLetterReason, Received, Record};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
 use fxtriage_proto::v1::{
     BoundingBox, Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings,
 };
+use fxtriage_proto::{ConsumerGroup, Namespace};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,6 @@ use crate::analyse::{AnalysisError, analyse};
 use crate::batcher::Batcher;
 use crate::model::Model;
 
-pub const GROUP: &str = "fxtriage-inference";
-
 /// What the consumer works with.
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -33,6 +32,8 @@ pub struct Deps {
     pub store: Arc<dyn ObjectStore>,
     pub model: Arc<Model>,
     pub batcher: Batcher,
+    /// Where topic and group names come from.
+    pub namespace: Namespace,
 }
 
 /// Consumes until `shutdown`, then finishes what is in flight and leaves the group.
@@ -41,8 +42,10 @@ pub async fn consume(
     max_in_flight: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: Arc<dyn Consumer> =
-        Arc::from(deps.bus.subscribe(GROUP, &[topics::INSTANCES]).await?);
+    let group = deps.namespace.consumer_group(ConsumerGroup::Inference);
+    let instances = deps.namespace.instances_topic();
+    let consumer: Arc<dyn Consumer> = Arc::from(deps.bus.subscribe(&group, &[&instances]).await?);
+    tracing::info!(%group, topic = %instances, "inference consuming");
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let mut in_flight = JoinSet::new();
     loop {
@@ -110,7 +113,8 @@ async fn handle(
             message.key.clone().unwrap_or_default(),
             finding.encode_to_vec(),
         );
-        if produce_until_confirmed(deps.bus.as_ref(), record, shutdown).await {
+        let findings = deps.namespace.findings_topic();
+        if produce_until_confirmed(deps.bus.as_ref(), &findings, record, shutdown).await {
             acknowledge(consumer, message);
         }
     }
@@ -145,12 +149,13 @@ async fn dead_letter_then_ack(
 /// leaving the message unacknowledged for redelivery.
 async fn produce_until_confirmed(
     bus: &dyn Bus,
+    topic: &str,
     record: Record,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match bus.produce(topics::FINDINGS, record.clone()).await {
+        match bus.produce(topic, record.clone()).await {
             Ok(_) => return true,
             Err(error) => tracing::warn!(%error, "producing the finding failed; retrying"),
         }

@@ -28,6 +28,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Images being fetched, decoded, analysed or published at once.
     pub max_in_flight: usize,
+    /// The deployment namespace: topic and consumer group names.
+    pub namespace: fxtriage_proto::Namespace,
 }
 
 /// Consumes instances and publishes findings until `shutdown` is cancelled, then
@@ -54,6 +56,7 @@ pub async fn run(
         store,
         model,
         batcher,
+        namespace: config.namespace,
     };
     readiness.set_ready(true);
     let consumed = consumer::consume(deps, config.max_in_flight, shutdown.clone()).await;

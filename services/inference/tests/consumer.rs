@@ -18,16 +18,7 @@ use fxtriage_proto::v1::{Finding, FindingStatus, InstanceRef, InstanceStored};
 use tokio_util::sync::CancellationToken;
 
 fn ort_library() -> Option<PathBuf> {
-    let Some(path) = std::env::var_os("ORT_DYLIB_PATH") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "ORT_DYLIB_PATH is not set but the real stack is required"
-        );
-        eprintln!("skipped: ORT_DYLIB_PATH is not set (run under `infra/local/stack env`)");
-        return None;
-    };
+    let path = fxtriage_testkit::stack::setting("ORT_DYLIB_PATH")?;
     Some(PathBuf::from(path))
 }
 
@@ -67,6 +58,7 @@ async fn start(library: PathBuf) -> Pipeline {
         },
     );
     let deps = fxtriage_inference::consumer::Deps {
+        namespace: fxtriage_proto::Namespace::none(),
         bus: bus.clone() as Arc<dyn Bus>,
         store: Arc::clone(&store),
         model,

@@ -18,7 +18,7 @@ use fxtriage_dicom::{
 };
 use fxtriage_objstore::{ObjectKey, ObjectStore, ObjectStoreError};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
+use fxtriage_proto::Namespace;
 use fxtriage_proto::v1::{InstanceRef, InstanceStored};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
@@ -125,11 +125,17 @@ impl IngestError {
 pub struct Ingestor {
     store: Arc<dyn ObjectStore>,
     bus: Arc<dyn Bus>,
+    /// Where `InstanceStored` goes: the instances topic of the deployment's namespace.
+    instances_topic: String,
 }
 
 impl Ingestor {
-    pub fn new(store: Arc<dyn ObjectStore>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, bus }
+    pub fn new(store: Arc<dyn ObjectStore>, bus: Arc<dyn Bus>, namespace: &Namespace) -> Self {
+        Self {
+            store,
+            bus,
+            instances_topic: namespace.instances_topic(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -196,7 +202,7 @@ impl Ingestor {
             sender,
         );
         let record = Record::new(uids.study_instance.as_str(), event.encode_to_vec());
-        if let Err(error) = self.bus.produce(topics::INSTANCES, record).await {
+        if let Err(error) = self.bus.produce(&self.instances_topic, record).await {
             // Unannounced, the object must not look stored (an import would skip it as a
             // duplicate); the sender retries and stores it again.
             if let Err(cleanup) = self.store.delete(&object_key).await {

@@ -33,7 +33,11 @@ fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().to_path_buf()));
     let bus = Arc::new(InProcessBus::default());
-    let ingestor = Ingestor::new(Arc::clone(&store), bus.clone() as Arc<dyn Bus>);
+    let ingestor = Ingestor::new(
+        Arc::clone(&store),
+        bus.clone() as Arc<dyn Bus>,
+        &fxtriage_proto::Namespace::none(),
+    );
     Harness {
         _dir: dir,
         store,
@@ -233,7 +237,7 @@ async fn a_bus_that_cannot_confirm_gives_a_retryable_failure() {
     let mut config = KafkaConfig::new("127.0.0.1:1", "ingest-test");
     config.delivery_timeout = Duration::from_secs(2);
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(config).expect("client"));
-    let ingestor = Ingestor::new(Arc::clone(&store), bus);
+    let ingestor = Ingestor::new(Arc::clone(&store), bus, &fxtriage_proto::Namespace::none());
     let sites = Sites::from_toml(SITES).expect("sites");
     let site = sites.by_id("st-marys").expect("site");
     let bytes = Bytes::from(SyntheticInstance::wrist().to_part10());

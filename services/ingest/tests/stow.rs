@@ -57,7 +57,11 @@ async fn serve_with(
     limits: StowLimits,
 ) -> Server {
     let bus = Arc::new(InProcessBus::default());
-    let ingestor = Ingestor::new(Arc::clone(&store), bus.clone() as Arc<dyn Bus>);
+    let ingestor = Ingestor::new(
+        Arc::clone(&store),
+        bus.clone() as Arc<dyn Bus>,
+        &fxtriage_proto::Namespace::none(),
+    );
     let sites = Sites::from_toml(&sites_toml()).expect("sites");
     let router = stow::router_with_limits(ingestor, Arc::new(sites), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,5 +1,5 @@
-//! The consumer loop: group `fxtriage-prioritizer` on the instance and finding
-//! topics, a bounded number of messages in flight, acknowledgement only after a
+//! The consumer loop: group `fxtriage-prioritizer` (in the deployment namespace)
+//! on the instance and finding topics, a bounded number of messages in flight, acknowledgement only after a
 //! message's effect is committed (or it is dead-lettered).
 //!
 //! A transient failure is retried in place with exponential backoff: the message is
@@ -12,19 +12,17 @@
 use std::time::Duration;
 
 use fxtriage_bus::{BusErrorKind, Consumer, Received};
-use fxtriage_proto::topics;
+use fxtriage_proto::ConsumerGroup;
 use fxtriage_telemetry::health::Readiness;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Handled, Prioritizer};
 
-/// The consumer group of every prioritizer.
-pub const CONSUMER_GROUP: &str = "fxtriage-prioritizer";
-
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
-    pub group: String,
+    /// The consumer group; the namespace's prioritizer group when unset.
+    pub group: Option<String>,
     /// Messages being applied at once. Keep it at most the database pool size.
     pub max_in_flight: usize,
     /// First wait after a transient failure; doubled on each further failure.
@@ -35,7 +33,7 @@ pub struct ConsumerOptions {
 impl Default for ConsumerOptions {
     fn default() -> Self {
         Self {
-            group: CONSUMER_GROUP.to_owned(),
+            group: None,
             max_in_flight: 8,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
@@ -51,12 +49,20 @@ pub async fn run_consumer(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), fxtriage_bus::BusError> {
+    let namespace = prioritizer.namespace();
+    let group = options
+        .group
+        .clone()
+        .unwrap_or_else(|| namespace.consumer_group(ConsumerGroup::Prioritizer));
     let consumer = prioritizer
         .bus()
-        .subscribe(&options.group, &[topics::INSTANCES, topics::FINDINGS])
+        .subscribe(
+            &group,
+            &[&namespace.instances_topic(), &namespace.findings_topic()],
+        )
         .await?;
     readiness.set_ready(true);
-    tracing::info!(group = %options.group, max_in_flight = options.max_in_flight, "prioritizer consuming");
+    tracing::info!(%group, %namespace, max_in_flight = options.max_in_flight, "prioritizer consuming");
 
     let outcome = consume(
         &prioritizer,

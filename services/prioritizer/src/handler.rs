@@ -9,6 +9,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use fxtriage_bus::{Bus, BusError, DeadLetterReason, Received};
 use fxtriage_core::SiteId;
+use fxtriage_proto::Namespace;
 
 use crate::apply::{Applied, apply_finding, apply_instance};
 use crate::error::{ErrorKind, StoreError};
@@ -22,6 +23,7 @@ pub struct Prioritizer {
     bus: Arc<dyn Bus>,
     pool: Pool,
     policies: Arc<PolicyBook>,
+    namespace: Namespace,
 }
 
 /// The end of a message: it may be acknowledged.
@@ -41,12 +43,23 @@ pub enum TransientError {
 }
 
 impl Prioritizer {
-    pub fn new(bus: Arc<dyn Bus>, pool: Pool, policies: Arc<PolicyBook>) -> Self {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        pool: Pool,
+        policies: Arc<PolicyBook>,
+        namespace: Namespace,
+    ) -> Self {
         Self {
             bus,
             pool,
             policies,
+            namespace,
         }
+    }
+
+    /// Where the topic and group names come from.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
     }
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
@@ -58,7 +71,7 @@ impl Prioritizer {
     }
 
     pub async fn handle(&self, received: &Received) -> Result<Handled, TransientError> {
-        let incoming = match incoming::decode(received) {
+        let incoming = match incoming::decode(received, &self.namespace) {
             Ok(incoming) => incoming,
             Err(refused) => {
                 let reason = DeadLetterReason::new(refused.kind, refused.reason);
@@ -96,7 +109,9 @@ impl Prioritizer {
     /// Publishing is best effort here: a change left in the outbox is published by
     /// the relay, so the message can be acknowledged either way.
     async fn publish_changes(&self, site: &SiteId, study: &str) {
-        if let Err(error) = outbox::publish_study(&self.pool, self.bus.as_ref(), site, study).await
+        let topic = self.namespace.worklist_topic();
+        if let Err(error) =
+            outbox::publish_study(&self.pool, self.bus.as_ref(), &topic, site, study).await
         {
             tracing::warn!(%site, study, %error, "worklist change left in the outbox for the relay");
         }

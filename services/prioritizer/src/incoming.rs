@@ -6,8 +6,8 @@
 use fxtriage_bus::Received;
 use fxtriage_core::{DicomUid, SiteId, Urgency};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
 use fxtriage_proto::v1 as proto;
+use fxtriage_proto::{Namespace, topics};
 use time::OffsetDateTime;
 
 use crate::study::{UrgencySource, urgency_from_proto};
@@ -150,14 +150,17 @@ impl Incoming {
     }
 }
 
-/// Decodes a message by its topic.
-pub fn decode(received: &Received) -> Result<Incoming, Refused> {
-    match received.topic.as_str() {
-        topics::INSTANCES => decode_instance(&received.payload).map(Incoming::Instance),
-        topics::FINDINGS => decode_finding(&received.payload).map(Incoming::Finding),
-        other => Err(Refused {
+/// Decodes a message by its topic (one of `namespace`'s).
+pub fn decode(received: &Received, namespace: &Namespace) -> Result<Incoming, Refused> {
+    match namespace.bare_topic(&received.topic) {
+        Some(topics::INSTANCES) => decode_instance(&received.payload).map(Incoming::Instance),
+        Some(topics::FINDINGS) => decode_finding(&received.payload).map(Incoming::Finding),
+        _ => Err(Refused {
             kind: dead_letter_kind::UNEXPECTED_TOPIC,
-            reason: format!("the prioritizer does not consume topic {other}"),
+            reason: format!(
+                "the prioritizer of namespace {namespace} does not consume topic {}",
+                received.topic
+            ),
         }),
     }
 }

@@ -30,12 +30,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fxtriage_bus::Bus;
 use fxtriage_db::{DbConfig, DbError, DbPool};
-use fxtriage_proto::topics;
+use fxtriage_proto::Namespace;
 use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
 pub use apply::{Applied, apply_finding, apply_instance};
-pub use consumer::{CONSUMER_GROUP, ConsumerOptions, run_consumer};
+pub use consumer::{ConsumerOptions, run_consumer};
 pub use error::{ErrorKind, StoreError};
 pub use handler::{Handled, Prioritizer};
 pub use policy_book::{PolicyBook, PolicyBookError};
@@ -52,6 +52,8 @@ pub struct Config {
     pub topic_partitions: u32,
     /// How often changes left in the outbox (after a bus failure) are retried.
     pub outbox_interval: Duration,
+    /// The deployment namespace: topic and consumer group names.
+    pub namespace: Namespace,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             consumer: ConsumerOptions::default(),
             topic_partitions: 8,
             outbox_interval: Duration::from_secs(2),
+            namespace: Namespace::none(),
         }
     }
 }
@@ -103,8 +106,8 @@ async fn serve(
     let Some(pool) = migrated_pool(&config.database, &stop).await? else {
         return Ok(());
     };
-    for topic in [topics::INSTANCES, topics::FINDINGS, topics::WORKLIST] {
-        bus.ensure_topic(topic, config.topic_partitions)
+    for topic in config.namespace.topics() {
+        bus.ensure_topic(&topic, config.topic_partitions)
             .await
             .with_context(|| format!("cannot create topic {topic}"))?;
     }
@@ -112,10 +115,11 @@ async fn serve(
     let relay = tokio::spawn(outbox::run_relay(
         pool.clone(),
         Arc::clone(&bus),
+        config.namespace.worklist_topic(),
         config.outbox_interval,
         stop.clone(),
     ));
-    let prioritizer = Prioritizer::new(bus, pool, Arc::new(config.policies));
+    let prioritizer = Prioritizer::new(bus, pool, Arc::new(config.policies), config.namespace);
     let consumed = run_consumer(prioritizer, config.consumer, readiness, stop.clone()).await;
     stop.cancel();
     relay.await.context("the outbox relay task failed")?;

@@ -1,8 +1,9 @@
 //! Worklist changes, delivered at least once through a transactional outbox.
 //!
 //! The transaction that changes a study also writes its `WorklistChange` to
-//! `worklist_outbox`. After the commit the change is produced to
-//! `fxtriage.worklist.v1` (keyed by StudyInstanceUID) and its row deleted. A crash
+//! `worklist_outbox`. After the commit the change is produced to the worklist
+//! topic (`fxtriage.worklist.v1` in the deployment's namespace, keyed by
+//! StudyInstanceUID) and its row deleted. A crash
 //! between commit and produce leaves the row, and the next [`publish_pending`]
 //! (at start-up, every few seconds, and when a replayed message finds its work
 //! already done) produces it: a change is never lost. A crash between produce and
@@ -10,14 +11,14 @@
 //! so a repeated or late change is harmless. A replay of a message whose change
 //! was published produces nothing.
 //!
-//! Rows are taken with `FOR UPDATE SKIP LOCKED`, so several prioritizers (or the
-//! API, which writes claim and report changes here too) never publish one row twice
-//! while they are alive.
+//! The publishers of one study take turns on an advisory lock, so several
+//! prioritizers (or the API, which writes claim and report changes here too)
+//! never publish one row twice while they are alive, and a study's changes reach
+//! the topic in revision order.
 
 use fxtriage_bus::{Bus, BusError, Record};
 use fxtriage_core::SiteId;
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
 use fxtriage_proto::v1 as proto;
 use tokio_postgres::Transaction;
 
@@ -74,33 +75,25 @@ pub enum PublishError {
     Bus(#[from] BusError),
 }
 
-/// How many outbox rows one transaction takes at most.
+/// How many outbox rows (or studies) one query takes at most.
 const BATCH: i64 = 256;
 
-/// Publishes the pending changes of one study, oldest first. Returns how many
-/// were published.
+/// The first key of the advisory lock publishers of one study take turns on (the
+/// second is a hash of the study); no other lock of fxtriage uses this class.
+const PUBLISH_LOCK_CLASS: i32 = 0x6f75_7462; // "outb"
+
+/// Publishes the pending changes of one study to `topic`, oldest first. Returns
+/// how many were published.
+///
+/// Publishers of one study take turns (a transaction-scoped advisory lock on the
+/// study), so its changes reach the topic in revision order even when the relay,
+/// a prioritizer and the API publish at the same time.
 pub async fn publish_study(
     pool: &deadpool_postgres::Pool,
     bus: &dyn Bus,
+    topic: &str,
     site: &SiteId,
     study_instance_uid: &str,
-) -> Result<usize, PublishError> {
-    publish(pool, bus, Some((site, study_instance_uid))).await
-}
-
-/// Publishes every pending change, oldest first, until none is left. Returns how
-/// many were published.
-pub async fn publish_pending(
-    pool: &deadpool_postgres::Pool,
-    bus: &dyn Bus,
-) -> Result<usize, PublishError> {
-    publish(pool, bus, None).await
-}
-
-async fn publish(
-    pool: &deadpool_postgres::Pool,
-    bus: &dyn Bus,
-    study: Option<(&SiteId, &str)>,
 ) -> Result<usize, PublishError> {
     let mut published = 0;
     loop {
@@ -109,26 +102,21 @@ async fn publish(
             .transaction()
             .await
             .doing("starting to publish worklist changes")?;
-        let rows = match study {
-            Some((site, study_instance_uid)) => {
-                tx.query(
-                    "SELECT id, study_instance_uid, change FROM worklist_outbox \
-                     WHERE site_id = $1 AND study_instance_uid = $2 \
-                     ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                    &[&site.as_str(), &study_instance_uid, &BATCH],
-                )
-                .await
-            }
-            None => {
-                tx.query(
-                    "SELECT id, study_instance_uid, change FROM worklist_outbox \
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    &[&BATCH],
-                )
-                .await
-            }
-        }
-        .doing("reading pending worklist changes")?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text || '/' || $3::text))",
+            &[&PUBLISH_LOCK_CLASS, &site.as_str(), &study_instance_uid],
+        )
+        .await
+        .doing("waiting for the study's other publisher")?;
+        let rows = tx
+            .query(
+                "SELECT id, change FROM worklist_outbox \
+                 WHERE site_id = $1 AND study_instance_uid = $2 \
+                 ORDER BY id LIMIT $3",
+                &[&site.as_str(), &study_instance_uid, &BATCH],
+            )
+            .await
+            .doing("reading pending worklist changes")?;
         if rows.is_empty() {
             return Ok(published);
         }
@@ -136,10 +124,9 @@ async fn publish(
         let mut failure = None;
         for row in &rows {
             let id: i64 = row.get("id");
-            let key: String = row.get("study_instance_uid");
             let change: Vec<u8> = row.get("change");
             if let Err(error) = bus
-                .produce(topics::WORKLIST, Record::new(key, change))
+                .produce(topic, Record::new(study_instance_uid, change))
                 .await
             {
                 failure = Some(error);
@@ -163,6 +150,44 @@ async fn publish(
     }
 }
 
+/// Publishes every pending change to `topic`, study by study, oldest first,
+/// until none is left. Returns how many were published.
+pub async fn publish_pending(
+    pool: &deadpool_postgres::Pool,
+    bus: &dyn Bus,
+    topic: &str,
+) -> Result<usize, PublishError> {
+    let mut published = 0;
+    loop {
+        let studies = {
+            let client = pool.get().await.map_err(StoreError::from)?;
+            client
+                .query(
+                    "SELECT site_id, study_instance_uid FROM worklist_outbox \
+                     GROUP BY site_id, study_instance_uid ORDER BY min(id) LIMIT $1",
+                    &[&BATCH],
+                )
+                .await
+                .doing("reading the studies with pending worklist changes")?
+        };
+        if studies.is_empty() {
+            return Ok(published);
+        }
+        for row in &studies {
+            let site: String = row.get(0);
+            let study: String = row.get(1);
+            let Ok(site) = SiteId::parse(&site) else {
+                tracing::error!(site, "an outbox row names an invalid site; left in place");
+                continue;
+            };
+            published += publish_study(pool, bus, topic, &site, &study).await?;
+        }
+        if studies.len() < BATCH as usize {
+            return Ok(published);
+        }
+    }
+}
+
 /// Pending changes, for tests and health checks.
 pub async fn pending_count(pool: &deadpool_postgres::Pool) -> Result<i64, StoreError> {
     let client = pool.get().await?;
@@ -178,11 +203,12 @@ pub async fn pending_count(pool: &deadpool_postgres::Pool) -> Result<i64, StoreE
 pub async fn run_relay(
     pool: deadpool_postgres::Pool,
     bus: std::sync::Arc<dyn Bus>,
+    topic: String,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        match publish_pending(&pool, bus.as_ref()).await {
+        match publish_pending(&pool, bus.as_ref(), &topic).await {
             Ok(0) => {}
             Ok(published) => {
                 tracing::info!(published, "outbox relay published pending worklist changes");

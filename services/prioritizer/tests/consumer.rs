@@ -58,6 +58,7 @@ impl Running {
             Arc::clone(bus),
             pool.clone(),
             Arc::new(PolicyBook::default()),
+            fxtriage_proto::Namespace::none(),
         );
         let shutdown = CancellationToken::new();
         let readiness = Readiness::new();
@@ -462,7 +463,11 @@ async fn a_message_is_retried_until_the_database_is_back() {
     running.stop().await;
     // Acknowledged: a new member of the group gets nothing more.
     let consumer = bus
-        .subscribe(fxtriage_prioritizer::CONSUMER_GROUP, &[topics::INSTANCES])
+        .subscribe(
+            &fxtriage_proto::Namespace::none()
+                .consumer_group(fxtriage_proto::ConsumerGroup::Prioritizer),
+            &[topics::INSTANCES],
+        )
         .await
         .expect("subscribe");
     assert!(
@@ -510,7 +515,11 @@ async fn shutdown_acknowledges_finished_work_and_leaves_the_rest_for_the_next_co
     running.stop().await;
 
     let consumer = bus
-        .subscribe(fxtriage_prioritizer::CONSUMER_GROUP, &[topics::INSTANCES])
+        .subscribe(
+            &fxtriage_proto::Namespace::none()
+                .consumer_group(fxtriage_proto::ConsumerGroup::Prioritizer),
+            &[topics::INSTANCES],
+        )
         .await
         .expect("subscribe");
     assert!(

@@ -22,16 +22,7 @@ const PATIENCE: Duration = Duration::from_secs(90);
 const QUIET: Duration = Duration::from_secs(3);
 
 fn kafka_bus() -> Option<Arc<dyn Bus>> {
-    let Ok(brokers) = std::env::var("FXTRIAGE_KAFKA_BROKERS") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "FXTRIAGE_KAFKA_BROKERS is not set but the real stack is required"
-        );
-        eprintln!("skipped: FXTRIAGE_KAFKA_BROKERS is not set (run under `infra/local/stack env`)");
-        return None;
-    };
+    let brokers = fxtriage_testkit::stack::setting("FXTRIAGE_KAFKA_BROKERS")?;
     let bus = KafkaBus::connect(KafkaConfig::new(brokers, "fxtriage-prioritizer-test"))
         .expect("Kafka client");
     Some(Arc::new(bus))
@@ -46,13 +37,14 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
         return;
     };
     let run = uuid::Uuid::new_v4().simple().to_string();
-    // A site of its own, so that history on the shared topics does not matter.
-    let site_id = format!("kafka-{}", &run[..12]);
+    // Topics and groups of its own: no other run's history, no other test's consumers.
+    let namespace = fxtriage_testkit::unique_namespace("prioritizer-kafka");
+    let site_id = "kafka".to_owned();
     add_site(&db.pool, &site(&site_id), "Kafka test")
         .await
         .expect("site");
-    for topic in [topics::INSTANCES, topics::FINDINGS, topics::WORKLIST] {
-        bus.ensure_topic(topic, 2).await.expect("topic");
+    for topic in namespace.topics() {
+        bus.ensure_topic(&topic, 2).await.expect("topic");
     }
     let study = |index: usize| {
         format!(
@@ -81,36 +73,41 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
         .enumerate()
         .map(|(index, image)| analysed(image, if index == 5 { 0.95 } else { 0.05 }))
         .collect();
-    let produce_all = |bus: Arc<dyn Bus>, images: Vec<_>, findings: Vec<_>| async move {
-        for image in &images {
-            let event: &fxtriage_proto::v1::InstanceStored = image;
-            let key = event
-                .instance
-                .as_ref()
-                .expect("ref")
-                .study_instance_uid
-                .clone();
-            bus.produce(topics::INSTANCES, Record::new(key, event.encode_to_vec()))
-                .await
-                .expect("produce");
-        }
-        for finding in &findings {
-            let event: &fxtriage_proto::v1::Finding = finding;
-            let key = event
-                .instance
-                .as_ref()
-                .expect("ref")
-                .study_instance_uid
-                .clone();
-            bus.produce(topics::FINDINGS, Record::new(key, event.encode_to_vec()))
-                .await
-                .expect("produce");
+    let instances_topic = namespace.instances_topic();
+    let findings_topic = namespace.findings_topic();
+    let produce_all = |bus: Arc<dyn Bus>, images: Vec<_>, findings: Vec<_>| {
+        let (instances_topic, findings_topic) = (instances_topic.clone(), findings_topic.clone());
+        async move {
+            for image in &images {
+                let event: &fxtriage_proto::v1::InstanceStored = image;
+                let key = event
+                    .instance
+                    .as_ref()
+                    .expect("ref")
+                    .study_instance_uid
+                    .clone();
+                bus.produce(&instances_topic, Record::new(key, event.encode_to_vec()))
+                    .await
+                    .expect("produce");
+            }
+            for finding in &findings {
+                let event: &fxtriage_proto::v1::Finding = finding;
+                let key = event
+                    .instance
+                    .as_ref()
+                    .expect("ref")
+                    .study_instance_uid
+                    .clone();
+                bus.produce(&findings_topic, Record::new(key, event.encode_to_vec()))
+                    .await
+                    .expect("produce");
+            }
         }
     };
 
     let poison_key = study(99);
     bus.produce(
-        topics::INSTANCES,
+        &namespace.instances_topic(),
         Record::new(
             poison_key.clone(),
             b"\xff\xff not an InstanceStored".to_vec(),
@@ -121,7 +118,7 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
     produce_all(Arc::clone(&bus), images.clone(), findings.clone()).await;
 
     let options = ConsumerOptions {
-        group: format!("fxtriage-prioritizer-test-{run}"),
+        group: None,
         max_in_flight: 4,
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_secs(1),
@@ -131,6 +128,7 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
         Arc::clone(&bus),
         db.pool.clone(),
         Arc::new(PolicyBook::default()),
+        namespace.clone(),
     );
     let consumer = tokio::spawn(run_consumer(
         prioritizer,
@@ -187,7 +185,7 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
         .expect("stops cleanly");
 
     let changes = decode_changes(
-        &read_topic_patiently(&bus, topics::WORKLIST, PATIENCE, QUIET).await,
+        &read_topic_patiently(&bus, &namespace.worklist_topic(), PATIENCE, QUIET).await,
         &site_id,
     );
     for index in (0..6).chain([50]) {
@@ -217,11 +215,13 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
 
     let dead = read_topic_patiently(
         &bus,
-        &topics::dead_letter_topic(topics::INSTANCES),
+        &topics::dead_letter_topic(&namespace.instances_topic()),
         PATIENCE,
         QUIET,
     )
     .await;
+    // Nothing but the poison: no history of other runs, no other test's messages.
+    assert_eq!(dead.len(), 1, "{dead:?}");
     let poison: Vec<_> = dead
         .iter()
         .filter(|message| message.key_text() == poison_key)

@@ -29,19 +29,9 @@ pub const SITE: &str = "demo";
 pub const OTHER_SITE: &str = "other";
 
 /// The server of the local stack, or `None` (the test is skipped) when
-/// FXTRIAGE_DATABASE_URL is unset, unless the stack is required (CI,
-/// FXTRIAGE_REQUIRE_STACK), where a missing database fails the test.
+/// FXTRIAGE_DATABASE_URL is unset (see `fxtriage_testkit::stack`).
 pub fn database_server() -> Option<DbConfig> {
-    let Ok(url) = std::env::var("FXTRIAGE_DATABASE_URL") else {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "FXTRIAGE_DATABASE_URL is not set but the real stack is required"
-        );
-        eprintln!("skipped: FXTRIAGE_DATABASE_URL is not set (run under `infra/local/stack env`)");
-        return None;
-    };
+    let url = fxtriage_testkit::stack::setting("FXTRIAGE_DATABASE_URL")?;
     Some(DbConfig::from_url(&url).expect("valid FXTRIAGE_DATABASE_URL"))
 }
 

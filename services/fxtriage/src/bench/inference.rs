@@ -23,7 +23,7 @@ use fxtriage_inference::model::InputTensor;
 use fxtriage_inference::{BatchConfig, Batcher, Model};
 use fxtriage_objstore::{LocalDirStore, ObjectKey, ObjectStore};
 use fxtriage_proto::Message as _;
-use fxtriage_proto::topics;
+use fxtriage_proto::Namespace;
 use fxtriage_proto::v1::{FindingStatus, InstanceRef, InstanceStored};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -131,6 +131,7 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
                 kafka_brokers: brokers.clone(),
                 topic_partitions: 8,
                 topic_replication: 1,
+                namespace: bench_namespace(),
             };
             (
                 bus_args.connect("fxtriage-bench").await?,
@@ -191,6 +192,11 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
+/// Its own topics: benchmark findings never reach a deployment's.
+fn bench_namespace() -> Namespace {
+    Namespace::new("bench").unwrap_or_default()
+}
+
 async fn measure(
     args: &InferenceBenchArgs,
     model: &Arc<Model>,
@@ -218,6 +224,7 @@ async fn measure(
             store: Arc::clone(store),
             model: Arc::clone(model),
             batcher: Batcher::start(Arc::clone(model), config),
+            namespace: bench_namespace(),
         };
         let mut throughput = Samples::default();
         let mut stages: Vec<ImageStages> = Vec::new();
@@ -377,7 +384,10 @@ async fn pipeline_round(
                 .map(|image| image.study_instance_uid.clone())
                 .unwrap_or_default();
             deps.bus
-                .produce(topics::FINDINGS, Record::new(key, finding.encode_to_vec()))
+                .produce(
+                    &deps.namespace.findings_topic(),
+                    Record::new(key, finding.encode_to_vec()),
+                )
                 .await
                 .context("producing the finding failed")?;
             let produce = produce_started.elapsed();

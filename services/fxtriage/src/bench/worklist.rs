@@ -232,6 +232,7 @@ pub async fn run(args: WorklistBenchArgs) -> anyhow::Result<()> {
         Arc::clone(&bus),
         pool.clone(),
         Arc::new(PolicyBook::default()),
+        fxtriage_proto::Namespace::none(),
     );
 
     // The API first: its event fan-out consumes the worklist changes the

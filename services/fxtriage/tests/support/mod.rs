@@ -1,44 +1,146 @@
 //! Helpers for tests that run the built `fxtriage` binary against the local stack.
+//!
+//! Every test that starts services against the shared broker gets a [`Stack`]:
+//! a namespace and a database of its own, so tests run in parallel without
+//! seeing each other's topics, consumer groups or worklists. Every process a test
+//! starts is a [`Service`] (a [`ChildGuard`]): killed with its process group
+//! when dropped, also when the test panics.
 
 #![allow(dead_code)]
 
+pub mod changes;
+
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// The local stack's settings, or `None` (skip) outside it; fails when the stack is required.
+use fxtriage_bus::{Bus, KafkaBus, KafkaConfig, Received};
+use fxtriage_objstore::{ObjectStore, S3Config, S3Credentials, S3Store};
+use fxtriage_proto::{ConsumerGroup, Namespace};
+use fxtriage_testkit::{ChildGuard, FreshDatabase, Progress, eventually, stack};
+
+/// Every setting of the local stack a service process may need.
+const STACK_SETTINGS: [&str; 8] = [
+    "FXTRIAGE_KAFKA_BROKERS",
+    "FXTRIAGE_DATABASE_URL",
+    "FXTRIAGE_S3_ENDPOINT",
+    "FXTRIAGE_S3_BUCKET",
+    "FXTRIAGE_S3_REGION",
+    "FXTRIAGE_S3_ACCESS_KEY_ID",
+    "FXTRIAGE_S3_SECRET_ACCESS_KEY",
+    "ORT_DYLIB_PATH",
+];
+
+/// The local stack's settings, or `None` after the test was skipped (a failure
+/// when the stack is required).
 pub fn stack_env() -> Option<Vec<(String, String)>> {
-    let names = [
-        "FXTRIAGE_KAFKA_BROKERS",
-        "FXTRIAGE_DATABASE_URL",
-        "FXTRIAGE_S3_ENDPOINT",
-        "FXTRIAGE_S3_BUCKET",
-        "FXTRIAGE_S3_REGION",
-        "FXTRIAGE_S3_ACCESS_KEY_ID",
-        "FXTRIAGE_S3_SECRET_ACCESS_KEY",
-        "ORT_DYLIB_PATH",
-    ];
-    let values: Option<Vec<(String, String)>> = names
-        .iter()
-        .map(|name| {
-            std::env::var(name)
-                .ok()
-                .map(|value| (name.to_string(), value))
+    stack::settings(&STACK_SETTINGS)
+}
+
+/// A test's own part of the local stack: a namespace on the broker, a database on
+/// the PostgreSQL server (migrated), and the settings for its service processes.
+pub struct Stack {
+    /// What the test's processes get: the stack's settings with this test's
+    /// database URL and namespace.
+    pub environment: Vec<(String, String)>,
+    pub namespace: Namespace,
+    pub database: FreshDatabase,
+    /// The database's connection settings.
+    pub database_config: fxtriage_db::DbConfig,
+}
+
+impl Stack {
+    /// A namespace and a database named after `prefix`, or `None` (skipped).
+    pub async fn start(prefix: &str) -> Option<Self> {
+        let mut environment = stack_env()?;
+        let namespace = fxtriage_testkit::unique_namespace(prefix);
+        let server = value(&environment, "FXTRIAGE_DATABASE_URL");
+        let database =
+            FreshDatabase::create_on(&server, &format!("fxt_{}", prefix.replace('-', "_"))).await;
+        let database_config = fxtriage_db::DbConfig::from_url(&database.url).expect("URL");
+        fxtriage_db::migrate(&database_config)
+            .await
+            .expect("migrate the test database");
+        environment.retain(|(key, _)| key != "FXTRIAGE_DATABASE_URL");
+        environment.push(("FXTRIAGE_DATABASE_URL".into(), database.url.clone()));
+        environment.push(("FXTRIAGE_NAMESPACE".into(), namespace.name().to_owned()));
+        Some(Self {
+            environment,
+            namespace,
+            database,
+            database_config,
         })
-        .collect();
-    if values.is_none() {
-        let required = std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some()
-            || std::env::var_os("CI").is_some();
-        assert!(
-            !required,
-            "the local stack's variables are not set but the real stack is required"
-        );
-        eprintln!(
-            "skipped: the local stack's variables are not set (run under `infra/local/stack env`)"
-        );
     }
-    values
+
+    pub fn setting(&self, name: &str) -> String {
+        value(&self.environment, name)
+    }
+
+    /// A connection to this test's database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.database.connect().await
+    }
+
+    /// A Kafka client of the stack's broker, with this test's topics created.
+    pub async fn kafka(&self) -> KafkaBus {
+        let bus = KafkaBus::connect(KafkaConfig::new(
+            self.setting("FXTRIAGE_KAFKA_BROKERS"),
+            "fxtriage-test",
+        ))
+        .expect("Kafka client");
+        for topic in self.namespace.topics() {
+            bus.ensure_topic(&topic, 8).await.expect("create topic");
+        }
+        bus
+    }
+
+    /// The stack's S3 bucket.
+    pub async fn s3(&self) -> S3Store {
+        S3Store::connect(S3Config {
+            endpoint: Some(self.setting("FXTRIAGE_S3_ENDPOINT")),
+            bucket: self.setting("FXTRIAGE_S3_BUCKET"),
+            region: self.setting("FXTRIAGE_S3_REGION"),
+            path_style: true,
+            credentials: S3Credentials::Static {
+                access_key_id: self.setting("FXTRIAGE_S3_ACCESS_KEY_ID"),
+                secret_access_key: self.setting("FXTRIAGE_S3_SECRET_ACCESS_KEY"),
+            },
+        })
+        .await
+        .expect("S3 store")
+    }
+
+    /// Registers `site` in this test's database.
+    pub async fn add_site(&self, site: &str) {
+        self.client()
+            .await
+            .execute(
+                "INSERT INTO sites (site_id, display_name) VALUES ($1, $2)",
+                &[&site, &format!("Test site {site}")],
+            )
+            .await
+            .expect("register the site");
+    }
+
+    /// Drops the test's database.
+    pub async fn finish(self) {
+        self.database.drop_database().await;
+    }
+}
+
+/// The value of `name` among `environment` (from [`stack_env`]).
+pub fn setting(environment: &[(String, String)], name: &str) -> String {
+    value(environment, name)
+}
+
+fn value(environment: &[(String, String)], name: &str) -> String {
+    environment
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("{name} is not among the test's settings"))
 }
 
 pub fn free_loopback_port() -> u16 {
@@ -52,10 +154,11 @@ pub fn repository_path(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// A running `fxtriage` process, killed when dropped (also when a test fails).
+/// A running `fxtriage` process, killed with its process group when dropped
+/// (also when a test fails).
 pub struct Service {
     pub name: String,
-    pub child: Child,
+    pub child: ChildGuard,
     pub log: PathBuf,
 }
 
@@ -79,14 +182,13 @@ impl Service {
         {
             command.env_remove(key);
         }
-        let child = command
+        command
             .args(arguments)
             .envs(environment.iter().cloned())
             .env("FXTRIAGE_LOG_FORMAT", "json")
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn fxtriage");
+            .stderr(log_file);
+        let child = ChildGuard::spawn(name, &mut command).expect("spawn fxtriage");
         Self {
             name: name.to_owned(),
             child,
@@ -95,40 +197,31 @@ impl Service {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {}", self.name);
+        self.child.signal(signal.trim_start_matches('-'));
     }
 
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "{} exited with {status}; log: {}",
-                    self.name,
-                    self.log.display()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop within 30 s of SIGTERM",
-                self.name
+        self.signal("TERM");
+        let status = self.child.wait_for(Duration::from_secs(60)).await;
+        let Some(status) = status else {
+            panic!(
+                "{} did not stop within 60 s of SIGTERM; log: {}",
+                self.name,
+                self.log.display()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        assert!(
+            status.success(),
+            "{} exited with {status}; log:\n{}",
+            self.name,
+            self.log_tail()
+        );
     }
 
     /// SIGKILL, as a crash.
     pub fn kill(mut self) {
-        let _already_gone = self.child.kill();
-        let _reaped = self.child.wait();
+        self.child.kill();
     }
 
     pub fn log_tail(&self) -> String {
@@ -138,80 +231,151 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _already_gone = self.child.kill();
-        let _reaped = self.child.wait();
-    }
-}
-
+/// Waits until `url` answers `expected` (a service starting up, on a busy machine).
 pub async fn wait_for_status(url: &str, expected: u16) {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(url).send().await
-            && response.status().as_u16() == expected
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered {expected}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("{url} to answer {expected}"),
+        Duration::from_secs(120),
+        || async {
+            match client.get(url).send().await {
+                Ok(response) if response.status().as_u16() == expected => Progress::Done(()),
+                Ok(response) => Progress::NotYet(format!("status {}", response.status())),
+                Err(error) => Progress::NotYet(error.to_string()),
+            }
+        },
+    )
+    .await;
 }
 
-/// An empty database of its own on the local stack's PostgreSQL server, named
-/// `{prefix}_{process id}` (a copy left by an earlier run is dropped first).
-pub struct FreshDatabase {
-    /// Its URL, for `FXTRIAGE_DATABASE_URL`.
-    pub url: String,
-    /// Its connection settings.
-    pub config: fxtriage_db::DbConfig,
-    name: String,
-    admin: tokio_postgres::Client,
+/// The dead letters a service counted, from its `/metrics` at `address`:
+/// (source topic, kind) -> count.
+pub async fn dead_letters_counted(address: &str) -> BTreeMap<(String, String), f64> {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut counted = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("fxtriage_dead_letters_total{") else {
+            continue;
+        };
+        let (labels, count) = rest.split_once("} ").expect("a sample line");
+        let mut topic = String::new();
+        let mut kind = String::new();
+        for label in labels.split(',') {
+            let (name, quoted) = label.split_once('=').expect("name=\"value\"");
+            let unquoted = quoted.trim_matches('"').to_owned();
+            match name {
+                "topic" => topic = unquoted,
+                "kind" => kind = unquoted,
+                _ => {}
+            }
+        }
+        counted.insert((topic, kind), count.trim().parse().expect("a number"));
+    }
+    counted
 }
 
-impl FreshDatabase {
-    /// `environment` is [`stack_env`]'s.
-    pub async fn create(environment: &[(String, String)], prefix: &str) -> Self {
-        let server_url = &environment
-            .iter()
-            .find(|(key, _)| key == "FXTRIAGE_DATABASE_URL")
-            .expect("FXTRIAGE_DATABASE_URL")
-            .1;
-        let server = fxtriage_db::DbConfig::from_url(server_url).expect("url");
-        let name = format!("{prefix}_{}", std::process::id());
-        let admin = server.connect().await.expect("connect");
-        admin
-            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-            .await
-            .expect("drop");
-        admin
-            .execute(&format!("CREATE DATABASE {name}"), &[])
-            .await
-            .expect("create");
-        let url = format!(
-            "{}/{name}",
-            server_url
-                .rsplit_once('/')
-                .expect("a database in the URL")
-                .0
-        );
-        Self {
-            url,
-            config: server.with_database(&name),
-            name,
-            admin,
-        }
+/// Every message of `topics` (this test's namespace) from the beginning, read
+/// in a new group of the namespace until nothing more arrives for `quiet`.
+pub async fn read_topics(
+    bus: &KafkaBus,
+    namespace: &Namespace,
+    topics: &[String],
+    quiet: Duration,
+) -> Vec<Received> {
+    let reader = uuid_like();
+    let group = namespace.consumer_group(ConsumerGroup::Named(&format!("test-reader-{reader}")));
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let consumer = bus.subscribe(&group, &names).await.expect("subscribe");
+    let mut messages = Vec::new();
+    // The first message may take a group join; after that, silence means the end.
+    let mut wait = Duration::from_secs(20).max(quiet);
+    while let Ok(next) = tokio::time::timeout(wait, consumer.next()).await {
+        let message = next.expect("read");
+        consumer.ack(&message).expect("ack");
+        messages.push(message);
+        wait = quiet;
     }
+    consumer.close().await.expect("close");
+    messages
+}
 
-    /// Drops it, closing what is still connected to it.
-    pub async fn drop_database(self) {
-        self.admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-                &[],
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}")
+}
+
+/// A short description of each dead letter: "topic key kind: reason".
+pub fn describe_dead_letters(messages: &[Received]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|message| {
+            let header = |name: &str| {
+                message
+                    .headers
+                    .get(name)
+                    .map(|value| String::from_utf8_lossy(value).into_owned())
+                    .unwrap_or_default()
+            };
+            format!(
+                "{} key {} {}: {}",
+                message.topic,
+                message.key_text(),
+                header("fxtriage-dlq-kind"),
+                header("fxtriage-dlq-reason")
             )
-            .await
-            .expect("drop");
-    }
+        })
+        .collect()
+}
+
+/// Objects under `prefix` of the stack's bucket.
+pub async fn object_keys(store: &S3Store, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|meta| meta.key.as_str().to_owned())
+        .collect()
+}
+
+/// A DICOM sender process (dcmtk's dcmsend) of `directory` to `ae_title` on `port`.
+pub fn dcmsend(ae_title: &str, port: u16, directory: &Path) -> ChildGuard {
+    let mut command = Command::new("dcmsend");
+    command
+        .args([
+            "-aec",
+            ae_title,
+            "-aet",
+            "E2ESENDER",
+            "127.0.0.1",
+            &port.to_string(),
+            "+sd",
+        ])
+        .arg(directory)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ChildGuard::spawn("dcmsend", &mut command)
+        .expect("dcmsend (Debian package dcmtk) is installed by scripts/bootstrap")
+}
+
+/// Sends `directory` and waits for the sender to succeed.
+pub async fn dcmsend_all(ae_title: &str, port: u16, directory: &Path) {
+    let mut sender = dcmsend(ae_title, port, directory);
+    let status = sender
+        .wait_for(Duration::from_secs(300))
+        .await
+        .expect("dcmsend finished within 300 s");
+    assert!(
+        status.success(),
+        "dcmsend of {} failed: {status}",
+        directory.display()
+    );
 }

@@ -22,7 +22,7 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Whether Chromium and chromedriver are installed (`scripts/bootstrap` installs
 /// them). Missing, the test is skipped with a message, unless the real stack is
-/// required (CI, FXTRIAGE_REQUIRE_STACK), where it fails.
+/// required (see `fxtriage_testkit::stack`), where it fails.
 pub fn browser_installed() -> bool {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
@@ -31,18 +31,10 @@ pub fn browser_installed() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let required =
-        std::env::var_os("FXTRIAGE_REQUIRE_STACK").is_some() || std::env::var_os("CI").is_some();
-    assert!(
-        !required,
-        "{} missing but the browser test is required: run scripts/bootstrap \
-         (Debian packages chromium and chromium-driver)",
+    fxtriage_testkit::stack::skip(&format!(
+        "{} missing (Debian packages chromium and chromium-driver; scripts/bootstrap installs them)",
         missing.join(" and ")
-    );
-    eprintln!(
-        "skipped: {} missing (Debian packages chromium and chromium-driver; scripts/bootstrap installs them)",
-        missing.join(" and ")
-    );
+    ));
     false
 }
 

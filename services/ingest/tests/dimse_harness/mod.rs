@@ -86,7 +86,11 @@ impl Scp {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join(store_root)));
         let bus = Arc::new(InProcessBus::default());
-        let ingestor = Ingestor::new(Arc::clone(&store), bus.clone() as Arc<dyn Bus>);
+        let ingestor = Ingestor::new(
+            Arc::clone(&store),
+            bus.clone() as Arc<dyn Bus>,
+            &fxtriage_proto::Namespace::none(),
+        );
         let sites = Arc::new(Sites::from_toml(&sites_toml()).expect("sites"));
         let buffer_dir = dir.path().join("incoming");
         std::fs::create_dir_all(&buffer_dir).expect("buffer dir");
@@ -213,15 +217,8 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Whether missing tools fail the test rather than skip it: in CI, or when the
-/// local stack is required.
-pub fn stack_required() -> bool {
-    std::env::var("FXTRIAGE_REQUIRE_STACK").is_ok_and(|value| value == "1")
-        || std::env::var_os("CI").is_some()
-}
-
-/// True if every tool is installed. Otherwise fails the test in CI (or with
-/// FXTRIAGE_REQUIRE_STACK=1), or says why it skips and returns false.
+/// True if every tool is installed. Otherwise skips the test (fails it when the
+/// stack is required; see `fxtriage_testkit::stack`) and returns false.
 pub fn tools_available(test: &str, tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
@@ -231,12 +228,11 @@ pub fn tools_available(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let message = format!(
-        "{test}: {} not installed (scripts/bootstrap installs them)",
+    let _ = test;
+    fxtriage_testkit::stack::skip(&format!(
+        "{} not installed (scripts/bootstrap installs them)",
         missing.join(", ")
-    );
-    assert!(!stack_required(), "{message}");
-    eprintln!("skipping {message}");
+    ));
     false
 }
 

@@ -1,0 +1,54 @@
+//! Prometheus metrics of a process, through the `metrics` facade (any crate
+//! records with `metrics::counter!` and friends, without knowing who exports)
+//! and `metrics-exporter-prometheus`'s recorder, which renders the text
+//! exposition format. We use that pair rather than a hand-written writer: the
+//! facade keeps the recording call sites one line each, and the exporter is the
+//! maintained implementation of the format (escaping, histograms, types).
+//!
+//! The recorder is installed once per process by [`install`] (the binary does
+//! it at start-up); without it every recording is a no-op, so library tests need
+//! nothing. [`render`] gives what `/metrics` serves.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder; a second call changes nothing.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if let Err(error) = metrics::set_global_recorder(recorder) {
+            // Another recorder was installed first (a test harness): keep it.
+            tracing::warn!(%error, "a metrics recorder is already installed");
+        }
+        handle
+    });
+}
+
+/// The process's metrics in the Prometheus text format (empty before [`install`]).
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// Names of the metrics every service may record, with their help texts, so
+/// that one place documents them.
+pub mod names {
+    /// Counter: messages sent to a dead-letter topic, labelled `topic` (the
+    /// topic the message came from) and `kind` (the reason's kind, such as
+    /// `malformed-message` or `unknown-site`).
+    pub const DEAD_LETTERS: &str = "fxtriage_dead_letters_total";
+}
+
+/// Registers the help texts of [`names`] with the installed recorder.
+pub fn describe() {
+    metrics::describe_counter!(
+        names::DEAD_LETTERS,
+        "Messages sent to a dead-letter topic, by source topic and reason kind."
+    );
+}
