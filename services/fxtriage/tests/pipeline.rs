@@ -100,8 +100,12 @@ impl Deployment {
     async fn start(prefix: &str) -> Option<Self> {
         let stack = Stack::start(prefix).await?;
         let directory = tempfile::tempdir().expect("tempdir");
-        let site = format!("{prefix}-site");
-        let ae_title = prefix.to_uppercase().replace('-', "");
+        // The bucket is shared by every run: the site (and so its quarantine
+        // prefix) is the namespace's unique name.
+        let site = stack.namespace.name().to_owned();
+        let ae_title: String = format!("{prefix}{}", &site[site.len() - 6..])
+            .to_uppercase()
+            .replace('-', "");
         stack.add_site(&site).await;
         let sites_file = directory.path().join("sites.toml");
         std::fs::write(

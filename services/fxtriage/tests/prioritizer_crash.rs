@@ -48,7 +48,7 @@ async fn a_prioritizer_killed_mid_stream_loses_and_duplicates_nothing() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock")
         .as_nanos();
-    let site = "crash-site".to_owned();
+    let site = stack.namespace.name().to_owned();
     stack.add_site(&site).await;
     let client = stack.client().await;
     let bus = stack.kafka().await;
