@@ -26,6 +26,7 @@ pub mod topics {
     }
 }
 
+mod convert;
 mod namespace;
 
 pub use namespace::{ConsumerGroup, InvalidNamespace, MAX_NAMESPACE_LENGTH, Namespace};

@@ -27,6 +27,61 @@ impl Urgency {
     }
 }
 
+impl Urgency {
+    /// Lower is more urgent: a study takes the most urgent of its images.
+    pub fn rank(self) -> u8 {
+        match self {
+            Urgency::Emergency => 0,
+            Urgency::Inpatient => 1,
+            Urgency::Outpatient => 2,
+        }
+    }
+}
+
+/// Where an image's clinical urgency came from, so that a reader can judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UrgencySource {
+    /// RequestedProcedurePriority in the dataset (or the order).
+    Dataset,
+    /// The site's mapping of the calling AE title.
+    AeTitle,
+    /// The site's mapping of the institutional department.
+    Department,
+    /// Nothing said: outpatient.
+    Default,
+}
+
+impl UrgencySource {
+    pub const ALL: [UrgencySource; 4] = [
+        UrgencySource::Dataset,
+        UrgencySource::AeTitle,
+        UrgencySource::Department,
+        UrgencySource::Default,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UrgencySource::Dataset => "dataset",
+            UrgencySource::AeTitle => "ae-title",
+            UrgencySource::Department => "department",
+            UrgencySource::Default => "default",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|source| source.as_str() == value)
+    }
+}
+
+impl fmt::Display for UrgencySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for Urgency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

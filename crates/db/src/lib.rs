@@ -190,3 +190,30 @@ pub fn latest_known_version() -> i32 {
         .max()
         .unwrap_or(0)
 }
+
+/// Waits for PostgreSQL (retrying with backoff while it is unreachable), applies
+/// pending migrations and builds the pool: the one start-up path of every
+/// command that uses the database. `None` when `stop` is cancelled first.
+pub async fn wait_and_migrate(
+    config: &DbConfig,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Pool>, DbError> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match migrate(config).await {
+            Ok(report) => {
+                tracing::info!(version = ?report.current_version, database = config.database(), "schema is current");
+                return config.pool().map(Some);
+            }
+            Err(error @ DbError::Connect { .. }) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is unreachable; retrying");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return Ok(None),
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}

@@ -3,6 +3,7 @@
 //! ([`validate`]). Every failure is a typed error with a specific message.
 
 mod inspect;
+pub mod overlay;
 pub mod pixels;
 pub mod radiograph;
 mod rules;

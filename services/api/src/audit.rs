@@ -5,7 +5,7 @@
 
 use deadpool_postgres::GenericClient;
 use fxtriage_core::SiteId;
-use fxtriage_prioritizer::StoreError;
+use fxtriage_worklist::StoreError;
 
 use crate::auth::Caller;
 use crate::error::Doing as _;

@@ -23,11 +23,11 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use fxtriage_core::SiteId;
-use fxtriage_prioritizer::StoreError;
-use fxtriage_prioritizer::outbox;
-use fxtriage_prioritizer::study::WorklistState;
-use fxtriage_prioritizer::worklist_store::{StudyRow, study_for_update};
 use fxtriage_proto::v1::ChangeKind;
+use fxtriage_worklist::StoreError;
+use fxtriage_worklist::outbox;
+use fxtriage_worklist::store::{StudyRow, study_for_update};
+use fxtriage_worklist::study::WorklistState;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,7 @@ use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
 use crate::views::{ReaderBody, WorklistItem, parse_body, reader_name, rfc3339};
-use crate::worklist_query::{
+use fxtriage_worklist::query::{
     STUDY_COLUMNS, WorklistFilter, claim_expired, database_now, lock_next_open, study_row,
 };
 

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fxtriage_prioritizer::{ErrorKind, StoreError};
+use fxtriage_worklist::{ErrorKind, StoreError};
 
 /// A failed request. Build one with the constructors, which fix the status and
 /// the machine-readable kind together.
@@ -159,4 +159,4 @@ impl From<tokio_postgres::Error> for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Adds what was being done to a PostgreSQL error: the prioritizer's store's.
-pub(crate) use fxtriage_prioritizer::error::Doing;
+pub(crate) use fxtriage_worklist::Doing;

@@ -33,7 +33,6 @@ pub mod tokens;
 pub mod views;
 pub mod web;
 pub mod worklist;
-pub mod worklist_query;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,9 +43,7 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use deadpool_postgres::Pool;
-use fxtriage_bus::Bus;
-use fxtriage_objstore::ObjectStore;
-use fxtriage_proto::Namespace;
+use fxtriage_clients::Clients;
 use fxtriage_telemetry::health::{self, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -67,12 +64,8 @@ pub struct Config {
     pub claim_ttl: Duration,
     /// How often expired claims are ended in the database.
     pub claim_sweep_interval: Duration,
-    /// Partitions of the worklist topic when the API is the first to create it.
-    pub topic_partitions: u32,
     /// Overlays rendered at once (each decodes a whole radiograph).
     pub max_concurrent_overlays: usize,
-    /// The deployment namespace: topic and consumer group names.
-    pub namespace: Namespace,
 }
 
 impl Config {
@@ -81,9 +74,7 @@ impl Config {
             http_address,
             claim_ttl: Duration::from_secs(15 * 60),
             claim_sweep_interval: Duration::from_secs(30),
-            topic_partitions: 8,
             max_concurrent_overlays: 2,
-            namespace: Namespace::none(),
         }
     }
 }
@@ -95,29 +86,26 @@ impl Default for Config {
 }
 
 /// Serves on `config.http_address` until `shutdown` is cancelled, then drains and
-/// returns. `pool` must reach a migrated database (`fxtriage_db::migrate`).
+/// returns. Uses the (migrated) database, the object store and the bus of `clients`.
 pub async fn run(
     config: Config,
-    pool: Pool,
-    store: Arc<dyn ObjectStore>,
-    bus: Arc<dyn Bus>,
+    clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http_address)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_address))?;
-    serve(listener, config, pool, store, bus, shutdown).await
+    serve(listener, config, clients, shutdown).await
 }
 
 /// [`run`] on a listener the caller bound (tests bind `127.0.0.1:0`).
 pub async fn serve(
     listener: TcpListener,
     config: Config,
-    pool: Pool,
-    store: Arc<dyn ObjectStore>,
-    bus: Arc<dyn Bus>,
+    clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let pool = clients.database("the API")?.clone();
     anyhow::ensure!(
         config.claim_ttl >= Duration::from_secs(1),
         "the claim expiry must be at least one second"
@@ -125,17 +113,14 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     // Stops the helpers also when the server ends on its own.
     let stop = shutdown.child_token();
-    let worklist_topic = config.namespace.worklist_topic();
-    bus.ensure_topic(&worklist_topic, config.topic_partitions)
-        .await
-        .with_context(|| format!("cannot create topic {worklist_topic}"))?;
-    let fan_out = FanOut::subscribe(bus.as_ref(), &config.namespace)
+    let fan_out = FanOut::subscribe(clients.bus.as_ref(), &clients.namespace)
         .await
         .context("cannot subscribe to worklist changes")?;
     let state = AppState {
         pool,
-        store,
-        bus,
+        store: Arc::clone(clients.store("the API")?),
+        bus: clients.bus,
+        namespace: clients.namespace,
         overlay_permits: Arc::new(Semaphore::new(config.max_concurrent_overlays.max(1))),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),

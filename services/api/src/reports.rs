@@ -12,10 +12,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use fxtriage_prioritizer::outbox;
-use fxtriage_prioritizer::study::WorklistState;
-use fxtriage_prioritizer::worklist_store::study_for_update;
 use fxtriage_proto::v1::ChangeKind;
+use fxtriage_worklist::outbox;
+use fxtriage_worklist::store::study_for_update;
+use fxtriage_worklist::study::WorklistState;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -27,7 +27,7 @@ use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
 use crate::views::{ReaderBody, WorklistItem, parse_body, reader_name, rfc3339};
-use crate::worklist_query::{STUDY_COLUMNS, claim_expired, database_now, study_row};
+use fxtriage_worklist::query::{STUDY_COLUMNS, claim_expired, database_now, study_row};
 
 #[derive(Debug, Serialize)]
 pub struct ReportResponse {

@@ -19,6 +19,8 @@ pub struct AppState {
     pub pool: Pool,
     pub store: Arc<dyn ObjectStore>,
     pub bus: Arc<dyn Bus>,
+    /// Where the worklist topic's name comes from.
+    pub namespace: fxtriage_proto::Namespace,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub events: EventHub,
@@ -37,16 +39,11 @@ impl AppState {
         let bus = Arc::clone(&self.bus);
         let site = site.clone();
         let study = study_instance_uid.to_owned();
-        let topic = self.config.namespace.worklist_topic();
+        let topic = self.namespace.worklist_topic();
         tokio::spawn(async move {
-            if let Err(error) = fxtriage_prioritizer::outbox::publish_study(
-                &pool,
-                bus.as_ref(),
-                &topic,
-                &site,
-                &study,
-            )
-            .await
+            if let Err(error) =
+                fxtriage_worklist::outbox::publish_study(&pool, bus.as_ref(), &topic, &site, &study)
+                    .await
             {
                 tracing::warn!(%error, %site, "worklist change left in the outbox for the relay");
             }

@@ -5,7 +5,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use fxtriage_prioritizer::worklist_store;
+use fxtriage_worklist::store;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
 use crate::views::{WorklistItem, rfc3339};
-use crate::worklist_query::{as_of, database_now};
+use fxtriage_worklist::query::{as_of, database_now};
 
 #[derive(Debug, Serialize)]
 pub struct StudyDetail {
@@ -67,7 +67,7 @@ pub async fn get_study(
     let site = caller.site.as_str();
     let client = state.pool.get().await?;
     let now = database_now(&client).await?;
-    let study = worklist_store::study(&client, &caller.site, &study_uid)
+    let study = store::study(&client, &caller.site, &study_uid)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let instance_rows = client

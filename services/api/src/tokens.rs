@@ -9,7 +9,7 @@ use std::fmt;
 
 use deadpool_postgres::Pool;
 use fxtriage_core::SiteId;
-use fxtriage_prioritizer::StoreError;
+use fxtriage_worklist::StoreError;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 

@@ -2,7 +2,7 @@
 //! RFC 3339 in UTC; durations are whole seconds.
 
 use bytes::Bytes;
-use fxtriage_prioritizer::worklist_store::StudyRow;
+use fxtriage_worklist::store::StudyRow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;

@@ -15,8 +15,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use fxtriage_core::Urgency;
-use fxtriage_prioritizer::study::{StudyAiResult, WorklistState};
-use fxtriage_prioritizer::worklist_store::WorklistCursor;
+use fxtriage_worklist::store::WorklistCursor;
+use fxtriage_worklist::study::{StudyAiResult, WorklistState};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -25,7 +25,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::views::{WorklistItem, rfc3339};
-use crate::worklist_query::{WorklistFilter, worklist};
+use fxtriage_worklist::query::{WorklistFilter, worklist};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;

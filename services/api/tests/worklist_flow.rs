@@ -808,7 +808,7 @@ async fn the_overlay_is_a_png_of_the_image_with_the_boxes_in_red() {
     assert_eq!((info.width, info.height), (256, 256));
     assert_eq!(info.color_type, png::ColorType::Rgb);
     let pixel = |x: usize, y: usize| rgb[(y * 256 + x) * 3..(y * 256 + x) * 3 + 3].to_vec();
-    let red = fxtriage_api::overlay::BOX_COLOUR.to_vec();
+    let red = fxtriage_dicom::overlay::BOX_COLOUR.to_vec();
     assert_eq!(pixel(40, 120), red, "left edge of the box");
     assert_eq!(pixel(80, 60), red, "top edge");
     assert_eq!(pixel(120, 100), red, "right edge");

@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use fxtriage_core::BoundingBox;
 use fxtriage_dicom::pixels::{GreyImage, PixelError, decode_windowed, letterbox};
 
 use tokio::sync::Semaphore;
@@ -12,16 +13,8 @@ use tokio::sync::Semaphore;
 use crate::batcher::{BatchTiming, Batcher};
 use crate::model::ModelError;
 
-/// A detection in the original image's pixel coordinates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
-    pub x_min: f32,
-    pub y_min: f32,
-    pub x_max: f32,
-    pub y_max: f32,
-    pub class_name: String,
-    pub score: f32,
-}
+/// Detections are in the original image's pixel coordinates.
+pub use fxtriage_core::Detection;
 
 #[derive(Debug, Clone)]
 pub struct Analysis {
@@ -108,10 +101,12 @@ pub async fn analyse(
             let (x_min, y_min) = transform.to_original(found.x_min, found.y_min);
             let (x_max, y_max) = transform.to_original(found.x_max, found.y_max);
             Detection {
-                x_min,
-                y_min,
-                x_max,
-                y_max,
+                bounding_box: BoundingBox {
+                    x_min,
+                    y_min,
+                    x_max,
+                    y_max,
+                },
                 class_name: class_names
                     .get(found.class_index)
                     .cloned()

@@ -13,7 +13,7 @@ use fxtriage_bus::{Bus, Consumer, DeadLetterReason, Received, Record};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::v1::{
-    BoundingBox, Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings,
+    Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings,
 };
 use fxtriage_proto::{ConsumerGroup, Namespace};
 use tokio::sync::Semaphore;
@@ -228,20 +228,7 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
         Ok(analysis) => {
             finding.status = FindingStatus::Analysed as i32;
             finding.probability = analysis.probability;
-            finding.detections = analysis
-                .detections
-                .iter()
-                .map(|found| Detection {
-                    r#box: Some(BoundingBox {
-                        x_min: found.x_min,
-                        y_min: found.y_min,
-                        x_max: found.x_max,
-                        y_max: found.y_max,
-                    }),
-                    class_name: found.class_name.clone(),
-                    score: found.score,
-                })
-                .collect();
+            finding.detections = analysis.detections.iter().map(Detection::from).collect();
             finding.timings = Some(StageTimings {
                 fetch_us,
                 decode_us: analysis.decode_us,

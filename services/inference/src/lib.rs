@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use fxtriage_clients::Clients;
 use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
@@ -28,19 +29,20 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Images being fetched, decoded, analysed or published at once.
     pub max_in_flight: usize,
-    /// The deployment namespace: topic and consumer group names.
-    pub namespace: fxtriage_proto::Namespace,
+    /// The model, loaded (its weights checked against its manifest).
+    pub model: Arc<Model>,
 }
 
 /// Consumes instances and publishes findings until `shutdown` is cancelled, then
-/// finishes the images in flight and returns.
+/// finishes the images in flight and returns. Uses the bus and the object store
+/// of `clients`.
 pub async fn run(
     config: Config,
-    bus: Arc<dyn fxtriage_bus::Bus>,
-    store: Arc<dyn fxtriage_objstore::ObjectStore>,
-    model: Arc<Model>,
+    clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let model = config.model;
+    let store = Arc::clone(clients.store("inference")?);
     let readiness = health::Readiness::new();
     let (bound, health_task) = health::serve(
         config.health_address,
@@ -52,11 +54,11 @@ pub async fn run(
     tracing::info!(health = %bound, model = %model.manifest.name, version = %model.manifest.version, "inference starting");
     let batcher = Batcher::start(Arc::clone(&model), config.batch);
     let deps = consumer::Deps {
-        bus,
+        bus: clients.bus,
         store,
         model,
         batcher,
-        namespace: config.namespace,
+        namespace: clients.namespace,
     };
     readiness.set_ready(true);
     let consumed = consumer::consume(deps, config.max_in_flight, shutdown.clone()).await;

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use fxtriage_clients::Clients;
 use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
@@ -34,12 +35,18 @@ pub struct Config {
 }
 
 /// Serves C-STORE and STOW-RS until `shutdown` is cancelled, then stops accepting,
-/// lets in-flight associations and requests finish, and returns.
+/// lets in-flight associations and requests finish, and returns. Stores into the
+/// object store of `clients` and announces on its bus.
 pub async fn run(
     config: Config,
-    ingestor: Ingestor,
+    clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ingestor = Ingestor::new(
+        Arc::clone(clients.store("ingest")?),
+        clients.bus,
+        &clients.namespace,
+    );
     let sites = Arc::new(config.sites);
     let readiness = health::Readiness::new();
     let router =

@@ -36,11 +36,7 @@ pub fn clinical_urgency(
 }
 
 pub fn to_proto(urgency: Urgency) -> fxtriage_proto::v1::Urgency {
-    match urgency {
-        Urgency::Emergency => fxtriage_proto::v1::Urgency::Emergency,
-        Urgency::Inpatient => fxtriage_proto::v1::Urgency::Inpatient,
-        Urgency::Outpatient => fxtriage_proto::v1::Urgency::Outpatient,
-    }
+    urgency.into()
 }
 
 #[cfg(test)]

@@ -533,7 +533,7 @@ async fn shutdown_acknowledges_finished_work_and_leaves_the_rest_for_the_next_co
 /// `run` as the binary calls it: migrates, serves health, publishes what a crash
 /// left in the outbox, consumes, and stops on shutdown.
 #[tokio::test]
-async fn run_migrates_becomes_ready_consumes_and_stops_on_shutdown() {
+async fn run_becomes_ready_consumes_and_stops_on_shutdown() {
     let Some(db) = fresh_database().await else {
         return;
     };
@@ -545,15 +545,16 @@ async fn run_migrates_becomes_ready_consumes_and_stops_on_shutdown() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         probe.local_addr().expect("address")
     };
-    let mut config = fxtriage_prioritizer::Config::new(health_address, db.config.clone());
-    config.topic_partitions = 2;
+    let mut config = fxtriage_prioritizer::Config::new(health_address);
     config.outbox_interval = Duration::from_millis(100);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(fxtriage_prioritizer::run(
-        config,
-        Arc::clone(&bus),
-        shutdown.clone(),
-    ));
+    let clients = fxtriage_clients::Clients {
+        bus: Arc::clone(&bus),
+        namespace: fxtriage_proto::Namespace::none(),
+        store: None,
+        database: Some(db.pool.clone()),
+    };
+    let task = tokio::spawn(fxtriage_prioritizer::run(config, clients, shutdown.clone()));
     let client = reqwest::Client::new();
     eventually(PATIENCE, "/health/ready answers 200", || async {
         client

@@ -96,12 +96,16 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
     let mut api_config = Config::new(address);
     adjust(&mut api_config);
     let shutdown = CancellationToken::new();
+    let clients = fxtriage_clients::Clients {
+        bus: Arc::clone(&bus),
+        namespace: fxtriage_proto::Namespace::none(),
+        store: Some(Arc::clone(&store)),
+        database: Some(pool.clone()),
+    };
     let server_task = tokio::spawn(fxtriage_api::serve(
         listener,
         api_config,
-        pool.clone(),
-        Arc::clone(&store),
-        Arc::clone(&bus),
+        clients,
         shutdown.clone(),
     ));
     let api = TestApi {

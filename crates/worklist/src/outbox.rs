@@ -23,9 +23,8 @@ use fxtriage_proto::v1 as proto;
 use tokio_postgres::Transaction;
 
 use crate::error::{Doing as _, StoreError};
-use crate::incoming::to_timestamp;
-use crate::study::urgency_to_proto;
-use crate::worklist_store::StudyRow;
+use crate::records::to_timestamp;
+use crate::store::StudyRow;
 
 /// The change message of a study row.
 pub fn worklist_change(study: &StudyRow, kind: proto::ChangeKind) -> proto::WorklistChange {
@@ -34,7 +33,7 @@ pub fn worklist_change(study: &StudyRow, kind: proto::ChangeKind) -> proto::Work
         study_instance_uid: study.study_instance_uid.clone(),
         kind: kind as i32,
         state: study.state.to_proto() as i32,
-        urgency: urgency_to_proto(study.urgency) as i32,
+        urgency: proto::Urgency::from(study.urgency) as i32,
         ai_result: study.ai_result.to_proto() as i32,
         probability: study.probability.unwrap_or_default(),
         has_probability: study.probability.is_some(),

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Samples, SplitMix};
-use crate::api_cli::DatabaseArgs;
+use crate::clients::DatabaseArgs;
 
 #[derive(Debug, Args)]
 pub struct WorklistBenchArgs {
@@ -241,12 +241,18 @@ pub async fn run(args: WorklistBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
+    let clients = fxtriage_clients::Clients {
+        bus: Arc::clone(&bus),
+        namespace: fxtriage_proto::Namespace::none(),
+        store: Some(Arc::new(LocalDirStore::new(
+            store_directory.path().to_path_buf(),
+        ))),
+        database: Some(pool.clone()),
+    };
     let api = tokio::spawn(fxtriage_api::serve(
         listener,
         fxtriage_api::Config::new(address),
-        pool.clone(),
-        Arc::new(LocalDirStore::new(store_directory.path().to_path_buf())),
-        Arc::clone(&bus),
+        clients,
         stop.clone(),
     ));
     let outcome = measure(&args, &pool, &prioritizer, address).await;

@@ -1,5 +1,7 @@
-//! Command-line options for the infrastructure a service talks to, and the clients
-//! built from them: the message bus and the object store.
+//! Command-line options for what a service talks to, and the clients built from
+//! them once per process: the message bus (with its namespace, its topics created
+//! here and nowhere else), the object store and the database (waited for and
+//! migrated here and nowhere else).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,9 +40,9 @@ impl BusArgs {
         bus.check(Duration::from_secs(15))
             .await
             .with_context(|| format!("no Kafka broker answers at {}", self.kafka_brokers))?;
-        for topic in self.namespace.topics() {
-            bus.ensure_topic(&topic, self.topic_partitions).await?;
-        }
+        fxtriage_clients::ensure_topics(&bus, &self.namespace, self.topic_partitions)
+            .await
+            .with_context(|| format!("cannot create the topics of namespace {}", self.namespace))?;
         Ok(Arc::new(bus))
     }
 }
@@ -101,5 +103,32 @@ impl StoreArgs {
             credentials,
         };
         Ok(Arc::new(S3Store::connect(config).await?))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/fxtriage.
+    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+impl DatabaseArgs {
+    /// For a service: waits while PostgreSQL is unreachable, migrates, and builds
+    /// the pool; `None` when `shutdown` came first.
+    pub async fn wait_and_migrate(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Option<fxtriage_db::DbPool>> {
+        let config = fxtriage_db::DbConfig::from_url(&self.database_url)?;
+        Ok(fxtriage_db::wait_and_migrate(&config, shutdown).await?)
+    }
+
+    /// For a command run by hand: migrates and builds the pool, failing at once
+    /// when PostgreSQL does not answer.
+    pub async fn migrated_pool(&self) -> anyhow::Result<fxtriage_db::DbPool> {
+        let config = fxtriage_db::DbConfig::from_url(&self.database_url)?;
+        fxtriage_db::migrate(&config).await?;
+        Ok(config.pool()?)
     }
 }

@@ -15,7 +15,7 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("site {0} is not registered (add it with `fxtriage sites add`)")]
+    #[error("site {0} is not in the site registry (`fxtriage sites apply`)")]
     UnknownSite(SiteId),
     /// The message contradicts what is stored, e.g. a finding naming another study
     /// than its instance.

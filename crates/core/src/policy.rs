@@ -1,5 +1,5 @@
-//! The priority policy (DESIGN.md section 6), shared by the prioritizer and the
-//! simulator.
+//! The priority policy (DESIGN.md section 6), shared by the prioritizer, the site
+//! registry and the simulator.
 //!
 //! Each study gets a deadline: its arrival time plus the target turnaround of its
 //! class, the class being its clinical urgency and its AI result. The worklist is
@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use fxtriage_core::Urgency;
+use crate::Urgency;
 
 /// The AI result class of a study, from its probability and the site's operating points.
 #[derive(

@@ -2,14 +2,14 @@
 //! crates/db/migrations/V2__worklist.sql). Writes take the caller's transaction,
 //! so that one message's whole effect commits or rolls back together.
 
-use fxtriage_core::{SiteId, Urgency};
+use fxtriage_core::{SiteId, Urgency, UrgencySource};
 use time::OffsetDateTime;
 use tokio_postgres::{Client, Row, Transaction};
 
-use crate::aggregate::{FindingSummary, ImageAnalysis, ImageSummary, StudyAggregate};
 use crate::error::{Doing as _, StoreError};
-use crate::incoming::{FindingOutcome, ImageFinding, StoredInstance};
-use crate::study::{StudyAiResult, UrgencySource, WorklistState};
+use crate::records::{FindingOutcome, ImageFinding, StoredInstance};
+use crate::study::{StudyAiResult, WorklistState};
+use crate::summary::{FindingSummary, ImageAnalysis, ImageSummary, StudyAggregate};
 
 /// A worklist item: one study's row.
 #[derive(Debug, Clone, PartialEq)]

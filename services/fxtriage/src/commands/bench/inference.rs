@@ -29,8 +29,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Samples;
-use crate::analyze::ModelArgs;
-use crate::infra::{BusArgs, StoreArgs};
+use crate::clients::{BusArgs, StoreArgs};
+use crate::model_args::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct InferenceBenchArgs {

@@ -1,13 +1,10 @@
-//! The words of a worklist item: its AI result as readers see it, its state, and
-//! the clinical urgency's source, each with the spelling the database and the
-//! `WorklistChange` contract use.
+//! The words of a worklist item: its AI result as readers see it and its state,
+//! each with the spelling the database and the `WorklistChange` contract use.
 
 use std::fmt;
 
-use fxtriage_core::Urgency;
+use fxtriage_core::policy::AiResult;
 use fxtriage_proto::v1 as proto;
-
-use crate::policy::AiResult;
 
 /// The AI result of a study as shown on the worklist. It refines the policy's
 /// [`AiResult`]: "awaiting analysis" and "not analysed" both keep the clinical
@@ -119,77 +116,6 @@ impl fmt::Display for WorklistState {
     }
 }
 
-/// Where a study's clinical urgency came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UrgencySource {
-    Dataset,
-    AeTitle,
-    Department,
-    Default,
-}
-
-impl UrgencySource {
-    pub const ALL: [UrgencySource; 4] = [
-        UrgencySource::Dataset,
-        UrgencySource::AeTitle,
-        UrgencySource::Department,
-        UrgencySource::Default,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UrgencySource::Dataset => "dataset",
-            UrgencySource::AeTitle => "ae-title",
-            UrgencySource::Department => "department",
-            UrgencySource::Default => "default",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|source| source.as_str() == value)
-    }
-
-    pub fn from_proto(source: proto::UrgencySource) -> Self {
-        match source {
-            proto::UrgencySource::Dataset => UrgencySource::Dataset,
-            proto::UrgencySource::AeTitle => UrgencySource::AeTitle,
-            proto::UrgencySource::Department => UrgencySource::Department,
-            proto::UrgencySource::Default | proto::UrgencySource::Unspecified => {
-                UrgencySource::Default
-            }
-        }
-    }
-}
-
-/// Clinical urgency from the wire; an unspecified urgency is the site default,
-/// outpatient (as ingest applies it).
-pub fn urgency_from_proto(urgency: proto::Urgency) -> Urgency {
-    match urgency {
-        proto::Urgency::Emergency => Urgency::Emergency,
-        proto::Urgency::Inpatient => Urgency::Inpatient,
-        proto::Urgency::Outpatient | proto::Urgency::Unspecified => Urgency::Outpatient,
-    }
-}
-
-pub fn urgency_to_proto(urgency: Urgency) -> proto::Urgency {
-    match urgency {
-        Urgency::Emergency => proto::Urgency::Emergency,
-        Urgency::Inpatient => proto::Urgency::Inpatient,
-        Urgency::Outpatient => proto::Urgency::Outpatient,
-    }
-}
-
-/// Lower is more urgent: the order in which a study takes the highest urgency of its images.
-pub fn urgency_rank(urgency: Urgency) -> u8 {
-    match urgency {
-        Urgency::Emergency => 0,
-        Urgency::Inpatient => 1,
-        Urgency::Outpatient => 2,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,9 +127,6 @@ mod tests {
         }
         for state in WorklistState::ALL {
             assert_eq!(WorklistState::parse(state.as_str()), Some(state));
-        }
-        for source in UrgencySource::ALL {
-            assert_eq!(UrgencySource::parse(source.as_str()), Some(source));
         }
         assert_eq!(StudyAiResult::parse("maybe"), None);
     }

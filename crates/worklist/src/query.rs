@@ -2,8 +2,8 @@
 //!
 //! The order is the policy's (earliest deadline first, ties by arrival, then UID),
 //! the same columns as the `studies_worklist_order` index and as
-//! `fxtriage_prioritizer::worklist_store::worklist_page`, which has no filters and
-//! no claim expiry and therefore cannot serve this read. Pages are keyset pages:
+//! [`crate::store::worklist_page`], which has no filters and no claim expiry and
+//! therefore cannot serve this read. Pages are keyset pages:
 //! the cursor is the last item's (deadline, arrived_at, UID), so a page costs the
 //! same at any depth and an item moving while a client pages is neither skipped
 //! twice nor duplicated within one position.
@@ -12,15 +12,14 @@
 //! sweeper has ended it yet.
 
 use deadpool_postgres::GenericClient;
-use fxtriage_core::{SiteId, Urgency};
-use fxtriage_prioritizer::StoreError;
-use fxtriage_prioritizer::study::{StudyAiResult, UrgencySource, WorklistState};
-use fxtriage_prioritizer::worklist_store::{StudyRow, WorklistCursor};
+use fxtriage_core::{SiteId, Urgency, UrgencySource};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::error::Doing as _;
+use crate::error::{Doing as _, StoreError};
+use crate::store::{StudyRow, WorklistCursor};
+use crate::study::{StudyAiResult, WorklistState};
 
 /// The columns [`study_row`] reads.
 pub const STUDY_COLUMNS: &str = "site_id, study_instance_uid, accession_number, urgency, \

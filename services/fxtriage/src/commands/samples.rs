@@ -1,5 +1,6 @@
-//! Commands for trying fxtriage out: `samples` writes synthetic sample studies,
-//! `worklist` prints a site's worklist in reading order.
+//! `fxtriage samples`: synthetic sample studies (radiographs with and without
+//! fractures, of several body parts and urgencies) as DICOM files, with their
+//! ground truth in samples.csv.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,9 +8,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
-use fxtriage_prioritizer::study::WorklistState;
-use fxtriage_prioritizer::worklist_store::worklist_page;
-use time::OffsetDateTime;
 
 #[derive(Debug, Args)]
 pub struct SamplesArgs {
@@ -30,7 +28,7 @@ const BODY_PARTS: [&str; 7] = ["WRIST", "ANKLE", "FOREARM", "HAND", "HIP", "LEG"
 const PRIORITIES: [&str; 4] = ["ROUTINE", "STAT", "", "HIGH"];
 
 #[allow(clippy::print_stdout)]
-pub fn samples(args: &SamplesArgs) -> anyhow::Result<()> {
+pub fn run(args: &SamplesArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut truth = std::fs::File::create(args.out.join("samples.csv"))?;
@@ -71,66 +69,5 @@ pub fn samples(args: &SamplesArgs) -> anyhow::Result<()> {
         args.studies,
         args.out.display()
     );
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct WorklistArgs {
-    #[arg(long, default_value = "demo")]
-    pub site: String,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
-    /// PostgreSQL URL.
-    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-}
-
-fn minutes(duration: time::Duration) -> String {
-    let total = duration.whole_minutes();
-    let (sign, total) = if total < 0 {
-        ("-", -total)
-    } else {
-        ("", total)
-    };
-    if total >= 60 {
-        format!("{sign}{}h{:02}m", total / 60, total % 60)
-    } else {
-        format!("{sign}{total}m")
-    }
-}
-
-#[allow(clippy::print_stdout)]
-pub async fn worklist(args: &WorklistArgs) -> anyhow::Result<()> {
-    let site = fxtriage_core::SiteId::parse(args.site.as_str())?;
-    let client = fxtriage_db::DbConfig::from_url(&args.database_url)?
-        .connect()
-        .await?;
-    let rows = worklist_page(&client, &site, WorklistState::Open, None, args.limit).await?;
-    let now = OffsetDateTime::now_utc();
-    println!(
-        "worklist of site {site}, earliest deadline first ({} open studies shown)",
-        rows.len()
-    );
-    println!(
-        "{:>3}  {:<10} {:<11} {:<17} {:>6}  {:>8}  {:>11}  study",
-        "#", "accession", "urgency", "AI result", "prob.", "waited", "due in"
-    );
-    for (position, row) in rows.iter().enumerate() {
-        let probability = row
-            .probability
-            .map(|p| format!("{p:.2}"))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:>3}  {:<10} {:<11} {:<17} {:>6}  {:>8}  {:>11}  {}",
-            position + 1,
-            row.accession_number,
-            row.urgency.as_str(),
-            row.ai_result.as_str(),
-            probability,
-            minutes(now - row.arrived_at),
-            minutes(row.deadline - now),
-            row.study_instance_uid
-        );
-    }
     Ok(())
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use fxtriage_bus::{Bus, InProcessBus, InProcessConfig};
+use fxtriage_clients::Clients;
 use fxtriage_objstore::{LocalDirStore, ObjectStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::analyze::ModelArgs;
+use crate::model_args::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
@@ -78,8 +79,17 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         (None, None) => unreachable!("a private cluster is started when no URL is given"),
     };
     let database = fxtriage_db::DbConfig::from_url(&url)?;
-    fxtriage_db::migrate(&database).await?;
-    let pool = database.pool()?;
+    let Some(pool) = fxtriage_db::wait_and_migrate(&database, &shutdown).await? else {
+        return Ok(());
+    };
+    let namespace = fxtriage_proto::Namespace::none();
+    fxtriage_clients::ensure_topics(bus.as_ref(), &namespace, 8).await?;
+    let clients = Clients {
+        bus,
+        namespace,
+        store: Some(store),
+        database: Some(pool.clone()),
+    };
     let site = fxtriage_core::SiteId::parse(DEMO_SITE)?;
     fxtriage_prioritizer::sites::add_site(&pool, &site, "Demo site").await?;
     let sites = fxtriage_ingest::Sites::from_toml(&format!(
@@ -99,12 +109,11 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         possible: points.possible.threshold,
     };
     policy.validate()?;
-    let mut prioritizer_config =
-        fxtriage_prioritizer::Config::new(loopback_any_port, database.clone());
+    let mut prioritizer_config = fxtriage_prioritizer::Config::new(loopback_any_port);
     prioritizer_config.policies = fxtriage_prioritizer::PolicyBook::uniform(policy);
     tasks.spawn(fxtriage_prioritizer::run(
         prioritizer_config,
-        Arc::clone(&bus),
+        clients.clone(),
         services.clone(),
     ));
     tasks.spawn(fxtriage_inference::run(
@@ -112,18 +121,11 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             health_address: loopback_any_port,
             batch,
             max_in_flight: 16,
-            namespace: fxtriage_proto::Namespace::none(),
+            model,
         },
-        Arc::clone(&bus),
-        Arc::clone(&store),
-        model,
+        clients.clone(),
         services.clone(),
     ));
-    let ingestor = fxtriage_ingest::Ingestor::new(
-        Arc::clone(&store),
-        Arc::clone(&bus),
-        &fxtriage_proto::Namespace::none(),
-    );
     let ingest_config = fxtriage_ingest::Config {
         http_address: args.stow_address,
         dimse_address: args.dimse_address,
@@ -132,16 +134,14 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     };
     tasks.spawn(fxtriage_ingest::run(
         ingest_config,
-        ingestor,
+        clients.clone(),
         services.clone(),
     ));
     let token =
         fxtriage_api::create_token(&pool, &site, fxtriage_api::Role::Admin, "standalone").await?;
     tasks.spawn(fxtriage_api::run(
         fxtriage_api::Config::new(args.http_address),
-        pool.clone(),
-        Arc::clone(&store),
-        Arc::clone(&bus),
+        clients,
         services.clone(),
     ));
 

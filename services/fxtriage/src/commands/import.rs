@@ -1,28 +1,47 @@
-//! Commands an operator runs by hand against a deployment, beside the services:
-//! `import` (back-load an archive) and `quarantine list` (see what was refused).
-//! The work itself is in `fxtriage_ingest`; here are the arguments, the progress
-//! bar and the printing.
+//! `fxtriage import DIR|s3://bucket/prefix`: back-loads an archive into a site
+//! through the ingest pipeline, with a progress bar and a summary. The work itself
+//! is in `fxtriage_ingest::import`; here are the arguments, the bar and the printing.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use fxtriage_core::SiteId;
+use clap::Args;
 use fxtriage_ingest::import::{
     self, FileOutcome, ImportLocation, ImportOptions, ImportProgress, ImportSource,
 };
-use fxtriage_ingest::quarantine::{self, QuarantineRecord};
 use fxtriage_ingest::{Ingestor, Sites};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ImportArgs, QuarantineListArgs};
+use crate::clients::{BusArgs, StoreArgs};
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A directory (walked without following symbolic links) or s3://bucket/prefix.
+    /// A bucket is read with the same --s3-endpoint, --s3-region and credentials as the object store.
+    pub source: String,
+    /// The site the files are imported into (an id of the sites file).
+    #[arg(long)]
+    pub site: String,
+    /// Sites file (TOML): the site's routing rules and limits.
+    #[arg(long, env = "FXTRIAGE_SITES")]
+    pub sites: PathBuf,
+    /// Files imported at the same time.
+    #[arg(long, env = "FXTRIAGE_IMPORT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
 
 /// `fxtriage import`: prints the summary on stdout; fails (exit status 1) if a
 /// file could not be stored or the import was interrupted, since running it
 /// again would import more. Quarantined files do not make it fail: they are
 /// dealt with, and listed.
-pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let sites = Sites::load(&args.sites)?;
     let site = sites.by_id(&args.site).with_context(|| {
         format!(
@@ -135,38 +154,4 @@ impl ImportProgress for ImportBar {
             self.failed.load(Ordering::Relaxed),
         ));
     }
-}
-
-/// `fxtriage quarantine list`: one record per line, oldest first.
-pub async fn list_quarantine(args: QuarantineListArgs) -> anyhow::Result<()> {
-    let site = args.site.map(SiteId::parse).transpose()?;
-    let store = args.store.connect().await?;
-    let records = quarantine::list(store.as_ref(), site.as_ref())
-        .await
-        .with_context(|| format!("cannot list the quarantine of {}", store.describe()))?;
-    let mut out = std::io::stdout().lock();
-    for record in &records {
-        if args.json {
-            serde_json::to_writer(&mut out, record)?;
-            writeln!(out)?;
-        } else {
-            writeln!(out, "{}", columns(record))?;
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// time, site, kind, reason, sender, key; tab-separated, each on one line.
-fn columns(record: &QuarantineRecord) -> String {
-    let one_line = |text: &str| text.replace(|c: char| c.is_control(), " ");
-    [
-        one_line(&record.received_at),
-        one_line(&record.site),
-        one_line(&record.kind),
-        one_line(&record.reason),
-        one_line(&record.sender.to_string()),
-        one_line(&record.object_key),
-    ]
-    .join("\t")
 }

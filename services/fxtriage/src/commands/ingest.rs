@@ -1,0 +1,54 @@
+//! `fxtriage ingest`: DIMSE C-STORE and STOW-RS into the object store, events on the bus.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use fxtriage_clients::Clients;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::{BusArgs, StoreArgs};
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// HTTP address: STOW-RS under /dicomweb, /health/live, /health/ready.
+    #[arg(
+        long,
+        env = "FXTRIAGE_INGEST_HTTP_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub http_address: SocketAddr,
+    /// DIMSE C-STORE SCP address.
+    #[arg(long, env = "FXTRIAGE_DIMSE_ADDR", default_value = "127.0.0.1:11112")]
+    pub dimse_address: SocketAddr,
+    /// Most concurrent DIMSE associations.
+    #[arg(long, env = "FXTRIAGE_DIMSE_MAX_ASSOCIATIONS", default_value_t = 32)]
+    pub max_associations: usize,
+    /// Sites file (TOML): AE titles, STOW tokens, routing rules, urgency mapping.
+    #[arg(long, env = "FXTRIAGE_SITES")]
+    pub sites: PathBuf,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sites = fxtriage_ingest::Sites::load(&args.sites)?;
+    let clients = Clients {
+        bus: args.bus.connect("fxtriage-ingest").await?,
+        namespace: args.bus.namespace.clone(),
+        store: Some(args.store.connect().await?),
+        database: None,
+    };
+    let config = fxtriage_ingest::Config {
+        http_address: args.http_address,
+        dimse_address: args.dimse_address,
+        dimse: fxtriage_ingest::dimse::DimseOptions {
+            max_associations: args.max_associations,
+            ..Default::default()
+        },
+        sites,
+    };
+    fxtriage_ingest::run(config, clients, shutdown).await
+}

@@ -1,0 +1,16 @@
+//! One file per subcommand: its arguments and its `run`.
+
+pub mod analyze;
+pub mod api;
+pub mod bench;
+pub mod import;
+pub mod inference;
+pub mod ingest;
+pub mod migrate;
+pub mod prioritizer;
+pub mod quarantine;
+pub mod samples;
+pub mod sites;
+pub mod standalone;
+pub mod tokens;
+pub mod worklist;

@@ -1,0 +1,42 @@
+//! `fxtriage prioritizer`: findings and instances into each site's worklist.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use fxtriage_clients::Clients;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::{BusArgs, DatabaseArgs};
+
+#[derive(Debug, Args)]
+pub struct PrioritizerArgs {
+    /// Address of /health/live and /health/ready. Loopback unless told otherwise.
+    #[arg(long, env = "FXTRIAGE_HEALTH_ADDR", default_value = "127.0.0.1:8083")]
+    pub health_address: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Per-site priority policies (TOML); the documented defaults when unset.
+    #[arg(long, env = "FXTRIAGE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+pub async fn run(args: PrioritizerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
+        return Ok(());
+    };
+    let mut config = fxtriage_prioritizer::Config::new(args.health_address);
+    if let Some(path) = &args.policies {
+        config.policies = fxtriage_prioritizer::PolicyBook::load(path)?;
+    }
+    let clients = Clients {
+        bus: args.bus.connect("fxtriage-prioritizer").await?,
+        namespace: args.bus.namespace.clone(),
+        // The prioritizer keeps no objects.
+        store: None,
+        database: Some(database),
+    };
+    fxtriage_prioritizer::run(config, clients, shutdown).await
+}
