@@ -10,6 +10,6 @@ mod urgency;
 
 pub use detection::{BoundingBox, Detection};
 pub use instance_key::InstanceKey;
-pub use site::{InvalidSiteId, SiteId};
+pub use site::{GroupId, InvalidSiteId, SiteId};
 pub use uid::{DicomUid, InvalidDicomUid};
 pub use urgency::{UnknownUrgency, Urgency, UrgencySource};

@@ -117,6 +117,11 @@ impl Default for TargetTable {
 pub struct Policy {
     pub operating_points: OperatingPoints,
     pub targets: TargetTable,
+    /// The aging cap: no study waits longer than this for its deadline, whatever
+    /// its class (every target is at most this many minutes). Unset: the targets
+    /// alone decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aging_cap_minutes: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +159,14 @@ impl Policy {
             }
         }
         let clinical = |urgency| self.targets_of(urgency).not_analysed_minutes;
+        if let Some(cap) = self.aging_cap_minutes
+            && cap < clinical(Urgency::Emergency)
+        {
+            return Err(InvalidPolicy(format!(
+                "the aging cap ({cap} minutes) must be at least the emergency clinical target ({} minutes), or emergencies would wait as long as everything else",
+                clinical(Urgency::Emergency)
+            )));
+        }
         if clinical(Urgency::Emergency) > clinical(Urgency::Inpatient)
             || clinical(Urgency::Inpatient) > clinical(Urgency::Outpatient)
         {
@@ -192,6 +205,9 @@ impl Policy {
             AiResult::NoFinding => targets.no_finding_minutes,
             AiResult::NotAnalysed => targets.not_analysed_minutes,
         };
+        let minutes = self
+            .aging_cap_minutes
+            .map_or(minutes, |cap| minutes.min(cap));
         Duration::from_secs(u64::from(minutes) * 60)
     }
 
@@ -253,6 +269,33 @@ mod tests {
             ..Policy::default()
         };
         assert!(policy.validate().is_err());
+    }
+
+    #[test]
+    fn the_aging_cap_bounds_every_target_and_must_leave_emergencies_first() {
+        let policy = Policy {
+            aging_cap_minutes: Some(600),
+            ..Policy::default()
+        };
+        policy.validate().expect("valid");
+        assert_eq!(
+            policy.target(Urgency::Outpatient, AiResult::NoFinding),
+            Duration::from_secs(600 * 60),
+            "two days capped at ten hours"
+        );
+        assert_eq!(
+            policy.target(Urgency::Emergency, AiResult::Suspected),
+            Duration::from_secs(30 * 60),
+            "shorter targets are untouched"
+        );
+        let too_short = Policy {
+            aging_cap_minutes: Some(30),
+            ..Policy::default()
+        };
+        let error = too_short
+            .validate()
+            .expect_err("below the emergency target");
+        assert!(error.0.contains("aging cap"), "{error}");
     }
 
     #[test]

@@ -69,6 +69,43 @@ impl From<SiteId> for String {
     }
 }
 
+/// A reading network: a group of sites read by one team. Same spelling rules as
+/// a [`SiteId`] (it appears in URLs too); a group and a site may not share an id.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupId(String);
+
+impl GroupId {
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidSiteId> {
+        SiteId::parse(value).map(|valid| Self(valid.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for GroupId {
+    type Error = InvalidSiteId;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<GroupId> for String {
+    fn from(group: GroupId) -> Self {
+        group.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

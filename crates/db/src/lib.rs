@@ -134,6 +134,19 @@ pub struct MigrationReport {
 /// Applies every pending migration, holding a PostgreSQL advisory lock so that
 /// services starting together do not race. Safe to call on every start.
 pub async fn migrate(config: &DbConfig) -> Result<MigrationReport, DbError> {
+    migrate_up_to(config, None).await
+}
+
+/// Applies the pending migrations up to `version` only: for tests of a
+/// migration over data written by an earlier schema.
+pub async fn migrate_to(config: &DbConfig, version: i32) -> Result<MigrationReport, DbError> {
+    migrate_up_to(config, Some(version)).await
+}
+
+async fn migrate_up_to(
+    config: &DbConfig,
+    version: Option<i32>,
+) -> Result<MigrationReport, DbError> {
     let mut client = config.connect().await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
@@ -142,7 +155,13 @@ pub async fn migrate(config: &DbConfig) -> Result<MigrationReport, DbError> {
             doing: "taking the migration lock",
             source,
         })?;
-    let outcome = embedded::migrations::runner().run_async(&mut client).await;
+    let runner = match version {
+        Some(version) => {
+            embedded::migrations::runner().set_target(refinery::Target::Version(version))
+        }
+        None => embedded::migrations::runner(),
+    };
+    let outcome = runner.run_async(&mut client).await;
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
         .await;

@@ -7,7 +7,7 @@ use crate::sop_class;
 /// still stored and still reach the worklist, at their clinical urgency, marked
 /// not eligible.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoutingRules {
     /// Modalities analysed (upper case).
     pub modalities: Vec<String>,
@@ -99,7 +99,7 @@ impl RoutingRules {
 
 /// Limits that protect the services from images they cannot or should not handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ImageLimits {
     /// Largest instance accepted, in bytes.
     pub max_instance_bytes: u64,

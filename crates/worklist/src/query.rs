@@ -1,4 +1,5 @@
-//! The worklist read with filters, and the choice of the next study to claim.
+//! The worklist read with filters, and the choice of the next study to claim, for
+//! one site or for the sites of a group (a reading network's merged worklist).
 //!
 //! The order is the policy's (earliest deadline first, ties by arrival, then UID),
 //! the same columns as the `studies_worklist_order` index and as
@@ -82,10 +83,15 @@ fn state_ranges(state: WorklistState) -> &'static [&'static str] {
 
 /// `site_id = .. AND <filters>`, without the state.
 fn filter_clause(site: &SiteId, filter: &WorklistFilter, params: &mut Params) -> String {
-    let mut conditions = vec![format!(
+    let conditions = vec![format!(
         "site_id = {}",
         params.push(site.as_str().to_owned())
     )];
+    filters(conditions, filter, params)
+}
+
+/// `conditions` and the filters' conditions, joined.
+fn filters(mut conditions: Vec<String>, filter: &WorklistFilter, params: &mut Params) -> String {
     if !filter.urgencies.is_empty() {
         let urgencies: Vec<String> = filter
             .urgencies
@@ -111,7 +117,7 @@ fn filter_clause(site: &SiteId, filter: &WorklistFilter, params: &mut Params) ->
     conditions.join(" AND ")
 }
 
-const READING_ORDER: &str = "deadline, arrived_at, study_instance_uid";
+const READING_ORDER: &str = "deadline, arrived_at, study_instance_uid, site_id";
 
 /// A page of the worklist, as the database clock saw it at `read_at`.
 #[derive(Debug, Clone)]
@@ -122,41 +128,47 @@ pub struct WorklistPage {
     pub next: Option<WorklistCursor>,
 }
 
-/// One page of `site`'s worklist in reading order.
+/// One page of the worklist of `sites` (one site, or a group's) in reading order.
 ///
-/// Each state range is read as its own index range scan, limited to the page,
-/// and the ranges are merged (a `Merge Append`): no sort of the whole worklist,
-/// however long it is.
+/// Each site's state range is read as its own index range scan, limited to the
+/// page, and the ranges are merged (a `Merge Append`): no sort of the whole
+/// worklist, however long it is, whichever the number of sites.
 pub async fn worklist(
     client: &impl GenericClient,
-    site: &SiteId,
+    sites: &[SiteId],
     filter: &WorklistFilter,
     after: Option<&WorklistCursor>,
     limit: u32,
 ) -> Result<WorklistPage, StoreError> {
     let mut params = Params::default();
-    let mut common = filter_clause(site, filter, &mut params);
+    let mut after_clause = String::new();
     if let Some(cursor) = after {
         let deadline = params.push(cursor.deadline);
         let arrived_at = params.push(cursor.arrived_at);
         let uid = params.push(cursor.study_instance_uid.clone());
-        common.push_str(&format!(
-            " AND ({READING_ORDER}) > ({deadline}, {arrived_at}, {uid})"
-        ));
+        let site = params.push(cursor.site_id.clone());
+        after_clause =
+            format!(" AND ({READING_ORDER}) > ({deadline}, {arrived_at}, {uid}, {site})");
     }
     // One more than asked tells whether a next page exists.
     let fetch = params.push(i64::from(limit) + 1);
-    let ranges: Vec<String> = filter
-        .states
-        .iter()
-        .flat_map(|state| state_ranges(*state))
-        .map(|range| {
-            format!(
-                "(SELECT {STUDY_COLUMNS} FROM studies WHERE {common} AND {range} \
+    let mut ranges: Vec<String> = Vec::new();
+    for site in sites {
+        let common = filter_clause(site, filter, &mut params);
+        for range in filter.states.iter().flat_map(|state| state_ranges(*state)) {
+            ranges.push(format!(
+                "(SELECT {STUDY_COLUMNS} FROM studies WHERE {common}{after_clause} AND {range} \
                  ORDER BY {READING_ORDER} LIMIT {fetch})"
-            )
-        })
-        .collect();
+            ));
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(WorklistPage {
+            items: Vec::new(),
+            read_at: database_now(client).await?,
+            next: None,
+        });
+    }
     let sql = format!(
         "SELECT *, now() AS read_at FROM ({}) page ORDER BY {READING_ORDER} LIMIT {fetch}",
         ranges.join(" UNION ALL ")
@@ -186,37 +198,41 @@ pub async fn worklist(
     })
 }
 
-/// The study to claim next under `filter` (its states ignored: open ones),
-/// locked until the transaction ends. Rows other transactions hold are skipped,
-/// so concurrent callers get different studies and never wait for each other.
-/// `FOR UPDATE` admits no `UNION`: the first of each open range is locked, and
-/// the earlier of the two is the one (the other's lock ends with the transaction).
+/// The study to claim next under `filter` (its states ignored: open ones) among
+/// `sites`, with its site, locked until the transaction ends. Rows other
+/// transactions hold are skipped, so concurrent callers get different studies
+/// and never wait for each other. `FOR UPDATE` admits no `UNION`: the first of
+/// each site's open ranges is locked, and the earliest is the one (the others'
+/// locks end with the transaction).
 pub async fn lock_next_open(
     tx: &impl GenericClient,
-    site: &SiteId,
+    sites: &[SiteId],
     filter: &WorklistFilter,
-) -> Result<Option<String>, StoreError> {
-    let mut params = Params::default();
-    let common = filter_clause(site, filter, &mut params);
-    let mut first: Option<(OffsetDateTime, OffsetDateTime, String)> = None;
-    for range in state_ranges(WorklistState::Open) {
-        let sql = format!(
-            "SELECT deadline, arrived_at, study_instance_uid FROM studies \
-             WHERE {common} AND {range} \
-             ORDER BY {READING_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"
-        );
-        let row = tx
-            .query_opt(&sql, &params.as_refs())
-            .await
-            .doing("choosing the next study")?;
-        if let Some(row) = row {
-            let candidate = (row.get(0), row.get(1), row.get(2));
-            if first.as_ref().is_none_or(|earliest| candidate < *earliest) {
-                first = Some(candidate);
+) -> Result<Option<(SiteId, String)>, StoreError> {
+    type Candidate = (OffsetDateTime, OffsetDateTime, String, SiteId);
+    let mut first: Option<Candidate> = None;
+    for site in sites {
+        let mut params = Params::default();
+        let common = filter_clause(site, filter, &mut params);
+        for range in state_ranges(WorklistState::Open) {
+            let sql = format!(
+                "SELECT deadline, arrived_at, study_instance_uid FROM studies \
+                 WHERE {common} AND {range} \
+                 ORDER BY {READING_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"
+            );
+            let row = tx
+                .query_opt(&sql, &params.as_refs())
+                .await
+                .doing("choosing the next study")?;
+            if let Some(row) = row {
+                let candidate = (row.get(0), row.get(1), row.get(2), site.clone());
+                if first.as_ref().is_none_or(|earliest| candidate < *earliest) {
+                    first = Some(candidate);
+                }
             }
         }
     }
-    Ok(first.map(|(_, _, uid)| uid))
+    Ok(first.map(|(_, _, uid, site)| (site, uid)))
 }
 
 pub async fn database_now(client: &impl GenericClient) -> Result<OffsetDateTime, StoreError> {

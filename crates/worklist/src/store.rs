@@ -417,12 +417,14 @@ async fn write_study(
     StudyRow::from_row(&row)
 }
 
-/// Where a worklist page starts: after the last item of the previous page.
+/// Where a worklist page starts: after the last item of the previous page. The
+/// site breaks the (rare) tie of one study UID on two sites of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorklistCursor {
     pub deadline: OffsetDateTime,
     pub arrived_at: OffsetDateTime,
     pub study_instance_uid: String,
+    pub site_id: String,
 }
 
 impl From<&StudyRow> for WorklistCursor {
@@ -431,6 +433,7 @@ impl From<&StudyRow> for WorklistCursor {
             deadline: row.deadline,
             arrived_at: row.arrived_at,
             study_instance_uid: row.study_instance_uid.clone(),
+            site_id: row.site_id.clone(),
         }
     }
 }

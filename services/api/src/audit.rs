@@ -4,7 +4,7 @@
 //! row cannot be written fails: nothing is shown that is not accounted for.
 
 use deadpool_postgres::GenericClient;
-use fxtriage_core::SiteId;
+use fxtriage_core::{GroupId, SiteId};
 use fxtriage_worklist::StoreError;
 
 use crate::auth::Caller;
@@ -22,10 +22,15 @@ pub mod action {
     pub const CLAIM_EXPIRE: &str = "claim.expire";
 }
 
-/// Who acted: a token (and the reader it named), or the system.
+/// Who acted: a token (and the reader it named, and the group it is a token of),
+/// or the system.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
-    Token { token_id: &'a str, actor: &'a str },
+    Token {
+        token_id: &'a str,
+        actor: &'a str,
+        group: Option<&'a GroupId>,
+    },
     System,
 }
 
@@ -35,6 +40,7 @@ impl<'a> Actor<'a> {
         Actor::Token {
             token_id: &caller.token_id,
             actor: &caller.token_id,
+            group: caller.group.as_ref(),
         }
     }
 
@@ -43,6 +49,7 @@ impl<'a> Actor<'a> {
         Actor::Token {
             token_id: &caller.token_id,
             actor: reader,
+            group: caller.group.as_ref(),
         }
     }
 }
@@ -59,15 +66,19 @@ pub struct AuditEntry<'a> {
 }
 
 pub async fn record(client: &impl GenericClient, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
-    let (token_id, actor) = match entry.actor {
-        Actor::Token { token_id, actor } => (Some(token_id), actor),
-        Actor::System => (None, "system"),
+    let (token_id, actor, group) = match entry.actor {
+        Actor::Token {
+            token_id,
+            actor,
+            group,
+        } => (Some(token_id), actor, group.map(GroupId::as_str)),
+        Actor::System => (None, "system", None),
     };
     client
         .execute(
             "INSERT INTO audit_log (site_id, token_id, actor, action, study_instance_uid, \
-                 sop_instance_uid, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 sop_instance_uid, detail, group_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &entry.site.as_str(),
                 &token_id,
@@ -76,6 +87,7 @@ pub async fn record(client: &impl GenericClient, entry: &AuditEntry<'_>) -> Resu
                 &entry.study_instance_uid,
                 &entry.sop_instance_uid,
                 &entry.detail,
+                &group,
             ],
         )
         .await

@@ -1,50 +1,117 @@
-//! Who is calling: every `/api/v1/sites/{site}/...` request carries
-//! `Authorization: Bearer <token>`, and the token's site must be `{site}`.
+//! Who is calling. Every `/api/v1` request carries `Authorization: Bearer <token>`,
+//! a token of the one credential system (`fxtriage_sites::credentials`):
 //!
 //! - no or malformed credentials: 401 with `WWW-Authenticate: Bearer`;
-//! - an unknown or revoked token: 401 with `error="invalid_token"`;
-//! - a valid token of another site (or a site that does not exist): 404, the
-//!   same answer as for a missing study, so that a token never learns which other
-//!   sites or studies exist;
-//! - a role too weak for the action: 403 (the caller's own site, nothing to hide).
+//! - an unknown or revoked token (or one of a retired site or group): 401 with
+//!   `error="invalid_token"`;
+//! - a valid token whose scope does not cover the URL's site or group (a site
+//!   token on another site, a group token on a site outside its group, a site
+//!   token on a group, a deployment token on a worklist), or a site or group that
+//!   does not exist: 404, the same answer as for a missing study, so a token never
+//!   learns which other sites, groups or studies exist;
+//! - a role too weak for the action: 403, naming the role it lacks.
 //!
-//! Handlers take the [`Caller`] and use its site, never the site in the URL.
+//! Handlers take the [`Caller`] (site routes) or [`GroupCaller`] (group routes)
+//! and use their site or sites, never the URL's text. Admin routes take an
+//! [`AdminCaller`]: a deployment admin token.
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use fxtriage_core::SiteId;
+use fxtriage_core::{GroupId, SiteId};
+use fxtriage_sites::credentials::{self, ApiToken, Credential, Role, Scope};
 
-use crate::error::{ApiError, ApiResult, Doing as _};
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::tokens::{ApiToken, Role};
 
 /// The authenticated caller of a site route.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token_id: String,
+    /// The URL's site, which the token covers.
     pub site: SiteId,
     pub role: Role,
+    /// The group whose token this is, when it is a group's.
+    pub group: Option<GroupId>,
 }
 
 impl Caller {
     /// 403 unless the caller may claim, release and report.
     pub fn require_reader(&self) -> ApiResult<()> {
-        if self.role.can_read_studies() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "a {} token may only read; claiming, releasing and reporting need a reader or admin token",
-                self.role
-            )))
+        require(
+            self.role,
+            Role::can_read_studies,
+            "reader or admin",
+            "claim, release or report",
+        )
+    }
+}
+
+/// The authenticated caller of a group route.
+#[derive(Debug, Clone)]
+pub struct GroupCaller {
+    pub token_id: String,
+    pub group: GroupId,
+    /// The group's sites in service.
+    pub sites: Vec<SiteId>,
+    pub role: Role,
+}
+
+impl GroupCaller {
+    /// 403 unless the caller may claim, release and report.
+    pub fn require_reader(&self) -> ApiResult<()> {
+        require(
+            self.role,
+            Role::can_read_studies,
+            "reader or admin",
+            "claim, release or report",
+        )
+    }
+
+    /// The caller acting on one of the group's sites.
+    pub fn on_site(&self, site: &SiteId) -> Caller {
+        Caller {
+            token_id: self.token_id.clone(),
+            site: site.clone(),
+            role: self.role,
+            group: Some(self.group.clone()),
         }
     }
 }
 
-/// Middleware of the site routes: authenticates, checks the site, and hands the
-/// [`Caller`] to the handler as a request extension.
+/// A deployment admin: administers the site registry and the tokens.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    pub token_id: String,
+}
+
+fn require(role: Role, may: fn(Role) -> bool, needed: &str, action: &str) -> ApiResult<()> {
+    if may(role) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "a {role} token may not {action}: that needs the {needed} role"
+        )))
+    }
+}
+
+/// The value of path parameter `name`.
+fn path_param(
+    params: &Result<RawPathParams, RawPathParamsRejection>,
+    name: &str,
+) -> Option<String> {
+    params.as_ref().ok().and_then(|params| {
+        params
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+    })
+}
+
+/// Middleware of the site routes: authenticates, checks that the token covers
+/// the URL's site and may view, and hands the [`Caller`] to the handler.
 pub async fn authenticate(
     State(state): State<AppState>,
     path_params: Result<RawPathParams, RawPathParamsRejection>,
@@ -52,22 +119,112 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = presented_token(&request)?;
-    let caller = look_up(&state, &token).await?;
-    let requested_site = path_params.ok().and_then(|params| {
-        params
-            .iter()
-            .find(|(name, _)| *name == "site")
-            .map(|(_, value)| value.to_owned())
-    });
-    if requested_site.as_deref() != Some(caller.site.as_str()) {
+    let credential = credential_of(&state, token).await?;
+    let requested = path_param(&path_params, "site").unwrap_or_default();
+    let snapshot = state.sites.current();
+    let (covers, group) = match &credential.scope {
+        Scope::Site(site) => (site.as_str() == requested, None),
+        Scope::Group(group) => (
+            snapshot.group_has_site(group, &requested),
+            Some(group.clone()),
+        ),
+        Scope::Deployment => (false, None),
+    };
+    let site = snapshot.site(&requested).filter(|_| covers);
+    let Some(site) = site else {
         tracing::warn!(
-            token_id = %caller.token_id,
-            "a token asked for a site other than its own; answered 404"
+            token_id = %credential.token_id,
+            "a token asked for a site outside its scope; answered 404"
         );
         return Err(ApiError::not_found());
-    }
-    request.extensions_mut().insert(caller);
+    };
+    require(
+        credential.role,
+        Role::can_view,
+        "viewer, reader or admin",
+        "read worklists",
+    )?;
+    request.extensions_mut().insert(Caller {
+        token_id: credential.token_id,
+        site: site.id.clone(),
+        role: credential.role,
+        group,
+    });
     Ok(next.run(request).await)
+}
+
+/// Middleware of the group routes: the token must be the URL's group's.
+pub async fn authenticate_group(
+    State(state): State<AppState>,
+    path_params: Result<RawPathParams, RawPathParamsRejection>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = presented_token(&request)?;
+    let credential = credential_of(&state, token).await?;
+    let requested = path_param(&path_params, "group").unwrap_or_default();
+    let group = match &credential.scope {
+        Scope::Group(group) if group.as_str() == requested => group.clone(),
+        _ => {
+            tracing::warn!(
+                token_id = %credential.token_id,
+                "a token asked for a group outside its scope; answered 404"
+            );
+            return Err(ApiError::not_found());
+        }
+    };
+    let sites = state
+        .sites
+        .current()
+        .group_sites(group.as_str())
+        .ok_or_else(ApiError::not_found)?
+        .to_vec();
+    require(
+        credential.role,
+        Role::can_view,
+        "viewer, reader or admin",
+        "read worklists",
+    )?;
+    request.extensions_mut().insert(GroupCaller {
+        token_id: credential.token_id,
+        group,
+        sites,
+        role: credential.role,
+    });
+    Ok(next.run(request).await)
+}
+
+/// Middleware of the admin routes: a deployment admin token, else 404 (an
+/// admin surface is not advertised to other tokens).
+pub async fn authenticate_admin(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = presented_token(&request)?;
+    let credential = credential_of(&state, token).await?;
+    if credential.scope != Scope::Deployment || credential.role != Role::Admin {
+        tracing::warn!(token_id = %credential.token_id, "a token without deployment admin rights asked for the admin API; answered 404");
+        return Err(ApiError::not_found());
+    }
+    request.extensions_mut().insert(AdminCaller {
+        token_id: credential.token_id,
+    });
+    Ok(next.run(request).await)
+}
+
+async fn credential_of(state: &AppState, token: ApiToken) -> ApiResult<Credential> {
+    let client = state.pool.get().await?;
+    match credentials::authenticate(&client, &token).await {
+        Ok(Some(credential)) => Ok(credential),
+        Ok(None) => Err(ApiError::invalid_token()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot check a token");
+            Err(ApiError::unavailable(
+                "the credentials cannot be checked now; retry later",
+            ))
+        }
+    }
 }
 
 fn presented_token(request: &Request) -> ApiResult<ApiToken> {
@@ -84,29 +241,4 @@ fn presented_token(request: &Request) -> ApiResult<ApiToken> {
         return Err(ApiError::unauthenticated());
     }
     ApiToken::from_presented(credentials.trim()).ok_or_else(ApiError::invalid_token)
-}
-
-async fn look_up(state: &AppState, token: &ApiToken) -> ApiResult<Caller> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT token_id, site_id, role FROM api_credentials \
-             WHERE token_sha256 = $1 AND revoked_at IS NULL",
-            &[&token.sha256()],
-        )
-        .await
-        .doing("looking up an API token")?
-        .ok_or_else(ApiError::invalid_token)?;
-    let site: String = row.get("site_id");
-    let role: String = row.get("role");
-    let token_id: String = row.get("token_id");
-    let (Ok(site), Some(role)) = (SiteId::parse(site), Role::parse(&role)) else {
-        tracing::error!(%token_id, "api_credentials holds a site or role this version does not know");
-        return Err(ApiError::internal());
-    };
-    Ok(Caller {
-        token_id,
-        site,
-        role,
-    })
 }

@@ -74,22 +74,35 @@ pub async fn post_claim_next(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require_reader()?;
-    let request: ClaimNextBody = parse_body(&body)?;
-    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let sites = [caller.site.clone()];
+    claim_next_of(&state, &sites, |_| caller.clone(), &body).await
+}
+
+/// Claims, for the caller that `caller_on` gives for the site chosen, the first
+/// open study in reading order among `sites`.
+pub(crate) async fn claim_next_of(
+    state: &AppState,
+    sites: &[SiteId],
+    caller_on: impl Fn(&SiteId) -> Caller,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let request: ClaimNextBody = parse_body(body)?;
     let filter = request.filter()?;
 
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let now = database_now(&tx).await?;
-    let Some(study_uid) = lock_next_open(&tx, &caller.site, &filter).await? else {
+    let Some((site, study_uid)) = lock_next_open(&tx, sites, &filter).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let study = study_for_update(&tx, &caller.site, &study_uid)
+    let caller = caller_on(&site);
+    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let study = study_for_update(&tx, &site, &study_uid)
         .await?
         .ok_or_else(ApiError::not_found)?;
     let claimed = claim_locked(&tx, state.config.claim_ttl, &caller, &reader, study, now).await?;
     tx.commit().await?;
-    state.publish_soon(&caller.site, &study_uid);
+    state.publish_soon(&site, &study_uid);
     Ok(Json(WorklistItem::new(&claimed, now)).into_response())
 }
 

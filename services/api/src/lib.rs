@@ -1,6 +1,7 @@
 //! The api service: each site's worklist over HTTP, as JSON.
 //!
-//! Routes (every `/api/v1` route needs a bearer token of its site; see [`auth`]):
+//! Routes (every `/api/v1` route needs a bearer token whose site or group covers
+//! it; see [`auth`]):
 //!
 //! | route | role | what |
 //! |---|---|---|
@@ -12,24 +13,28 @@
 //! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround |
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
+//! | `GET /api/v1/groups/{group}/...` | viewer, reader | a reading network's merged worklist ([`groups`]) |
+//! | `/api/v1/admin/...` | deployment admin | the site registry and the tokens ([`admin`]) |
 //! | `GET /health/live`, `/health/ready`, `/metrics` | none | probes and Prometheus metrics |
 //!
 //! Errors are JSON `{"error", "message"}` ([`error`]); every read of a study and
 //! every claim, release and report is in the audit log ([`audit`]). Claims expire
-//! ([`claims`]); tokens are created by `fxtriage tokens create` ([`tokens`]).
+//! ([`claims`]); tokens are created by `fxtriage tokens create` or the admin API
+//! (`fxtriage_sites::credentials`).
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod claims;
 pub mod error;
 pub mod events;
+pub mod groups;
 pub mod metrics;
 pub mod overlay;
 pub mod reports;
 pub mod state;
 pub mod study_detail;
 pub mod study_path;
-pub mod tokens;
 pub mod views;
 pub mod web;
 pub mod worklist;
@@ -54,7 +59,9 @@ use crate::events::{EventHub, FanOut};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
-pub use tokens::{ApiToken, CreatedToken, Role, TokenError, create_token, revoke_token};
+pub use fxtriage_sites::credentials::{
+    ApiToken, CreatedToken, Credential, Role, Scope, TokenError, create_token, revoke_token,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,6 +73,9 @@ pub struct Config {
     pub claim_sweep_interval: Duration,
     /// Overlays rendered at once (each decodes a whole radiograph).
     pub max_concurrent_overlays: usize,
+    /// The sites and groups; `None`: the site registry of the database of
+    /// `clients`, followed as it changes.
+    pub sites: Option<fxtriage_sites::SiteRegistry>,
 }
 
 impl Config {
@@ -75,6 +85,7 @@ impl Config {
             claim_ttl: Duration::from_secs(15 * 60),
             claim_sweep_interval: Duration::from_secs(30),
             max_concurrent_overlays: 2,
+            sites: None,
         }
     }
 }
@@ -116,7 +127,22 @@ pub async fn serve(
     let fan_out = FanOut::subscribe(clients.bus.as_ref(), &clients.namespace)
         .await
         .context("cannot subscribe to worklist changes")?;
+    let sites = match config.sites.clone() {
+        Some(sites) => sites,
+        None => {
+            let sites = fxtriage_sites::SiteRegistry::load(&pool)
+                .await
+                .context("cannot read the site registry")?;
+            sites.keep_current(
+                pool.clone(),
+                fxtriage_sites::registry::REFRESH_INTERVAL,
+                stop.clone(),
+            );
+            sites
+        }
+    };
     let state = AppState {
+        sites,
         pool,
         store: Arc::clone(clients.store("the API")?),
         bus: clients.bus,
@@ -169,8 +195,25 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
             get(overlay::get_overlay),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
+    let group_routes = Router::new()
+        .route("/", get(groups::get_group))
+        .route("/worklist", get(groups::get_group_worklist))
+        .route("/worklist/next", post(groups::post_group_claim_next))
+        .route_layer(from_fn_with_state(state.clone(), auth::authenticate_group));
+    let admin_routes = Router::new()
+        .route("/sites", get(admin::get_sites))
+        .route("/sites/apply", post(admin::post_apply))
+        .route("/sites/{site}", get(admin::get_site))
+        .route("/tokens", get(admin::get_tokens).post(admin::post_token))
+        .route(
+            "/tokens/{token_id}",
+            axum::routing::delete(admin::delete_token),
+        )
+        .route_layer(from_fn_with_state(state.clone(), auth::authenticate_admin));
     Router::new()
         .nest("/api/v1/sites/{site}", site_routes)
+        .nest("/api/v1/groups/{group}", group_routes)
+        .nest("/api/v1/admin", admin_routes)
         .route("/metrics", get(metrics::get_metrics))
         .with_state(state.clone())
         .merge(health::probes(readiness))

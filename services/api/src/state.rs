@@ -19,6 +19,8 @@ pub struct AppState {
     pub pool: Pool,
     pub store: Arc<dyn ObjectStore>,
     pub bus: Arc<dyn Bus>,
+    /// The sites and groups, followed as the registry changes.
+    pub sites: fxtriage_sites::SiteRegistry,
     /// Where the worklist topic's name comes from.
     pub namespace: fxtriage_proto::Namespace,
     pub config: Arc<Config>,

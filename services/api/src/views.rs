@@ -18,6 +18,8 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 /// One worklist item as of `now` (the database clock of the read).
 #[derive(Debug, Clone, Serialize)]
 pub struct WorklistItem {
+    /// The site of the study (a group's worklist mixes several).
+    pub site_id: String,
     pub study_instance_uid: String,
     pub accession_number: String,
     pub urgency: &'static str,
@@ -46,6 +48,7 @@ impl WorklistItem {
     pub fn new(study: &StudyRow, now: OffsetDateTime) -> Self {
         let to_deadline = (study.deadline - now).whole_seconds();
         Self {
+            site_id: study.site_id.clone(),
             study_instance_uid: study.study_instance_uid.clone(),
             accession_number: study.accession_number.clone(),
             urgency: study.urgency.as_str(),

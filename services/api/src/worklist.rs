@@ -14,7 +14,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use fxtriage_core::Urgency;
+use fxtriage_core::{SiteId, Urgency};
 use fxtriage_worklist::store::WorklistCursor;
 use fxtriage_worklist::study::{StudyAiResult, WorklistState};
 use serde::Serialize;
@@ -56,6 +56,18 @@ pub async fn get_worklist(
     let Query(params) = params.map_err(|rejection| {
         ApiError::bad_request(format!("malformed query: {}", rejection.body_text()))
     })?;
+    let sites = [caller.site.clone()];
+    read_worklist(&state, &sites, |_| caller.clone(), &params).await
+}
+
+/// One page of the worklist of `sites` for `params`, each site's read in the
+/// audit log (by the caller `caller_on` gives for it).
+pub(crate) async fn read_worklist(
+    state: &AppState,
+    sites: &[SiteId],
+    caller_on: impl Fn(&SiteId) -> Caller,
+    params: &WorklistParams,
+) -> ApiResult<Json<WorklistResponse>> {
     let filter = parse_filter(
         params.state.as_deref(),
         params.urgency.as_deref(),
@@ -73,19 +85,27 @@ pub async fn get_worklist(
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
 
     let client = state.pool.get().await?;
-    let page = worklist(&client, &caller.site, &filter, after.as_ref(), limit).await?;
-    audit::record(
-        &client,
-        &AuditEntry {
-            site: &caller.site,
-            actor: Actor::caller(&caller),
-            action: action::WORKLIST_READ,
-            study_instance_uid: None,
-            sop_instance_uid: None,
-            detail: serde_json::json!({ "items": page.items.len() }),
-        },
-    )
-    .await?;
+    let page = worklist(&client, sites, &filter, after.as_ref(), limit).await?;
+    for site in sites {
+        let caller = caller_on(site);
+        let items = page
+            .items
+            .iter()
+            .filter(|item| item.site_id == site.as_str())
+            .count();
+        audit::record(
+            &client,
+            &AuditEntry {
+                site,
+                actor: Actor::caller(&caller),
+                action: action::WORKLIST_READ,
+                study_instance_uid: None,
+                sop_instance_uid: None,
+                detail: serde_json::json!({ "items": items }),
+            },
+        )
+        .await?;
+    }
     Ok(Json(WorklistResponse {
         items: page
             .items
@@ -153,10 +173,11 @@ fn words<T: PartialEq>(
 fn encode_cursor(cursor: &WorklistCursor) -> String {
     let micros = |at: OffsetDateTime| at.unix_timestamp_nanos() / 1000;
     hex::encode(format!(
-        "{}_{}_{}",
+        "{}_{}_{}_{}",
         micros(cursor.deadline),
         micros(cursor.arrived_at),
-        cursor.study_instance_uid
+        cursor.study_instance_uid,
+        cursor.site_id
     ))
 }
 
@@ -164,7 +185,7 @@ fn decode_cursor(text: &str) -> ApiResult<WorklistCursor> {
     let invalid = || ApiError::bad_request("cursor is not one this API returned");
     let bytes = hex::decode(text).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let mut parts = text.splitn(3, '_');
+    let mut parts = text.splitn(4, '_');
     let mut time = || -> ApiResult<OffsetDateTime> {
         let micros: i128 = parts
             .next()
@@ -182,10 +203,12 @@ fn decode_cursor(text: &str) -> ApiResult<WorklistCursor> {
     {
         return Err(invalid());
     }
+    let site_id = SiteId::parse(parts.next().ok_or_else(invalid)?).map_err(|_| invalid())?;
     Ok(WorklistCursor {
         deadline,
         arrived_at,
         study_instance_uid,
+        site_id: site_id.as_str().to_owned(),
     })
 }
 
@@ -200,6 +223,7 @@ mod tests {
             deadline: datetime!(2026-01-05 09:00:00.123456 UTC),
             arrived_at: datetime!(2026-01-05 08:00:00 UTC),
             study_instance_uid: "1.2.840.99".into(),
+            site_id: "st-marys".into(),
         };
         assert_eq!(
             decode_cursor(&encode_cursor(&cursor)).expect("decodes"),
@@ -211,6 +235,8 @@ mod tests {
             &hex::encode("1_2"),
             &hex::encode("a_b_1.2"),
             &hex::encode("1_2_x"),
+            &hex::encode("1_2_1.2"),
+            &hex::encode("1_2_1.2_Bad Site"),
         ] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
         }

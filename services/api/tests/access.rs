@@ -54,13 +54,13 @@ async fn requests_without_a_valid_token_get_401_with_a_bearer_challenge() {
     let revoked = {
         let created = fxtriage_api::create_token(
             &api.pool,
-            &site_id(SITE),
+            &fxtriage_api::Scope::Site(site_id(SITE)),
             fxtriage_api::Role::Admin,
             "to be revoked",
         )
         .await
         .expect("token");
-        fxtriage_api::revoke_token(&api.pool, &created.token_id)
+        fxtriage_api::revoke_token(&api.pool, &created.credential.token_id)
             .await
             .expect("revoke");
         format!("Bearer {}", created.token.reveal())

@@ -132,3 +132,33 @@ impl DatabaseArgs {
         Ok(config.pool()?)
     }
 }
+
+#[derive(Debug, Args)]
+pub struct SitesFileArgs {
+    /// A sites file applied to the site registry at start-up, as `fxtriage sites
+    /// apply FILE` would (the registry stays the one definition; services follow
+    /// later changes without a restart).
+    #[arg(long = "sites", env = "FXTRIAGE_SITES")]
+    pub sites_file: Option<PathBuf>,
+}
+
+impl SitesFileArgs {
+    /// Applies the file, if one is given; an invalid file stops the start.
+    pub async fn apply_at_start(&self, pool: &fxtriage_db::DbPool) -> anyhow::Result<()> {
+        let Some(path) = &self.sites_file else {
+            return Ok(());
+        };
+        let mut report = Vec::new();
+        crate::commands::sites::apply_file(
+            pool,
+            path,
+            fxtriage_sites::ApplyOptions::default(),
+            &mut report,
+        )
+        .await?;
+        for line in String::from_utf8_lossy(&report).lines() {
+            tracing::info!(file = %path.display(), "{line}");
+        }
+        Ok(())
+    }
+}

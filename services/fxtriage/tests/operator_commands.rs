@@ -45,7 +45,8 @@ async fn quarantine_two(root: &Path) {
         &fxtriage_proto::Namespace::none(),
     );
     let sites = Sites::from_toml(SITES).expect("sites");
-    let site = sites.by_id("st-marys").expect("site");
+    let site = sites.site("st-marys").expect("site");
+    let site: &fxtriage_ingest::SiteConfig = site;
     let wrist = SyntheticInstance::wrist().to_part10();
     let ct = SyntheticInstance {
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
@@ -119,8 +120,11 @@ async fn quarantine_list_prints_one_line_per_refused_object() {
     assert_eq!(stdout(&other_site), "");
 }
 
-#[test]
-fn import_of_a_site_missing_from_the_sites_file_fails_before_connecting() {
+#[tokio::test]
+async fn import_of_a_site_missing_from_the_registry_fails_before_connecting() {
+    let Some(database) = fxtriage_testkit::FreshDatabase::create("fxt_import").await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let sites = dir.path().join("sites.toml");
     std::fs::write(&sites, SITES).expect("sites file");
@@ -131,6 +135,8 @@ fn import_of_a_site_missing_from_the_sites_file_fails_before_connecting() {
         "kings",
         "--sites",
         sites.to_str().expect("utf-8"),
+        "--database-url",
+        &database.url,
         "--kafka-brokers",
         "127.0.0.1:1",
         "--store-dir",
@@ -138,13 +144,20 @@ fn import_of_a_site_missing_from_the_sites_file_fails_before_connecting() {
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("kings"), "{stderr}");
+    assert!(
+        stderr.contains("kings") && stderr.contains("site registry"),
+        "{stderr}"
+    );
+    database.drop_database().await;
 }
 
 /// Imports with the broker of the local stack (`FXTRIAGE_KAFKA_BROKERS`).
-#[test]
-fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
     let Some(brokers) = fxtriage_testkit::stack::setting("FXTRIAGE_KAFKA_BROKERS") else {
+        return;
+    };
+    let Some(database) = fxtriage_testkit::FreshDatabase::create("fxt_import").await else {
         return;
     };
     // Topics of its own: the imported instances reach no other test's consumers.
@@ -167,6 +180,8 @@ fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
             "st-marys",
             "--sites",
             sites.to_str().expect("utf-8"),
+            "--database-url",
+            &database.url,
             "--kafka-brokers",
             &brokers,
             "--namespace",
@@ -202,6 +217,8 @@ fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
         "st-marys",
         "--sites",
         sites.to_str().expect("utf-8"),
+        "--database-url",
+        &database.url,
         "--kafka-brokers",
         &brokers,
         "--namespace",
@@ -212,4 +229,5 @@ fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
     assert_eq!(failed.status.code(), Some(1), "{failed:?}");
     let summary = stdout(&failed);
     assert!(summary.contains("failed (retryable):  1"), "{summary}");
+    database.drop_database().await;
 }

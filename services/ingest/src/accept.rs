@@ -164,7 +164,7 @@ impl Ingestor {
     ) -> Result<Stored, IngestError> {
         let (inspected, sha256) = source.inspect().await;
         let checked = inspected.and_then(|info| {
-            let (uids, eligibility) = validate(&info, source.len(), &site.rules, &site.limits)?;
+            let (uids, eligibility) = validate(&info, source.len(), &site.routing, &site.limits)?;
             Ok((info, uids, eligibility))
         });
         let (info, uids, eligibility) = match checked {

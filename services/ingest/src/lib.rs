@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use accept::{IngestError, Ingestor, InstanceSource, Stored};
 pub use sender::Sender;
-pub use sites::{SiteConfig, Sites};
+pub use sites::{SiteConfig, SiteRegistry, Sites};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,7 +31,9 @@ pub struct Config {
     /// DIMSE C-STORE SCP.
     pub dimse_address: SocketAddr,
     pub dimse: dimse::DimseOptions,
-    pub sites: Sites,
+    /// The sites served; `None`: the site registry of the database of `clients`,
+    /// followed as it changes.
+    pub sites: Option<SiteRegistry>,
 }
 
 /// Serves C-STORE and STOW-RS until `shutdown` is cancelled, then stops accepting,
@@ -42,15 +44,29 @@ pub async fn run(
     clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let database = clients.database("ingest")?.clone();
     let ingestor = Ingestor::new(
         Arc::clone(clients.store("ingest")?),
         clients.bus,
         &clients.namespace,
     );
-    let sites = Arc::new(config.sites);
+    let sites = match config.sites {
+        Some(sites) => sites,
+        None => {
+            let sites = SiteRegistry::load(&database)
+                .await
+                .context("cannot read the site registry")?;
+            sites.keep_current(
+                database.clone(),
+                fxtriage_sites::registry::REFRESH_INTERVAL,
+                shutdown.clone(),
+            );
+            sites
+        }
+    };
     let readiness = health::Readiness::new();
-    let router =
-        stow::router(ingestor.clone(), Arc::clone(&sites)).merge(health::router(readiness.clone()));
+    let router = stow::router(ingestor.clone(), sites.clone(), database)
+        .merge(health::router(readiness.clone()));
     let (http_bound, http_task) = health::serve(config.http_address, router, shutdown.clone())
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;

@@ -18,7 +18,10 @@
 //!   is, except 503 (with `Retry-After`) when every failure is a lack of
 //!   resources (store or bus unavailable): nothing in the request conflicts, and
 //!   HTTP clients retry a 503 on their own. 400 for a malformed body or study
-//!   UID, 401 without a valid token for the site, 406 for an `Accept` without
+//!   UID, 401 without a valid token, 404 when the token's site or group does not
+//!   cover the site in the URL (as for a site that does not exist), 403 when the
+//!   token's role may not store (STOW-RS needs `sender` or `admin`; see
+//!   `fxtriage_sites::credentials`), 406 for an `Accept` without
 //!   `application/dicom+json`, 413 for a body over [`StowLimits::max_request_bytes`],
 //!   415 for another media type.
 //! - A request that ends early (malformed multipart, size limit) after some
@@ -61,7 +64,9 @@ use axum::routing::post;
 use fxtriage_core::DicomUid;
 use tracing::Instrument as _;
 
-use crate::{IngestError, Ingestor, InstanceSource, Sender, SiteConfig, Sites};
+use deadpool_postgres::Pool;
+
+use crate::{IngestError, Ingestor, InstanceSource, Sender, SiteConfig, SiteRegistry};
 
 pub(crate) use header::HeaderUids;
 pub use response::{failure_reason, failure_reason_of, private_tags};
@@ -90,19 +95,22 @@ impl Default for StowLimits {
     }
 }
 
-/// The STOW-RS routes with the default [`StowLimits`].
-pub fn router(ingestor: Ingestor, sites: Arc<Sites>) -> axum::Router {
-    router_with_limits(ingestor, sites, StowLimits::default())
+/// The STOW-RS routes with the default [`StowLimits`]; tokens are checked
+/// against the credentials of `database`.
+pub fn router(ingestor: Ingestor, sites: SiteRegistry, database: Pool) -> axum::Router {
+    router_with_limits(ingestor, sites, database, StowLimits::default())
 }
 
 pub fn router_with_limits(
     ingestor: Ingestor,
-    sites: Arc<Sites>,
+    sites: SiteRegistry,
+    database: Pool,
     limits: StowLimits,
 ) -> axum::Router {
     let state = StowState {
         ingestor,
         sites,
+        database,
         limits: Arc::new(limits),
     };
     axum::Router::new()
@@ -119,7 +127,8 @@ pub fn router_with_limits(
 #[derive(Debug, Clone)]
 struct StowState {
     ingestor: Ingestor,
-    sites: Arc<Sites>,
+    sites: SiteRegistry,
+    database: Pool,
     limits: Arc<StowLimits>,
 }
 
@@ -147,15 +156,13 @@ async fn store(
 ) -> Response {
     let (parts, body) = request.into_parts();
     // Authorisation comes first: an unauthorised caller learns nothing else.
-    let token = match auth::bearer_token(&parts.headers) {
-        Ok(token) => token,
-        Err(refusal) => return auth::unauthorised(refusal),
-    };
-    let Some(site) = state.sites.authorise_stow(&site_id, token) else {
-        return auth::unauthorised(auth::Refusal::InvalidToken);
-    };
+    let (site, credential) =
+        match auth::authorise(&parts.headers, &site_id, &state.sites, &state.database).await {
+            Ok(authorised) => authorised,
+            Err(refused) => return refused,
+        };
     let sender = Sender::StowRs {
-        token_id: auth::token_id(token),
+        token_id: credential.token_id,
         peer: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -202,7 +209,7 @@ async fn store(
     let span = tracing::info_span!("stow.store", site = %site.id, %sender);
     let transaction = Transaction {
         ingestor: &state.ingestor,
-        site,
+        site: &site,
         sender: &sender,
         expected_study: expected_study.as_deref(),
         part_limits: PartLimits {

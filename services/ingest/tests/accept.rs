@@ -71,7 +71,7 @@ async fn next_event(bus: &InProcessBus) -> InstanceStored {
 #[tokio::test]
 async fn a_valid_instance_is_stored_byte_for_byte_then_announced() {
     let h = harness();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let instance = SyntheticInstance::wrist();
     let bytes = Bytes::from(instance.to_part10());
 
@@ -117,7 +117,7 @@ async fn a_valid_instance_is_stored_byte_for_byte_then_announced() {
 #[tokio::test]
 async fn a_not_eligible_instance_is_stored_and_flagged() {
     let h = harness();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let chest = SyntheticInstance {
         body_part: "CHEST".into(),
         ..SyntheticInstance::wrist()
@@ -141,7 +141,7 @@ async fn a_not_eligible_instance_is_stored_and_flagged() {
 #[tokio::test]
 async fn a_corrupt_instance_is_quarantined_with_its_reason_and_never_announced() {
     let h = harness();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let bytes = SyntheticInstance::wrist().to_part10();
     let truncated = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
 
@@ -205,7 +205,7 @@ async fn a_corrupt_instance_is_quarantined_with_its_reason_and_never_announced()
 #[tokio::test]
 async fn resending_the_same_instance_is_idempotent() {
     let h = harness();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let bytes = Bytes::from(SyntheticInstance::wrist().to_part10());
     let first = h
         .ingestor
@@ -239,7 +239,7 @@ async fn a_bus_that_cannot_confirm_gives_a_retryable_failure() {
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(config).expect("client"));
     let ingestor = Ingestor::new(Arc::clone(&store), bus, &fxtriage_proto::Namespace::none());
     let sites = Sites::from_toml(SITES).expect("sites");
-    let site = sites.by_id("st-marys").expect("site");
+    let site = sites.site("st-marys").expect("site");
     let bytes = Bytes::from(SyntheticInstance::wrist().to_part10());
 
     let error = ingestor

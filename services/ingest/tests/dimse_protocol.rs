@@ -297,6 +297,36 @@ async fn garbage_and_dropped_connections_never_stop_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_with_an_allow_list_refuses_other_calling_ae_titles_at_association() {
+    let scp = Scp::start().await;
+    let refused = associate(&scp, LISTED_AE_TITLE, DX).await;
+    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
+        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Permanent);
+    assert!(
+        matches!(
+            association_rj.source,
+            AssociationRJSource::ServiceUser(
+                dicom_ul::pdu::AssociationRJServiceUserReason::CallingAETitleNotRecognized
+            )
+        ),
+        "{:?}",
+        association_rj.source
+    );
+    let admitted = scu::associate_as(&scp, ALLOWED_CALLING_AE_TITLE, LISTED_AE_TITLE, DX)
+        .await
+        .expect("the listed sender associates");
+    admitted.release().await.expect("release");
+    // A site without a list admits any sender.
+    let any = scu::associate_as(&scp, "ANY_SENDER", AE_TITLE, DX)
+        .await
+        .expect("no list, any sender");
+    any.release().await.expect("release");
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn associations_beyond_the_limit_are_refused_as_transient() {
     let scp = Scp::start_with(DimseOptions {
         max_associations: 1,

@@ -72,7 +72,7 @@ impl Harness {
         source: &ImportSource,
         progress: &dyn ImportProgress,
     ) -> ImportSummary {
-        let site = self.sites.by_id("st-marys").expect("site");
+        let site = self.sites.site("st-marys").expect("site");
         import::import(
             &self.ingestor,
             site,
@@ -439,7 +439,7 @@ async fn a_shutdown_stops_the_import_and_marks_it_interrupted() {
     h.write("a.dcm", &SyntheticInstance::wrist().to_part10());
     let shutdown = CancellationToken::new();
     shutdown.cancel();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let summary = import::import(
         &h.ingestor,
         site,
@@ -458,7 +458,7 @@ async fn a_shutdown_stops_the_import_and_marks_it_interrupted() {
 #[tokio::test]
 async fn a_missing_directory_is_an_error() {
     let h = harness();
-    let site = h.sites.by_id("st-marys").expect("site");
+    let site = h.sites.site("st-marys").expect("site");
     let error = import::import(
         &h.ingestor,
         site,

@@ -10,19 +10,20 @@ use deadpool_postgres::Pool;
 use fxtriage_bus::{Bus, BusError, DeadLetterReason, Received};
 use fxtriage_core::SiteId;
 use fxtriage_proto::Namespace;
+use fxtriage_sites::SiteRegistry;
 
 use crate::apply::{Applied, apply_finding, apply_instance};
 use crate::error::{ErrorKind, StoreError};
 use crate::incoming::{self, Incoming, dead_letter_kind};
 use crate::outbox;
-use crate::policy_book::PolicyBook;
 
 /// The prioritizer's dependencies, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Prioritizer {
     bus: Arc<dyn Bus>,
     pool: Pool,
-    policies: Arc<PolicyBook>,
+    /// Each site's policy comes from here.
+    sites: SiteRegistry,
     namespace: Namespace,
 }
 
@@ -43,16 +44,11 @@ pub enum TransientError {
 }
 
 impl Prioritizer {
-    pub fn new(
-        bus: Arc<dyn Bus>,
-        pool: Pool,
-        policies: Arc<PolicyBook>,
-        namespace: Namespace,
-    ) -> Self {
+    pub fn new(bus: Arc<dyn Bus>, pool: Pool, sites: SiteRegistry, namespace: Namespace) -> Self {
         Self {
             bus,
             pool,
-            policies,
+            sites,
             namespace,
         }
     }
@@ -80,7 +76,8 @@ impl Prioritizer {
         };
         let site = incoming.image().site_id.clone();
         let study = incoming.image().study_instance_uid.to_string();
-        let policy = self.policies.for_site(&site);
+        let policy = self.sites.current().policy(&site);
+        let policy = &policy;
         let outcome = match &incoming {
             Incoming::Instance(instance) => apply_instance(&self.pool, policy, instance).await,
             Incoming::Finding(finding) => apply_finding(&self.pool, policy, finding).await,

@@ -3,12 +3,11 @@
 //!
 //! - [`incoming`]: decoding and checking the consumed messages;
 //! - [`aggregate`]: a study's values from its images (probability, AI result, deadline);
-//! - [`policy`] and [`policy_book`]: the deadline policy and its per-site configuration;
+//! - [`policy`]: the deadline policy (each site's is in the site registry);
 //! - [`apply`]: one message, one transaction, exactly once in effect;
 //! - [`worklist_store`]: the SQL;
 //! - [`outbox`]: worklist changes to `fxtriage.worklist.v1`, at least once;
-//! - [`handler`] and [`consumer`]: the consumer loop, retries and dead letters;
-//! - [`sites`]: registering sites.
+//! - [`handler`] and [`consumer`]: the consumer loop, retries and dead letters.
 
 pub mod aggregate;
 /// The deadline policy lives beside the other domain types.
@@ -19,8 +18,6 @@ pub mod apply;
 pub mod consumer;
 pub mod handler;
 pub mod incoming;
-pub mod policy_book;
-pub mod sites;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fxtriage_clients::Clients;
+use fxtriage_sites::SiteRegistry;
 use fxtriage_telemetry::health;
 use tokio_util::sync::CancellationToken;
 
@@ -35,14 +33,15 @@ pub use apply::{Applied, apply_finding, apply_instance};
 pub use consumer::{ConsumerOptions, run_consumer};
 pub use error::{ErrorKind, StoreError};
 pub use handler::{Handled, Prioritizer};
-pub use policy_book::{PolicyBook, PolicyBookError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where `/health/live` and `/health/ready` are served. Ready means: the schema
     /// is current, the consumer joined its group, and the database answers.
     pub health_address: SocketAddr,
-    pub policies: PolicyBook,
+    /// The sites and their policies; `None`: the site registry of the database
+    /// of `clients`, followed as it changes.
+    pub sites: Option<SiteRegistry>,
     pub consumer: ConsumerOptions,
     /// How often changes left in the outbox (after a bus failure) are retried.
     pub outbox_interval: Duration,
@@ -52,7 +51,7 @@ impl Config {
     pub fn new(health_address: SocketAddr) -> Self {
         Self {
             health_address,
-            policies: PolicyBook::default(),
+            sites: None,
             consumer: ConsumerOptions::default(),
             outbox_interval: Duration::from_secs(2),
         }
@@ -78,6 +77,20 @@ pub async fn run(
     .await
     .with_context(|| format!("cannot listen on {}", config.health_address))?;
     tracing::info!(%bound, "prioritizer health endpoints listening");
+    let sites = match config.sites {
+        Some(sites) => sites,
+        None => {
+            let sites = SiteRegistry::load(&pool)
+                .await
+                .context("cannot read the site registry")?;
+            sites.keep_current(
+                pool.clone(),
+                fxtriage_sites::registry::REFRESH_INTERVAL,
+                stop.clone(),
+            );
+            sites
+        }
+    };
 
     // Changes a crash left between commit and produce go out before anything new.
     let relay = tokio::spawn(outbox::run_relay(
@@ -87,12 +100,7 @@ pub async fn run(
         config.outbox_interval,
         stop.clone(),
     ));
-    let prioritizer = Prioritizer::new(
-        clients.bus,
-        pool,
-        Arc::new(config.policies),
-        clients.namespace,
-    );
+    let prioritizer = Prioritizer::new(clients.bus, pool, sites, clients.namespace);
     let consumed = run_consumer(prioritizer, config.consumer, readiness, stop.clone()).await;
     stop.cancel();
     let relayed = relay.await.context("the outbox relay task failed");

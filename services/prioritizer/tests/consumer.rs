@@ -10,7 +10,7 @@ use std::time::Duration;
 use fxtriage_bus::{Bus, InProcessBus, InProcessConfig, Record};
 use fxtriage_core::Urgency;
 use fxtriage_prioritizer::study::StudyAiResult;
-use fxtriage_prioritizer::{ConsumerOptions, PolicyBook, Prioritizer, outbox, run_consumer};
+use fxtriage_prioritizer::{ConsumerOptions, Prioritizer, outbox, run_consumer};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
 use fxtriage_proto::v1::{self as proto, ChangeKind};
@@ -54,10 +54,12 @@ struct Running {
 
 impl Running {
     fn start(bus: &Arc<dyn Bus>, pool: &deadpool_postgres::Pool, options: ConsumerOptions) -> Self {
+        // The defaults of every site: a registry that stays empty is enough.
+        let sites = fxtriage_sites::SiteRegistry::fixed(fxtriage_sites::Snapshot::default());
         let prioritizer = Prioritizer::new(
             Arc::clone(bus),
             pool.clone(),
-            Arc::new(PolicyBook::default()),
+            sites,
             fxtriage_proto::Namespace::none(),
         );
         let shutdown = CancellationToken::new();
@@ -441,9 +443,7 @@ async fn a_message_is_retried_until_the_database_is_back() {
     let staged = server.with_database(&staging);
     fxtriage_db::migrate(&staged).await.expect("migrate");
     let staging_pool = staged.pool().expect("pool");
-    fxtriage_prioritizer::sites::add_site(&staging_pool, &site(SITE), "Demo")
-        .await
-        .expect("site");
+    add_site(&staging_pool, SITE, "Demo").await;
     staging_pool.close();
     eventually(PATIENCE, "the staged database is renamed", || async {
         admin

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use fxtriage_bus::{Bus, KafkaBus, KafkaConfig, Record};
 use fxtriage_core::Urgency;
-use fxtriage_prioritizer::sites::add_site;
 use fxtriage_prioritizer::study::StudyAiResult;
-use fxtriage_prioritizer::{ConsumerOptions, PolicyBook, Prioritizer, run_consumer};
+use fxtriage_prioritizer::{ConsumerOptions, Prioritizer, run_consumer};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
 use fxtriage_telemetry::health::Readiness;
@@ -40,9 +39,7 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
     // Topics and groups of its own: no other run's history, no other test's consumers.
     let namespace = fxtriage_testkit::unique_namespace("prioritizer-kafka");
     let site_id = "kafka".to_owned();
-    add_site(&db.pool, &site(&site_id), "Kafka test")
-        .await
-        .expect("site");
+    add_site(&db.pool, &site_id, "Kafka test").await;
     for topic in namespace.topics() {
         bus.ensure_topic(&topic, 2).await.expect("topic");
     }
@@ -127,7 +124,7 @@ async fn over_kafka_each_worklist_revision_is_published_once_despite_poison_and_
     let prioritizer = Prioritizer::new(
         Arc::clone(&bus),
         db.pool.clone(),
-        Arc::new(PolicyBook::default()),
+        registry(&db.pool).await,
         namespace.clone(),
     );
     let consumer = tokio::spawn(run_consumer(

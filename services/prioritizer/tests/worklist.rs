@@ -436,12 +436,14 @@ async fn each_site_is_prioritised_by_its_own_policy() {
     let Some(db) = fresh_database().await else {
         return;
     };
-    let strict = fxtriage_prioritizer::PolicyBook::from_toml(
-        "[sites.demo.operating_points]\nsuspected = 0.95\npossible = 0.9\n",
-    )
-    .expect("policy");
+    let mut strict = fxtriage_sites::SiteConfig::new(site(SITE), "Strict hospital");
+    strict.policy.operating_points.suspected = 0.95;
+    strict.policy.operating_points.possible = 0.9;
+    fxtriage_sites::store::put_sites(&db.pool, vec![strict])
+        .await
+        .expect("the site's policy");
     let image = instance("1.12.1", "1.12.1.1.1", Urgency::Inpatient, T0);
-    let policy = strict.for_site(&site(SITE));
+    let policy = &registry(&db.pool).await.current().policy(&site(SITE));
     apply_instance(
         &db.pool,
         policy,

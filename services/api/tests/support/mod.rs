@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use fxtriage_api::{Config, Role, create_token};
+use fxtriage_api::{Config, Role, Scope, create_token};
 use fxtriage_bus::{Bus, InProcessBus};
 use fxtriage_core::{SiteId, Urgency};
 use fxtriage_db::DbConfig;
@@ -17,7 +17,6 @@ use fxtriage_objstore::{LocalDirStore, ObjectKey, ObjectStore};
 use fxtriage_prioritizer::apply::{apply_finding, apply_instance};
 use fxtriage_prioritizer::incoming::{ImageFinding, StoredInstance, to_timestamp};
 use fxtriage_prioritizer::policy::Policy;
-use fxtriage_prioritizer::sites::add_site;
 use fxtriage_proto::v1 as proto;
 use reqwest::{Response, StatusCode};
 use time::OffsetDateTime;
@@ -27,6 +26,24 @@ use tokio_util::sync::CancellationToken;
 /// The site the tests mostly use, and another one that must stay invisible to it.
 pub const SITE: &str = "demo";
 pub const OTHER_SITE: &str = "other";
+/// A reading network of both sites.
+pub const GROUP: &str = "network";
+
+/// The registry of every API test: two sites and a group of both.
+pub const SITES_FILE: &str = r#"
+[[site]]
+id = "demo"
+name = "Demo hospital"
+
+[[site]]
+id = "other"
+name = "Other hospital"
+
+[[group]]
+id = "network"
+name = "Demo network"
+sites = ["demo", "other"]
+"#;
 
 /// The server of the local stack, or `None` (the test is skipped) when
 /// FXTRIAGE_DATABASE_URL is unset (see `fxtriage_testkit::stack`).
@@ -35,12 +52,13 @@ pub fn database_server() -> Option<DbConfig> {
     Some(DbConfig::from_url(&url).expect("valid FXTRIAGE_DATABASE_URL"))
 }
 
-/// Tokens of one site, one per role.
+/// Tokens of one site (or of the group), one per role.
 #[derive(Debug, Clone)]
 pub struct SiteTokens {
     pub viewer: String,
     pub reader: String,
     pub admin: String,
+    pub sender: String,
     pub reader_id: String,
 }
 
@@ -53,6 +71,10 @@ pub struct TestApi {
     pub store: Arc<dyn ObjectStore>,
     pub demo: SiteTokens,
     pub other: SiteTokens,
+    /// Tokens of [`GROUP`], a reading network of both sites.
+    pub network: SiteTokens,
+    /// A deployment admin token: the admin API.
+    pub deployment_admin: String,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     database_server: DbConfig,
@@ -78,13 +100,22 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
     config.max_connections = 24;
     fxtriage_db::migrate(&config).await.expect("migrate");
     let pool = config.pool().expect("pool");
-    for (site, name) in [(SITE, "Demo hospital"), (OTHER_SITE, "Other hospital")] {
-        add_site(&pool, &site_id(site), name)
-            .await
-            .expect("add site");
-    }
-    let demo = site_tokens(&pool, SITE).await;
-    let other = site_tokens(&pool, OTHER_SITE).await;
+    fxtriage_sites::store::apply_text(&pool, SITES_FILE, Default::default())
+        .await
+        .expect("the sites and the group");
+    let demo = site_tokens(&pool, Scope::Site(site_id(SITE))).await;
+    let other = site_tokens(&pool, Scope::Site(site_id(OTHER_SITE))).await;
+    let network = site_tokens(
+        &pool,
+        Scope::Group(fxtriage_core::GroupId::parse(GROUP).expect("group id")),
+    )
+    .await;
+    let deployment_admin = create_token(&pool, &Scope::Deployment, Role::Admin, "test")
+        .await
+        .expect("deployment token")
+        .token
+        .reveal()
+        .to_owned();
 
     let store_dir = tempfile::tempdir().expect("store directory");
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(store_dir.path().to_owned()));
@@ -116,6 +147,8 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
         store,
         demo,
         other,
+        network,
+        deployment_admin,
         shutdown,
         server: server_task,
         database_server: server,
@@ -126,17 +159,21 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
     Some(api)
 }
 
-async fn site_tokens(pool: &Pool, site: &str) -> SiteTokens {
-    let token = |role| async move {
-        create_token(pool, &site_id(site), role, "test")
-            .await
-            .expect("create token")
+async fn site_tokens(pool: &Pool, scope: Scope) -> SiteTokens {
+    let token = |role| {
+        let scope = scope.clone();
+        async move {
+            create_token(pool, &scope, role, "test")
+                .await
+                .expect("create token")
+        }
     };
     let reader = token(Role::Reader).await;
     SiteTokens {
         viewer: token(Role::Viewer).await.token.reveal().to_owned(),
         admin: token(Role::Admin).await.token.reveal().to_owned(),
-        reader_id: reader.token_id.clone(),
+        sender: token(Role::Sender).await.token.reveal().to_owned(),
+        reader_id: reader.credential.token_id.clone(),
         reader: reader.token.reveal().to_owned(),
     }
 }

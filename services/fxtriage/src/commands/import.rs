@@ -3,31 +3,32 @@
 //! is in `fxtriage_ingest::import`; here are the arguments, the bar and the printing.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use clap::Args;
+use fxtriage_ingest::Ingestor;
 use fxtriage_ingest::import::{
     self, FileOutcome, ImportLocation, ImportOptions, ImportProgress, ImportSource,
 };
-use fxtriage_ingest::{Ingestor, Sites};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{BusArgs, StoreArgs};
+use crate::clients::{BusArgs, DatabaseArgs, SitesFileArgs, StoreArgs};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// A directory (walked without following symbolic links) or s3://bucket/prefix.
     /// A bucket is read with the same --s3-endpoint, --s3-region and credentials as the object store.
     pub source: String,
-    /// The site the files are imported into (an id of the sites file).
+    /// The site the files are imported into (a site of the registry, whose
+    /// routing rules and limits apply).
     #[arg(long)]
     pub site: String,
-    /// Sites file (TOML): the site's routing rules and limits.
-    #[arg(long, env = "FXTRIAGE_SITES")]
-    pub sites: PathBuf,
+    #[command(flatten)]
+    pub sites: SitesFileArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Files imported at the same time.
     #[arg(long, env = "FXTRIAGE_IMPORT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -42,12 +43,14 @@ pub struct ImportArgs {
 /// again would import more. Quarantined files do not make it fail: they are
 /// dealt with, and listed.
 pub async fn run(args: ImportArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let sites = Sites::load(&args.sites)?;
-    let site = sites.by_id(&args.site).with_context(|| {
+    let pool = args.database.migrated_pool().await?;
+    args.sites.apply_at_start(&pool).await?;
+    let registry = fxtriage_ingest::SiteRegistry::load(&pool).await?;
+    let sites = registry.current();
+    let site = sites.site(&args.site).with_context(|| {
         format!(
-            "site {:?} is not in the sites file {}",
-            args.site,
-            args.sites.display()
+            "site {:?} is not in the site registry (see `fxtriage sites list`)",
+            args.site
         )
     })?;
     let source = match ImportLocation::parse(&args.source)? {

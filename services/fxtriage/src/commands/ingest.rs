@@ -1,13 +1,12 @@
 //! `fxtriage ingest`: DIMSE C-STORE and STOW-RS into the object store, events on the bus.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Args;
 use fxtriage_clients::Clients;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{BusArgs, StoreArgs};
+use crate::clients::{BusArgs, DatabaseArgs, SitesFileArgs, StoreArgs};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -24,9 +23,10 @@ pub struct IngestArgs {
     /// Most concurrent DIMSE associations.
     #[arg(long, env = "FXTRIAGE_DIMSE_MAX_ASSOCIATIONS", default_value_t = 32)]
     pub max_associations: usize,
-    /// Sites file (TOML): AE titles, STOW tokens, routing rules, urgency mapping.
-    #[arg(long, env = "FXTRIAGE_SITES")]
-    pub sites: PathBuf,
+    #[command(flatten)]
+    pub sites: SitesFileArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
     #[command(flatten)]
@@ -34,12 +34,15 @@ pub struct IngestArgs {
 }
 
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let sites = fxtriage_ingest::Sites::load(&args.sites)?;
+    let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
+        return Ok(());
+    };
+    args.sites.apply_at_start(&database).await?;
     let clients = Clients {
         bus: args.bus.connect("fxtriage-ingest").await?,
         namespace: args.bus.namespace.clone(),
         store: Some(args.store.connect().await?),
-        database: None,
+        database: Some(database),
     };
     let config = fxtriage_ingest::Config {
         http_address: args.http_address,
@@ -48,7 +51,8 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             max_associations: args.max_associations,
             ..Default::default()
         },
-        sites,
+        // The registry of the database, followed as it changes.
+        sites: None,
     };
     fxtriage_ingest::run(config, clients, shutdown).await
 }

@@ -1,13 +1,12 @@
 //! `fxtriage prioritizer`: findings and instances into each site's worklist.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Args;
 use fxtriage_clients::Clients;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{BusArgs, DatabaseArgs};
+use crate::clients::{BusArgs, DatabaseArgs, SitesFileArgs};
 
 #[derive(Debug, Args)]
 pub struct PrioritizerArgs {
@@ -16,9 +15,8 @@ pub struct PrioritizerArgs {
     pub health_address: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Per-site priority policies (TOML); the documented defaults when unset.
-    #[arg(long, env = "FXTRIAGE_POLICIES")]
-    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub sites: SitesFileArgs,
     #[command(flatten)]
     pub bus: BusArgs,
 }
@@ -27,10 +25,8 @@ pub async fn run(args: PrioritizerArgs, shutdown: CancellationToken) -> anyhow::
     let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
         return Ok(());
     };
-    let mut config = fxtriage_prioritizer::Config::new(args.health_address);
-    if let Some(path) = &args.policies {
-        config.policies = fxtriage_prioritizer::PolicyBook::load(path)?;
-    }
+    args.sites.apply_at_start(&database).await?;
+    let config = fxtriage_prioritizer::Config::new(args.health_address);
     let clients = Clients {
         bus: args.bus.connect("fxtriage-prioritizer").await?,
         namespace: args.bus.namespace.clone(),

@@ -43,6 +43,8 @@ pub struct StandaloneArgs {
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]
+    pub sites: crate::clients::SitesFileArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -91,26 +93,30 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         database: Some(pool.clone()),
     };
     let site = fxtriage_core::SiteId::parse(DEMO_SITE)?;
-    fxtriage_prioritizer::sites::add_site(&pool, &site, "Demo site").await?;
-    let sites = fxtriage_ingest::Sites::from_toml(&format!(
-        "[[site]]\nid = \"{DEMO_SITE}\"\nae_titles = [\"{}\"]\n",
-        args.ae_title
-    ))?;
+    // The demo site, in the registry like any other: its AE title, and the
+    // operating points the model was measured at.
+    let points = model.manifest.operating_points;
+    let mut demo = fxtriage_sites::SiteConfig::new(site.clone(), "Demo site");
+    demo.called_ae_titles = vec![args.ae_title.clone()];
+    demo.policy.operating_points = fxtriage_core::policy::OperatingPoints {
+        suspected: points.suspected.threshold,
+        possible: points.possible.threshold,
+    };
+    let demo_already = fxtriage_sites::SiteRegistry::load(&pool)
+        .await?
+        .current()
+        .site(DEMO_SITE)
+        .is_some();
+    if !demo_already {
+        fxtriage_sites::store::put_sites(&pool, vec![demo]).await?;
+    }
+    args.sites.apply_at_start(&pool).await?;
 
     let loopback_any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let services = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     // The prioritizer subscribes first, so nothing announced is missed.
-    // The demo site uses the operating points the model was measured at.
-    let points = model.manifest.operating_points;
-    let mut policy = fxtriage_prioritizer::policy::Policy::default();
-    policy.operating_points = fxtriage_prioritizer::policy::OperatingPoints {
-        suspected: points.suspected.threshold,
-        possible: points.possible.threshold,
-    };
-    policy.validate()?;
-    let mut prioritizer_config = fxtriage_prioritizer::Config::new(loopback_any_port);
-    prioritizer_config.policies = fxtriage_prioritizer::PolicyBook::uniform(policy);
+    let prioritizer_config = fxtriage_prioritizer::Config::new(loopback_any_port);
     tasks.spawn(fxtriage_prioritizer::run(
         prioritizer_config,
         clients.clone(),
@@ -130,15 +136,21 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         http_address: args.stow_address,
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions::default(),
-        sites,
+        sites: None,
     };
     tasks.spawn(fxtriage_ingest::run(
         ingest_config,
         clients.clone(),
         services.clone(),
     ));
-    let token =
-        fxtriage_api::create_token(&pool, &site, fxtriage_api::Role::Admin, "standalone").await?;
+    // One token for the worklist, the web page and STOW-RS: the demo site's admin.
+    let token = fxtriage_sites::credentials::create_token(
+        &pool,
+        &fxtriage_sites::Scope::Site(site.clone()),
+        fxtriage_sites::Role::Admin,
+        "standalone",
+    )
+    .await?;
     tasks.spawn(fxtriage_api::run(
         fxtriage_api::Config::new(args.http_address),
         clients,
@@ -153,6 +165,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "site": DEMO_SITE,
         "token": token.token.reveal(),
         "database": if private_postgres.is_some() { "private" } else { "given" },
+        "database_url": url,
     });
     let description_path = args.data_dir.join("standalone.json");
     std::fs::write(&description_path, serde_json::to_vec_pretty(&description)?)?;

@@ -1,8 +1,15 @@
-//! `fxtriage tokens`: access tokens, stored only as digests.
+//! `fxtriage tokens`: the one credential system (`fxtriage_sites::credentials`).
+//!
+//! - `tokens create (--site S | --group G | --deployment) --role R`: prints the
+//!   new token once on stdout (only its SHA-256 is stored);
+//! - `tokens revoke TOKEN_ID`: it stops working at once;
+//! - `tokens list [--site S | --group G] [--json]`: ids, scopes, roles; never secrets.
 
-use clap::{Args, Subcommand};
-use fxtriage_api::Role;
-use fxtriage_core::SiteId;
+use std::io::Write as _;
+
+use clap::{ArgGroup, Args, Subcommand};
+use fxtriage_core::{GroupId, SiteId};
+use fxtriage_sites::credentials::{self, Role, Scope};
 
 use crate::clients::DatabaseArgs;
 
@@ -14,19 +21,46 @@ pub struct TokensArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Create an API token for one site and print it on stdout. It is shown only
-    /// this once: only its SHA-256 is stored.
+    /// Create a token and print it on stdout. It is shown only this once: only
+    /// its SHA-256 is stored.
     Create(TokensCreateArgs),
     /// Revoke a token by its id (tok-...): it stops working at once.
     Revoke(TokensRevokeArgs),
+    /// List tokens: id, scope, role, description, creation, revoked.
+    List(TokensListArgs),
+}
+
+/// Where a token works: one of a site, a group, or the deployment.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["site", "group", "deployment"])))]
+pub struct ScopeArgs {
+    /// A site: the token sees nothing of any other.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// A group of sites (a reading network): its merged worklist and each of its sites.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The deployment: administers the site registry and tokens (admin role only).
+    #[arg(long)]
+    pub deployment: bool,
+}
+
+impl ScopeArgs {
+    pub fn scope(&self) -> anyhow::Result<Scope> {
+        Ok(match (&self.site, &self.group) {
+            (Some(site), _) => Scope::Site(SiteId::parse(site.clone())?),
+            (None, Some(group)) => Scope::Group(GroupId::parse(group.clone())?),
+            (None, None) => Scope::Deployment,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct TokensCreateArgs {
-    /// The site the token is for; it sees nothing of any other.
-    #[arg(long)]
-    pub site: String,
-    /// viewer (reads), reader (also claims, releases, reports) or admin (also overrides others' claims).
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// viewer (reads), reader (also claims, releases, reports), sender (STOW-RS
+    /// only) or admin (all of them, and overrides others' claims).
     #[arg(long)]
     pub role: Role,
     /// What the token is for (a workstation, a RIS adapter), for whoever revokes it later.
@@ -44,17 +78,33 @@ pub struct TokensRevokeArgs {
     pub database: DatabaseArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct TokensListArgs {
+    /// Only this site's tokens.
+    #[arg(long, conflicts_with = "group")]
+    pub site: Option<String>,
+    /// Only this group's tokens.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// One JSON object per token instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[allow(clippy::print_stdout)]
 pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
     match args.command {
         TokensCommand::Create(args) => {
-            let site = SiteId::parse(args.site)?;
+            let scope = args.scope.scope()?;
             let pool = args.database.migrated_pool().await?;
             let created =
-                fxtriage_api::create_token(&pool, &site, args.role, &args.description).await?;
+                credentials::create_token(&pool, &scope, args.role, &args.description).await?;
             tracing::info!(
-                token_id = %created.token_id,
-                site = %created.site,
-                role = %created.role,
+                token_id = %created.credential.token_id,
+                scope = %created.credential.scope,
+                role = %created.credential.role,
                 "token created; it is printed once on stdout and cannot be shown again"
             );
             println!("{}", created.token.reveal());
@@ -62,8 +112,38 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
         }
         TokensCommand::Revoke(args) => {
             let pool = args.database.migrated_pool().await?;
-            fxtriage_api::revoke_token(&pool, &args.token_id).await?;
+            credentials::revoke_token(&pool, &args.token_id).await?;
             tracing::info!(token_id = %args.token_id, "token revoked");
+            Ok(())
+        }
+        TokensCommand::List(args) => {
+            let scope = match (&args.site, &args.group) {
+                (Some(site), _) => Some(Scope::Site(SiteId::parse(site.clone())?)),
+                (None, Some(group)) => Some(Scope::Group(GroupId::parse(group.clone())?)),
+                (None, None) => None,
+            };
+            let pool = args.database.migrated_pool().await?;
+            let tokens = credentials::list_tokens(&pool, scope.as_ref()).await?;
+            let mut out = std::io::stdout().lock();
+            for token in &tokens {
+                if args.json {
+                    serde_json::to_writer(&mut out, token)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\t{} {}\t{}\t{}\t{}\t{}",
+                        token.token_id,
+                        token.scope,
+                        token.target,
+                        token.role,
+                        token.description,
+                        token.created_at,
+                        if token.revoked { "revoked" } else { "active" }
+                    )?;
+                }
+            }
+            out.flush()?;
             Ok(())
         }
     }
@@ -75,42 +155,50 @@ mod tests {
 
     use crate::cli::{Cli, Command};
 
-    #[test]
-    fn tokens_create_takes_a_site_a_role_and_a_description() {
-        let cli = Cli::try_parse_from([
-            "fxtriage",
-            "tokens",
-            "create",
-            "--site",
-            "demo",
-            "--role",
-            "reader",
-            "--description",
-            "reading room 2",
-            "--database-url",
-            "postgres://fxtriage@127.0.0.1/fxtriage",
-        ])
-        .expect("parses");
+    fn create(arguments: &[&str]) -> Result<super::TokensCreateArgs, clap::Error> {
+        let mut all = vec!["fxtriage", "tokens", "create"];
+        all.extend_from_slice(arguments);
+        all.extend_from_slice(&["--database-url", "postgres://fxtriage@127.0.0.1/fxtriage"]);
+        let cli = Cli::try_parse_from(all)?;
         let Command::Tokens(tokens) = cli.command else {
             panic!("not the tokens command");
         };
         let super::TokensCommand::Create(create) = tokens.command else {
             panic!("not tokens create");
         };
-        assert_eq!(create.role, fxtriage_api::Role::Reader);
-        assert_eq!(create.site, "demo");
-        assert_eq!(create.description, "reading room 2");
-        let unknown_role = Cli::try_parse_from([
-            "fxtriage",
-            "tokens",
-            "create",
+        Ok(create)
+    }
+
+    #[test]
+    fn tokens_create_takes_one_scope_a_role_and_a_description() {
+        let reader = create(&[
             "--site",
             "demo",
             "--role",
-            "root",
-            "--database-url",
-            "postgres://x@127.0.0.1/x",
-        ]);
-        assert!(unknown_role.is_err());
+            "reader",
+            "--description",
+            "reading room 2",
+        ])
+        .expect("parses");
+        assert_eq!(reader.role, fxtriage_sites::Role::Reader);
+        assert_eq!(
+            reader.scope.scope().expect("scope"),
+            fxtriage_sites::Scope::Site(fxtriage_core::SiteId::parse("demo").expect("id"))
+        );
+        assert_eq!(reader.description, "reading room 2");
+        let sender = create(&["--group", "north", "--role", "sender"]).expect("parses");
+        assert!(matches!(
+            sender.scope.scope().expect("scope"),
+            fxtriage_sites::Scope::Group(_)
+        ));
+        assert!(
+            create(&["--site", "demo", "--role", "root"]).is_err(),
+            "unknown role"
+        );
+        assert!(create(&["--role", "reader"]).is_err(), "no scope");
+        assert!(
+            create(&["--site", "a", "--group", "b", "--role", "reader"]).is_err(),
+            "two scopes"
+        );
     }
 }

@@ -386,7 +386,7 @@ async fn prepare_store(
         .affected_sop_class_uid
         .as_deref()
         .unwrap_or(abstract_syntax);
-    if sop_class_uid != abstract_syntax || !context.site.rules.accepts_sop_class(sop_class_uid) {
+    if sop_class_uid != abstract_syntax || !context.site.routing.accepts_sop_class(sop_class_uid) {
         return Sink::Discard(Response::failure(
             status::SOP_CLASS_NOT_SUPPORTED,
             format!("SOP class {sop_class_uid} not negotiated on this context"),

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::association::{AssociationContext, serve_association};
 use self::negotiation::{Acceptors, peek_called_ae_title};
-use crate::{Ingestor, Sites};
+use crate::{Ingestor, SiteRegistry};
 
 /// How the C-STORE SCP serves associations.
 #[derive(Debug, Clone)]
@@ -81,11 +81,31 @@ const ASSOCIATE_RQ_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// What every association task shares.
 #[derive(Debug)]
 struct Shared {
-    acceptors: Acceptors,
-    sites: Arc<Sites>,
+    /// The negotiation options of the registry revision last seen.
+    acceptors: std::sync::Mutex<Arc<Acceptors>>,
+    sites: SiteRegistry,
+    max_pdu_length: u32,
     ingestor: Ingestor,
     temp_dir: PathBuf,
     idle_timeout: Duration,
+}
+
+impl Shared {
+    /// The negotiation options of `sites`, rebuilt when the registry changed.
+    fn acceptors_for(&self, sites: &crate::Sites) -> Arc<Acceptors> {
+        let mut current = self
+            .acceptors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.revision != sites.revision {
+            *current = Arc::new(Acceptors::new(
+                sites,
+                self.max_pdu_length,
+                self.idle_timeout,
+            ));
+        }
+        Arc::clone(&current)
+    }
 }
 
 /// Accepts associations on `listener` until `shutdown` is cancelled, then lets the
@@ -93,16 +113,18 @@ struct Shared {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingestor: Ingestor,
-    sites: Arc<Sites>,
+    sites: SiteRegistry,
     options: DimseOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let max_pdu_length = options
         .max_pdu_length
         .clamp(pdu::MINIMUM_PDU_SIZE, pdu::MAXIMUM_PDU_SIZE);
+    let acceptors = Acceptors::new(&sites.current(), max_pdu_length, options.idle_timeout);
     let shared = Arc::new(Shared {
-        acceptors: Acceptors::new(&sites, max_pdu_length, options.idle_timeout),
+        acceptors: std::sync::Mutex::new(Arc::new(acceptors)),
         sites,
+        max_pdu_length,
         ingestor,
         temp_dir: options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
         idle_timeout: options.idle_timeout,
@@ -184,12 +206,12 @@ async fn run_association(
     _slot: OwnedSemaphorePermit,
 ) {
     let idle_timeout = shared.idle_timeout;
+    let sites = shared.sites.current();
+    let acceptors = shared.acceptors_for(&sites);
     let negotiated = async {
         let requested_ae_title =
             peek_called_ae_title(&socket, idle_timeout.min(ASSOCIATE_RQ_PEEK_TIMEOUT)).await;
-        let options = shared
-            .acceptors
-            .for_called_ae_title(requested_ae_title.as_deref());
+        let options = acceptors.for_called_ae_title(requested_ae_title.as_deref());
         (options.establish_async(socket).await, requested_ae_title)
     };
     // Until the association is established nothing is in progress: a shutdown
@@ -216,7 +238,7 @@ async fn run_association(
         }
     };
     let called_ae_title = association.called_ae_title().to_owned();
-    let Some(site) = shared.sites.by_called_ae_title(&called_ae_title) else {
+    let Some(site) = sites.by_called_ae_title(&called_ae_title) else {
         // The access control admitted only the site's AE titles, so this is unreachable
         // in practice; refuse to guess rather than store under the wrong site.
         tracing::error!(%peer, called_ae_title, "association accepted for an AE title without a site");

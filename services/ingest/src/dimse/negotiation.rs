@@ -5,7 +5,9 @@
 //! dicom-ul fixes the abstract syntaxes in `ServerAssociationOptions` before it
 //! parses the A-ASSOCIATE-RQ, so the called AE title is read first by peeking at
 //! the request on the socket (nothing is consumed); the options of that site then
-//! negotiate, and their access control checks the parsed called AE title again.
+//! negotiate, and their access control checks the parsed called AE title again,
+//! and the calling AE title against the site's allow-list when it has one. The
+//! options are rebuilt whenever the site registry changes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,45 +42,60 @@ pub const TRANSFER_SYNTAXES: &[&str] = &[
 pub(crate) type AcceptorOptions =
     ServerAssociationOptions<'static, CalledAeTitles, DefaultNegotiation>;
 
-/// Accepts an association only if it calls one of these AE titles.
+/// Accepts an association only if it calls one of these AE titles, from one of
+/// the allowed calling AE titles when there is a list.
 #[derive(Debug, Clone)]
 pub(crate) struct CalledAeTitles {
     ae_titles: Vec<String>,
+    /// `None`: any calling AE title.
+    calling_ae_titles: Option<Vec<String>>,
 }
 
 impl AccessControl for CalledAeTitles {
     fn check_access(
         &self,
         _this_ae_title: &str,
-        _calling_ae_title: &str,
+        calling_ae_title: &str,
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if self
+        if !self
             .ae_titles
             .iter()
             .any(|ae_title| ae_title == called_ae_title.trim())
         {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        let admitted = self.calling_ae_titles.as_ref().is_none_or(|allowed| {
+            allowed
+                .iter()
+                .any(|allowed| allowed == calling_ae_title.trim())
+        });
+        if admitted {
             Ok(())
         } else {
-            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         }
     }
 }
 
 /// Association options for every site, by called AE title, and the options that
-/// reject a call to any other AE title.
+/// reject a call to any other AE title; built for one revision of the registry.
 #[derive(Debug)]
 pub(crate) struct Acceptors {
+    pub(crate) revision: i64,
     by_called_ae_title: HashMap<String, AcceptorOptions>,
     unknown_called_ae_title: AcceptorOptions,
 }
 
 impl Acceptors {
     pub(crate) fn new(sites: &Sites, max_pdu_length: u32, timeout: Duration) -> Self {
-        let base = |ae_titles: Vec<String>| {
+        let base = |ae_titles: Vec<String>, calling_ae_titles: Option<Vec<String>>| {
             let mut options = ServerAssociationOptions::new()
-                .ae_access_control(CalledAeTitles { ae_titles })
+                .ae_access_control(CalledAeTitles {
+                    ae_titles,
+                    calling_ae_titles,
+                })
                 .max_pdu_length(max_pdu_length)
                 .read_timeout(timeout)
                 .write_timeout(timeout)
@@ -89,18 +106,22 @@ impl Acceptors {
             options
         };
         let mut by_called_ae_title = HashMap::new();
-        for site in sites.all() {
-            let mut options = base(site.ae_titles.clone());
-            for sop_class in site.rules.accepted_sop_classes() {
+        for site in sites.sites() {
+            let mut options = base(
+                site.called_ae_titles.clone(),
+                site.calling_ae_titles.clone(),
+            );
+            for sop_class in site.routing.accepted_sop_classes() {
                 options = options.with_abstract_syntax(sop_class);
             }
-            for ae_title in &site.ae_titles {
+            for ae_title in &site.called_ae_titles {
                 by_called_ae_title.insert(ae_title.clone(), options.clone());
             }
         }
         Self {
+            revision: sites.revision,
             by_called_ae_title,
-            unknown_called_ae_title: base(Vec::new()),
+            unknown_called_ae_title: base(Vec::new(), None),
         }
     }
 
@@ -184,6 +205,7 @@ mod tests {
     fn access_is_granted_under_the_sites_own_ae_titles_only() {
         let site_a = CalledAeTitles {
             ae_titles: vec!["SITE_A".into()],
+            calling_ae_titles: None,
         };
         assert!(site_a.check_access("", "CR01", "SITE_A", None).is_ok());
         assert!(matches!(
@@ -192,11 +214,23 @@ mod tests {
         ));
         let nobody = CalledAeTitles {
             ae_titles: Vec::new(),
+            calling_ae_titles: None,
         };
         assert!(nobody.check_access("", "CR01", "SITE_A", None).is_err());
+        let listed = CalledAeTitles {
+            ae_titles: vec!["SITE_A".into()],
+            calling_ae_titles: Some(vec!["CR01".into()]),
+        };
+        assert!(listed.check_access("", "CR01", "SITE_A", None).is_ok());
+        assert!(matches!(
+            listed.check_access("", "CR02", "SITE_A", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        ));
 
-        let sites = Sites::from_toml("[[site]]\nid = \"a\"\nae_titles = [\"SITE_A\", \"SITE_A2\"]")
-            .expect("sites");
+        let mut site =
+            fxtriage_sites::SiteConfig::new(fxtriage_core::SiteId::parse("a").expect("id"), "A");
+        site.called_ae_titles = vec!["SITE_A".into(), "SITE_A2".into()];
+        let sites = Sites::of_sites([site]);
         let acceptors = Acceptors::new(&sites, 16_384, Duration::from_secs(1));
         assert!(acceptors.by_called_ae_title.contains_key("SITE_A"));
         assert!(acceptors.by_called_ae_title.contains_key("SITE_A2"));

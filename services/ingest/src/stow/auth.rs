@@ -1,16 +1,29 @@
 //! Who may store to a site: a request carries `Authorization: Bearer <token>`
-//! (RFC 6750), and the site's configuration lists the token's SHA-256.
+//! (RFC 6750), a token of the one credential system (`fxtriage tokens create`,
+//! see `fxtriage_sites::credentials`) whose site is the site in the URL, or whose
+//! group includes it, with a role that may send (`sender` or `admin`).
 //!
-//! Every refusal is 401 with a `WWW-Authenticate: Bearer` challenge, and a token
-//! of another site, a wrong token and a site that does not exist get the same
-//! answer, so the endpoint never tells a caller which sites exist. The token
-//! itself is never logged or recorded: a sender is named by [`token_id`].
+//! - no `Authorization`, another scheme, or a malformed header: 401 with a
+//!   `WWW-Authenticate: Bearer` challenge;
+//! - a token that is unknown, revoked, or of a retired site: 401 with
+//!   `error="invalid_token"`;
+//! - a valid token whose site or group does not cover the URL's site, or a site
+//!   that does not exist or is retired: 404, the same answer for both, so a token
+//!   never learns which other sites exist;
+//! - a token whose role may not send: 403, saying which role it lacks;
+//! - the credentials cannot be read (PostgreSQL down): 503 with `Retry-After`.
+//!
+//! The token itself is never logged or recorded: a sender is named by its token id.
 
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use std::sync::Arc;
+
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
+use deadpool_postgres::Pool;
+use fxtriage_sites::credentials::{self, ApiToken, Credential, Scope};
 
-use crate::sites::token_digest;
+use crate::{SiteConfig, SiteRegistry};
 
 const REALM: &str = "fxtriage-stow";
 
@@ -20,8 +33,7 @@ pub(super) enum Refusal {
     /// No `Authorization` header, another scheme, or a header that is not
     /// `Bearer <token>`.
     NoBearerToken,
-    /// A bearer token that does not open this site (wrong, of another site, or
-    /// the site does not exist).
+    /// A bearer token that is not a valid one.
     InvalidToken,
 }
 
@@ -40,11 +52,49 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     Ok(token)
 }
 
-/// How a token appears in logs, quarantine records and events: a prefix of its
-/// SHA-256, enough to tell the configured tokens apart, useless to an attacker.
-pub(super) fn token_id(token: &str) -> String {
-    let digest = token_digest(token);
-    format!("sha256:{}", &digest[..12])
+/// The site `site_id` and the caller's credential, or the response that refuses.
+pub(super) async fn authorise(
+    headers: &HeaderMap,
+    site_id: &str,
+    sites: &SiteRegistry,
+    database: &Pool,
+) -> Result<(Arc<SiteConfig>, Credential), Response> {
+    let presented = bearer_token(headers).map_err(unauthorised)?;
+    let token = ApiToken::from_presented(presented).ok_or(unauthorised(Refusal::InvalidToken))?;
+    let credential = match database.get().await {
+        Ok(client) => credentials::authenticate(&client, &token).await,
+        Err(error) => Err(error.into()),
+    };
+    let credential = match credential {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return Err(unauthorised(Refusal::InvalidToken)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot check a STOW-RS token");
+            return Err(unavailable());
+        }
+    };
+    let snapshot = sites.current();
+    let covers = match &credential.scope {
+        Scope::Site(site) => site.as_str() == site_id,
+        Scope::Group(group) => snapshot.group_has_site(group, site_id),
+        Scope::Deployment => false,
+    };
+    let site = snapshot.site(site_id).filter(|_| covers).cloned();
+    let Some(site) = site else {
+        tracing::warn!(token_id = %credential.token_id, "a STOW-RS token asked for a site outside its scope; answered 404");
+        return Err((StatusCode::NOT_FOUND, "no such site").into_response());
+    };
+    if !credential.role.can_send() {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "a {} token may not store images: STOW-RS needs the sender or admin role",
+                credential.role
+            ),
+        )
+            .into_response());
+    }
+    Ok((site, credential))
 }
 
 pub(super) fn unauthorised(refusal: Refusal) -> Response {
@@ -55,15 +105,27 @@ pub(super) fn unauthorised(refusal: Refusal) -> Response {
         ),
         Refusal::InvalidToken => (
             format!(
-                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"the token does not grant access to this site\""
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"the token is not valid\""
             ),
-            "the token does not grant access to this site",
+            "the token is not valid (unknown, revoked, or of a retired site)",
         ),
     };
     let mut response = (StatusCode::UNAUTHORIZED, message).into_response();
     if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
     }
+    response
+}
+
+fn unavailable() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the credentials cannot be checked now; retry later",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
@@ -105,13 +167,5 @@ mod tests {
             );
         }
         assert_eq!(bearer_token(&HeaderMap::new()), Err(Refusal::NoBearerToken));
-    }
-
-    #[test]
-    fn a_token_id_does_not_contain_the_token() {
-        let id = token_id("secret-token");
-        assert!(id.starts_with("sha256:"), "{id}");
-        assert!(!id.contains("secret"), "{id}");
-        assert_eq!(id, token_id("secret-token"), "stable");
     }
 }

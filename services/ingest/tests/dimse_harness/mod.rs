@@ -12,7 +12,7 @@ use std::time::Duration;
 use fxtriage_bus::{Bus, InProcessBus};
 use fxtriage_dicom::synthetic::SyntheticInstance;
 use fxtriage_ingest::dimse::{self, DimseOptions};
-use fxtriage_ingest::{Ingestor, Sites};
+use fxtriage_ingest::{Ingestor, SiteRegistry, Sites};
 use fxtriage_objstore::{LocalDirStore, ObjectKey, ObjectStore};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
@@ -38,9 +38,18 @@ pub fn sites_toml() -> String {
         ae_titles = ["{TINY_AE_TITLE}"]
         [site.limits]
         max_instance_bytes = {TINY_LIMIT}
+
+        [[site]]
+        id = "listed"
+        called_ae_titles = ["{LISTED_AE_TITLE}"]
+        calling_ae_titles = ["{ALLOWED_CALLING_AE_TITLE}"]
         "#
     )
 }
+
+/// A site that admits only one sender, by its calling AE title.
+pub const LISTED_AE_TITLE: &str = "LISTED_FX";
+pub const ALLOWED_CALLING_AE_TITLE: &str = "CR_ALLOWED";
 
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -91,7 +100,7 @@ impl Scp {
             bus.clone() as Arc<dyn Bus>,
             &fxtriage_proto::Namespace::none(),
         );
-        let sites = Arc::new(Sites::from_toml(&sites_toml()).expect("sites"));
+        let sites = SiteRegistry::fixed(Sites::from_toml(&sites_toml()).expect("sites"));
         let buffer_dir = dir.path().join("incoming");
         std::fs::create_dir_all(&buffer_dir).expect("buffer dir");
         options.temp_dir = Some(buffer_dir.clone());
@@ -482,8 +491,18 @@ pub mod scu {
         called_ae_title: &str,
         abstract_syntax: &str,
     ) -> Result<Association, dicom_ul::association::Error> {
+        associate_as(scp, "TESTSCU", called_ae_title, abstract_syntax).await
+    }
+
+    /// [`associate`] as `calling_ae_title`.
+    pub async fn associate_as(
+        scp: &Scp,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        abstract_syntax: &str,
+    ) -> Result<Association, dicom_ul::association::Error> {
         ClientAssociationOptions::new()
-            .calling_ae_title("TESTSCU")
+            .calling_ae_title(calling_ae_title)
             .called_ae_title(called_ae_title)
             .with_presentation_context(abstract_syntax, vec![uids::EXPLICIT_VR_LITTLE_ENDIAN])
             .read_timeout(std::time::Duration::from_secs(20))

@@ -13,7 +13,6 @@ use fxtriage_db::DbConfig;
 use fxtriage_prioritizer::apply::{Applied, apply_finding, apply_instance};
 use fxtriage_prioritizer::incoming::{ImageFinding, StoredInstance, to_timestamp};
 use fxtriage_prioritizer::policy::Policy;
-use fxtriage_prioritizer::sites::add_site;
 use fxtriage_prioritizer::study::WorklistState;
 use fxtriage_prioritizer::worklist_store::{StudyRow, worklist_page};
 use fxtriage_proto::v1 as proto;
@@ -54,9 +53,7 @@ pub async fn fresh_database() -> Option<TestDb> {
     let (server, config, name) = empty_database().await?;
     fxtriage_db::migrate(&config).await.expect("migrate");
     let pool = config.pool().expect("pool");
-    add_site(&pool, &site(SITE), "Demo hospital")
-        .await
-        .expect("add site");
+    add_site(&pool, SITE, "Demo hospital").await;
     Some(TestDb {
         config,
         pool,
@@ -325,4 +322,21 @@ pub fn decode_changes(messages: &[Received], site_id: &str) -> Vec<proto::Workli
         })
         .filter(|change| change.site_id == site_id)
         .collect()
+}
+
+/// Puts `site` in the site registry with the default configuration.
+pub async fn add_site(pool: &Pool, site_id: &str, name: &str) {
+    fxtriage_sites::store::put_sites(
+        pool,
+        vec![fxtriage_sites::SiteConfig::new(site(site_id), name)],
+    )
+    .await
+    .expect("add the site");
+}
+
+/// The registry as the database holds it now.
+pub async fn registry(pool: &Pool) -> fxtriage_sites::SiteRegistry {
+    fxtriage_sites::SiteRegistry::load(pool)
+        .await
+        .expect("the site registry")
 }

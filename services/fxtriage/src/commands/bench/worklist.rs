@@ -15,20 +15,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::Args;
-use fxtriage_api::Role;
 use fxtriage_bus::{Bus, Headers, InProcessBus, InProcessConfig, Received};
 use fxtriage_core::SiteId;
 use fxtriage_objstore::LocalDirStore;
-use fxtriage_prioritizer::PolicyBook;
 use fxtriage_prioritizer::handler::{Handled, Prioritizer};
 use fxtriage_prioritizer::incoming::to_timestamp;
-use fxtriage_prioritizer::sites::add_site;
 use fxtriage_proto::Message as _;
 use fxtriage_proto::topics;
 use fxtriage_proto::v1::{
     BoundingBox, Detection, Finding, FindingStatus, InstanceRef, InstanceStored, ModelIdentity,
     Urgency, UrgencySource,
 };
+use fxtriage_sites::Role;
+use fxtriage_sites::{Scope, SiteConfig};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -227,11 +226,20 @@ pub async fn run(args: WorklistBenchArgs) -> anyhow::Result<()> {
         "--page-size must be 1 to 500"
     );
     let pool = args.database.migrated_pool().await?;
+    let sites = (0..args.sites)
+        .map(|site_index| {
+            Ok(SiteConfig::new(
+                site_id(site_index)?,
+                format!("Benchmark site {}", site_index + 1),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    fxtriage_sites::store::put_sites(&pool, sites).await?;
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(InProcessConfig::default()));
     let prioritizer = Prioritizer::new(
         Arc::clone(&bus),
         pool.clone(),
-        Arc::new(PolicyBook::default()),
+        fxtriage_sites::SiteRegistry::load(&pool).await?,
         fxtriage_proto::Namespace::none(),
     );
 
@@ -278,7 +286,6 @@ async fn measure(
     let mut seeds = Vec::new();
     for site_index in 0..args.sites {
         let site = site_id(site_index)?;
-        add_site(pool, &site, &format!("Benchmark site {}", site_index + 1)).await?;
         let present: i64 = client
             .query_one(
                 "SELECT count(*) FROM studies WHERE site_id = $1",
@@ -350,9 +357,13 @@ async fn measure(
     let mut tokens = Vec::new();
     for site_index in 0..args.sites {
         let site = site_id(site_index)?;
-        let created =
-            fxtriage_api::create_token(pool, &site, Role::Viewer, "fxtriage bench worklist")
-                .await?;
+        let created = fxtriage_sites::credentials::create_token(
+            pool,
+            &Scope::Site(site.clone()),
+            Role::Viewer,
+            "fxtriage bench worklist",
+        )
+        .await?;
         tokens.push((site, created));
     }
     let audit_rows = || async {
@@ -367,7 +378,7 @@ async fn measure(
     let audit_before = audit_rows().await?;
     let read = read_worklists(args, address, &tokens).await;
     for (_, created) in &tokens {
-        fxtriage_api::revoke_token(pool, &created.token_id).await?;
+        fxtriage_sites::credentials::revoke_token(pool, &created.credential.token_id).await?;
     }
     let (reads, elapsed, mut latencies) = read?;
     let audit_after = audit_rows().await?;
@@ -386,7 +397,7 @@ async fn measure(
 async fn read_worklists(
     args: &WorklistBenchArgs,
     address: SocketAddr,
-    tokens: &[(SiteId, fxtriage_api::CreatedToken)],
+    tokens: &[(SiteId, fxtriage_sites::CreatedToken)],
 ) -> anyhow::Result<(usize, Duration, Samples)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)

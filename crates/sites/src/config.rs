@@ -1,0 +1,214 @@
+//! What a site is: one record that every service reads. Ingest reads how images
+//! reach it (called AE titles, allowed calling AE titles), what it analyses
+//! (routing rules, limits) and how clinical urgency is mapped; the prioritizer
+//! reads its priority policy; dispatch will read its result destinations.
+
+use std::collections::BTreeMap;
+
+use fxtriage_core::policy::Policy;
+use fxtriage_core::{GroupId, SiteId, Urgency};
+use fxtriage_dicom::{ImageLimits, RoutingRules};
+
+/// One site (a hospital, or a department sending under its own AE titles).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub id: SiteId,
+    /// Display name, for people.
+    #[serde(default)]
+    pub name: String,
+    /// Called AE titles that deliver to this site; each belongs to one site only.
+    #[serde(default, alias = "ae_titles")]
+    pub called_ae_titles: Vec<String>,
+    /// When set, only these calling AE titles (modalities, PACS) may associate
+    /// with this site's called AE titles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling_ae_titles: Option<Vec<String>>,
+    /// Which images the model analyses.
+    #[serde(default, alias = "rules")]
+    pub routing: RoutingRules,
+    /// Images refused outright.
+    #[serde(default)]
+    pub limits: ImageLimits,
+    /// Urgency for images whose dataset states no priority.
+    #[serde(default)]
+    pub urgency: UrgencyMapping,
+    /// Deadlines by urgency and AI result, operating points, aging cap.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Where results go (the site's PACS, RIS, FHIR endpoint).
+    #[serde(default)]
+    pub destinations: Destinations,
+}
+
+/// Site-specific urgency for images whose dataset does not state a priority.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrgencyMapping {
+    /// Calling AE title (the sender) to urgency.
+    #[serde(default)]
+    pub ae_titles: BTreeMap<String, Urgency>,
+    /// InstitutionalDepartmentName (upper case) to urgency.
+    #[serde(default)]
+    pub departments: BTreeMap<String, Urgency>,
+}
+
+/// Where the site's results go. Reserved: the dispatch service fills it
+/// (DICOM peers, HL7 v2 peers, FHIR endpoints); today it must be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destinations {}
+
+/// A reading network: sites read together by one team, from one worklist.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub id: GroupId,
+    #[serde(default)]
+    pub name: String,
+    pub sites: Vec<SiteId>,
+}
+
+impl SiteConfig {
+    /// A site with every default: no AE titles, the default rules, limits and policy.
+    pub fn new(id: SiteId, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            called_ae_titles: Vec::new(),
+            calling_ae_titles: None,
+            routing: RoutingRules::default(),
+            limits: ImageLimits::default(),
+            urgency: UrgencyMapping::default(),
+            policy: Policy::default(),
+            destinations: Destinations::default(),
+        }
+    }
+
+    /// Whether `calling_ae_title` may associate with this site.
+    pub fn admits_calling_ae_title(&self, calling_ae_title: &str) -> bool {
+        self.calling_ae_titles.as_ref().is_none_or(|allowed| {
+            allowed
+                .iter()
+                .any(|allowed| allowed == calling_ae_title.trim())
+        })
+    }
+
+    /// Every problem of this site on its own (not counting clashes with other
+    /// sites), as (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        for ae_title in &self.called_ae_titles {
+            if let Err(reason) = check_ae_title(ae_title) {
+                problems.push((
+                    "called_ae_titles",
+                    format!("called AE title {ae_title:?}: {reason}"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for ae_title in &self.called_ae_titles {
+            if !seen.insert(ae_title) {
+                problems.push((
+                    "called_ae_titles",
+                    format!("called AE title {ae_title} is listed twice"),
+                ));
+            }
+        }
+        for ae_title in self.calling_ae_titles.iter().flatten() {
+            if let Err(reason) = check_ae_title(ae_title) {
+                problems.push((
+                    "calling_ae_titles",
+                    format!("calling AE title {ae_title:?}: {reason}"),
+                ));
+            }
+        }
+        if self.calling_ae_titles.as_ref().is_some_and(Vec::is_empty) {
+            problems.push((
+                "calling_ae_titles",
+                "an empty allow-list would refuse every sender; leave calling_ae_titles out to admit any".into(),
+            ));
+        }
+        if let Err(error) = self.policy.validate() {
+            problems.push(("policy", error.to_string()));
+        }
+        if self.limits.min_dimension > self.limits.max_dimension {
+            problems.push((
+                "limits",
+                "min_dimension is larger than max_dimension".into(),
+            ));
+        }
+        problems
+    }
+}
+
+/// An AE title: 1 to 16 characters of the default character repertoire, no
+/// backslash or control characters, not only spaces (PS3.5 6.2, VR AE).
+pub fn check_ae_title(ae_title: &str) -> Result<(), &'static str> {
+    if ae_title.trim().is_empty() {
+        return Err("it is empty");
+    }
+    if ae_title.len() > 16 {
+        return Err("it is longer than 16 characters");
+    }
+    if ae_title != ae_title.trim() {
+        return Err("it has leading or trailing spaces");
+    }
+    if !ae_title
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
+        return Err("only printable ASCII without '\\' is allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ae_titles_follow_the_dicom_rules() {
+        assert!(check_ae_title("FXTRIAGE").is_ok());
+        assert!(check_ae_title("ED DR 1").is_ok());
+        for bad in [
+            "",
+            "   ",
+            "ABCDEFGHIJKLMNOPQ",
+            " LEAD",
+            "BACK\\SLASH",
+            "TAB\t",
+        ] {
+            assert!(check_ae_title(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_calling_allow_list_admits_only_its_senders() {
+        let mut site = SiteConfig::new(SiteId::parse("a").expect("id"), "A");
+        assert!(site.admits_calling_ae_title("ANYONE"));
+        site.calling_ae_titles = Some(vec!["CR_ED1".into()]);
+        assert!(site.admits_calling_ae_title("CR_ED1 "));
+        assert!(!site.admits_calling_ae_title("OTHER"));
+    }
+
+    #[test]
+    fn a_site_lists_each_of_its_problems() {
+        let mut site = SiteConfig::new(SiteId::parse("a").expect("id"), "A");
+        site.called_ae_titles = vec!["OK".into(), "OK".into(), "WAY_TOO_LONG_AE_TITLE".into()];
+        site.calling_ae_titles = Some(Vec::new());
+        site.policy.operating_points.possible = 0.9;
+        let problems = site.problems();
+        let fields: Vec<&str> = problems.iter().map(|(field, _)| *field).collect();
+        assert_eq!(
+            fields,
+            [
+                "called_ae_titles",
+                "called_ae_titles",
+                "calling_ae_titles",
+                "policy"
+            ],
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The site registry (DESIGN.md section 10): one definition of each site, in
+//! PostgreSQL, that every service reads and that follows changes without a
+//! restart; reading networks (groups of sites); and the one credential system.
+//!
+//! - [`config`]: what a site and a group are;
+//! - [`file`]: the declarative sites file, checked whole with a line for every error;
+//! - [`store`]: reading the registry and applying a file in one transaction;
+//! - [`registry`]: a service's live snapshot;
+//! - [`credentials`]: tokens with a role on a site, a group or the deployment.
+
+pub mod config;
+pub mod credentials;
+pub mod file;
+pub mod registry;
+pub mod store;
+
+pub use config::{Destinations, GroupConfig, SiteConfig, UrgencyMapping};
+pub use credentials::{ApiToken, CreatedToken, Credential, Role, Scope, TokenError};
+pub use file::{Existing, InvalidFile, RegistryFile};
+pub use registry::{SiteRegistry, Snapshot};
+pub use store::{ApplyError, ApplyOptions, Change, Registry, RegistryError};
