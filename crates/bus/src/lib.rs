@@ -6,10 +6,12 @@
 //! again to the group after the consumer goes away (restart, crash, rebalance).
 //! Effects downstream are therefore idempotent; nothing relies on Kafka transactions.
 //!
-//! Two implementations pass one conformance suite ([`conformance`]): Kafka through
+//! Two implementations pass one conformance suite (`conformance`, compiled with
+//! the `testsuite` feature, which the crate's own tests enable): Kafka through
 //! rdkafka ([`KafkaBus`]) and an in-process bus for the embedded default
 //! ([`InProcessBus`]).
 
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 mod dead_letter;
 mod error;

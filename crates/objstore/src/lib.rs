@@ -3,8 +3,10 @@
 //! announces it on the bus, so the bus carries keys, never pixels.
 //!
 //! Implementations: [`S3Store`] (AWS or any S3-compatible server) and
-//! [`LocalDirStore`] (the embedded default). Both pass [`conformance`].
+//! [`LocalDirStore`] (the embedded default). Both pass `conformance` (compiled
+//! with the `testsuite` feature, which the crate's own tests enable).
 
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 mod error;
 mod key;

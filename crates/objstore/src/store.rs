@@ -18,9 +18,10 @@ pub struct ObjectMeta {
 
 /// Where fxtriage keeps DICOM originals and quarantined files.
 ///
-/// Every implementation passes [`crate::conformance`]. Writes replace the
-/// whole object atomically: a reader sees the old bytes or the new ones,
-/// never a mix, which is what makes retried ingest writes idempotent.
+/// Every implementation passes `crate::conformance` (feature `testsuite`).
+/// Writes replace the whole object atomically: a reader sees the old bytes or
+/// the new ones, never a mix, which is what makes retried ingest writes
+/// idempotent.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Stores `body` under `key`, replacing any existing object.

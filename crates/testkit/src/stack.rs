@@ -42,6 +42,17 @@ pub fn skip(why: &str) {
     );
 }
 
+/// Records that the current test does not apply here (it checks something only
+/// one kind of machine can show, such as running as root), where a plain `cargo
+/// test` shows it. Unlike [`skip`] it never fails: nothing is missing.
+pub fn not_applicable(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: does not apply here: {why}"
+    );
+}
+
 /// The value of environment variable `name`, or `None` after [`skip`]ping the
 /// test (or failing it when the stack is required).
 pub fn setting(name: &str) -> Option<String> {

@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod commands;
 mod model_args;
+mod ort_library;
 mod private_postgres;
 mod shutdown;
 

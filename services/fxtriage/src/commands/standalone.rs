@@ -39,7 +39,9 @@ pub struct StandaloneArgs {
     #[arg(long, env = "FXTRIAGE_AE_TITLE", default_value = "FXTRIAGE")]
     pub ae_title: String,
     /// PostgreSQL URL; without it, a private cluster is initialised in DIR/postgres
-    /// from the installed PostgreSQL binaries and stopped on exit.
+    /// from the installed PostgreSQL binaries and stopped on exit (as root, when
+    /// the postgres user cannot reach DIR, under /var/tmp/fxtriage-postgres-*,
+    /// recorded in DIR/postgres/cluster.location).
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]
