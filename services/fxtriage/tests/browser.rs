@@ -2,8 +2,12 @@
 //! standalone` with sample studies sent over C-STORE: a reader signs in with the
 //! site's token, sees the worklist in the API's own order, sees a change made
 //! elsewhere arrive live, opens the first study with its overlay, claims and
-//! reports it, and sees it leave the list. Screenshots are left in
-//! `target/test-artifacts/` (worklist.png, study.png).
+//! reports it, and sees it leave the list. A reader of a reading network (a
+//! group of two sites) signs in with the group's token, sees the merged worklist
+//! with each study's site, kept live from both sites' streams, claims the next
+//! study and reports it through its own site. Screenshots are left in
+//! `target/test-artifacts/` (worklist.png, study.png, group-login.png,
+//! group-worklist.png, group-study.png).
 
 mod support;
 mod webdriver;
@@ -29,7 +33,7 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");
-    let app = StandaloneApp::start(environment, directory.path()).await;
+    let app = StandaloneApp::start(environment, directory.path(), None).await;
     app.send_samples(STUDIES).await;
     let api_order = app.open_worklist().await;
     assert_eq!(api_order.len(), STUDIES);
@@ -206,6 +210,243 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
     app.stop().await;
 }
 
+/// The sites file of the group test: a second site and a network of both.
+const NETWORK_SITES: &str = r#"
+[[site]]
+id = "north"
+name = "North hospital"
+called_ae_titles = ["NORTH_FX"]
+
+[[group]]
+id = "network"
+name = "The network"
+sites = ["demo", "north"]
+"#;
+const DEMO_STUDIES: usize = 3;
+const NORTH_STUDIES: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_a_reading_network_reads_the_merged_worklist_in_the_browser() {
+    if !browser_installed() {
+        return;
+    }
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let sites_file = directory.path().join("sites.toml");
+    std::fs::write(&sites_file, NETWORK_SITES).expect("sites file");
+    let app = StandaloneApp::start(environment, directory.path(), Some(&sites_file)).await;
+    let group_token = app.create_token(&["--group", "network", "--role", "reader"]);
+    let north_token = app.create_token(&["--site", "north", "--role", "reader"]);
+    app.send_samples_to("FXTRIAGE", "samples-demo", DEMO_STUDIES)
+        .await;
+    app.send_samples_to("NORTH_FX", "samples-north", NORTH_STUDIES)
+        .await;
+    let total = DEMO_STUDIES + NORTH_STUDIES;
+    let group_worklist = "groups/network/worklist?state=open,claimed&limit=100";
+    app.wait_until_settled(&group_token, group_worklist, total)
+        .await;
+    let api_order = app.api_get(&group_token, group_worklist).await["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    let artifacts = artifacts_dir();
+
+    let browser = Browser::launch(directory.path()).await;
+    browser.goto(&format!("{}/", app.http)).await;
+    browser.click("#login-scope-group").await;
+    browser
+        .wait_for(
+            "the id field asking for a group",
+            "return document.getElementById('login-site-label').textContent === 'Group id';",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#login-site", "network").await;
+    browser.type_into("#login-token", &app.token).await;
+    browser.click("#login-submit").await;
+    browser
+        .wait_for(
+            "a site's token refused for the group",
+            "const error = document.getElementById('login-error'); \
+             return !error.hidden && error.textContent.includes('does not belong to group');",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&artifacts.join("group-login.png")).await;
+    browser.type_into("#login-token", &group_token).await;
+    browser.type_into("#login-reader", READER).await;
+    browser.click("#login-submit").await;
+
+    browser
+        .wait_for(
+            "every study of both sites on the worklist",
+            "return document.querySelectorAll('#worklist-rows tr').length === arguments[0];",
+            json!([total]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "both sites' streams live",
+            "return document.getElementById('live-status').dataset.state === 'live';",
+            json!([]),
+        )
+        .await;
+    let header = browser
+        .script(
+            "return [document.getElementById('session-scope').textContent, \
+                     document.getElementById('session-site').textContent, \
+                     document.getElementById('col-site').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(header, json!(["Group", "The network", false]));
+    let page_rows = browser
+        .script(
+            "return [...document.querySelectorAll('#worklist-rows tr')].map(row => ({ \
+                 study: row.dataset.study, site: row.dataset.site, \
+                 site_name: row.querySelector('td.site').textContent, \
+                 href: row.querySelector('a.accession').getAttribute('href') }));",
+            json!([]),
+        )
+        .await;
+    let page_rows = page_rows.as_array().expect("rows");
+    for (row, item) in page_rows.iter().zip(&api_order) {
+        let site = item["site_id"].as_str().expect("site_id");
+        let study = item["study_instance_uid"].as_str().expect("uid");
+        assert_eq!(row["study"], study, "the page keeps the API's order");
+        assert_eq!(row["site"], site);
+        let name = if site == "north" {
+            "North hospital"
+        } else {
+            "Demo site"
+        };
+        assert_eq!(row["site_name"], name);
+        assert_eq!(row["href"], format!("#/sites/{site}/study/{study}"));
+    }
+    let sites: std::collections::BTreeSet<&str> = api_order
+        .iter()
+        .map(|item| item["site_id"].as_str().expect("site_id"))
+        .collect();
+    assert_eq!(sites, ["demo", "north"].into(), "both sites merged");
+
+    // A claim made at the north site by someone else shows up by itself.
+    let north_study = api_order
+        .iter()
+        .rev()
+        .find(|item| item["site_id"] == "north")
+        .expect("a north study")["study_instance_uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    app.api_post(
+        &north_token,
+        &format!("sites/north/studies/{north_study}/claim"),
+        json!({ "reader": "dr-north" }),
+    )
+    .await;
+    browser
+        .wait_for(
+            "the north reader's claim, live",
+            "const row = document.querySelector(`#worklist-rows tr[data-study=\"${arguments[0]}\"]`); \
+             return row !== null && row.querySelector('.holder').textContent === 'Claimed by dr-north';",
+            json!([north_study]),
+        )
+        .await;
+    browser
+        .screenshot(&artifacts.join("group-worklist.png"))
+        .await;
+
+    // Claim next: the most urgent open study of either site, opened through its site.
+    let first = &api_order[0];
+    let (first_site, first_study) = (
+        first["site_id"].as_str().expect("site"),
+        first["study_instance_uid"].as_str().expect("uid"),
+    );
+    let first_token = if first_site == "north" {
+        &north_token
+    } else {
+        &app.token
+    };
+    let instances = app
+        .api_get(
+            first_token,
+            &format!("sites/{first_site}/studies/{first_study}"),
+        )
+        .await["instances"]
+        .as_array()
+        .expect("instances")
+        .len();
+    browser.click("#claim-next").await;
+    browser
+        .wait_for(
+            "the claimed study with every overlay",
+            "const images = [...document.querySelectorAll('#images img.overlay')]; \
+             return location.hash === arguments[0] && \
+                 !document.getElementById('study-view').hidden && \
+                 document.getElementById('study-state').textContent === 'Claimed by you' && \
+                 images.length === arguments[1] && \
+                 images.every(image => image.complete && image.naturalWidth > 0);",
+            json!([
+                format!("#/sites/{first_site}/study/{first_study}"),
+                instances
+            ]),
+        )
+        .await;
+    let claimed = app
+        .api_get(
+            first_token,
+            &format!("sites/{first_site}/studies/{first_study}"),
+        )
+        .await;
+    assert_eq!(claimed["study"]["claimed_by"], READER);
+    browser.screenshot(&artifacts.join("group-study.png")).await;
+
+    browser.click("#report-button").await;
+    browser
+        .wait_for(
+            "the study reported",
+            "return document.getElementById('study-state').textContent === 'Reported' && \
+                 document.getElementById('study-message').textContent.startsWith('Reported.');",
+            json!([]),
+        )
+        .await;
+    browser.click("#back-to-worklist").await;
+    browser
+        .wait_for(
+            "the reported study gone from the merged worklist",
+            "const rows = [...document.querySelectorAll('#worklist-rows tr')]; \
+             return !document.getElementById('worklist-view').hidden && \
+                 rows.length === arguments[0] && \
+                 rows.every(row => row.dataset.study !== arguments[1]);",
+            json!([total - 1, first_study]),
+        )
+        .await;
+
+    // Reloaded, the tab is still signed in to the group; signed out, the form
+    // offers the group again.
+    browser.goto(&format!("{}/", app.http)).await;
+    browser
+        .wait_for(
+            "the merged worklist after a reload",
+            "return document.querySelectorAll('#worklist-rows td.site').length === arguments[0] &&                  document.getElementById('session-site').textContent === 'The network' &&                  document.getElementById('live-status').dataset.state === 'live';",
+            json!([total - 1]),
+        )
+        .await;
+    browser.click("#sign-out").await;
+    browser
+        .wait_for(
+            "the sign-in form for the group",
+            "return !document.getElementById('login-view').hidden &&                  document.getElementById('login-scope-group').checked &&                  document.getElementById('login-site').value === 'network' &&                  document.getElementById('login-site-label').textContent === 'Group id';",
+            json!([]),
+        )
+        .await;
+
+    browser.quit().await;
+    app.stop().await;
+}
+
 /// `fxtriage standalone` on free loopback ports, with a fresh database on the
 /// local stack's PostgreSQL and the test model.
 struct StandaloneApp {
@@ -221,7 +462,11 @@ struct StandaloneApp {
 }
 
 impl StandaloneApp {
-    async fn start(mut environment: Vec<(String, String)>, directory: &Path) -> Self {
+    async fn start(
+        mut environment: Vec<(String, String)>,
+        directory: &Path,
+        sites_file: Option<&Path>,
+    ) -> Self {
         let database = FreshDatabase::create_on(
             &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
             "fxtriage_browser",
@@ -240,7 +485,7 @@ impl StandaloneApp {
             free_loopback_port(),
         );
         let data = directory.join("data");
-        let arguments: Vec<String> = [
+        let mut arguments: Vec<String> = [
             "standalone",
             "--data-dir",
             &data.display().to_string(),
@@ -257,6 +502,9 @@ impl StandaloneApp {
         ]
         .map(str::to_owned)
         .to_vec();
+        if let Some(sites_file) = sites_file {
+            arguments.extend(["--sites".to_owned(), sites_file.display().to_string()]);
+        }
         let service = Service::start("standalone", &arguments, &environment, directory);
         wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
         let description: Value = serde_json::from_slice(
@@ -278,7 +526,15 @@ impl StandaloneApp {
     /// Sends `count` sample studies over C-STORE and waits until each is on the
     /// worklist with its AI result.
     async fn send_samples(&self, count: usize) {
-        let samples = self.directory.join("samples");
+        self.send_samples_to("FXTRIAGE", "samples", count).await;
+        let worklist = format!("sites/{}/worklist?state=open,claimed&limit=100", self.site);
+        self.wait_until_settled(&self.token, &worklist, count).await;
+    }
+
+    /// Writes `count` sample studies to `folder` and sends them over C-STORE to
+    /// the called AE title `ae_title` (which names the site).
+    async fn send_samples_to(&self, ae_title: &str, folder: &str, count: usize) {
+        let samples = self.directory.join(folder);
         let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
             .args([
                 "samples",
@@ -297,7 +553,7 @@ impl StandaloneApp {
         let sent = Command::new("dcmsend")
             .args([
                 "-aec",
-                "FXTRIAGE",
+                ae_title,
                 "127.0.0.1",
                 &self.dimse.to_string(),
                 "+sd",
@@ -312,9 +568,17 @@ impl StandaloneApp {
             "{}",
             String::from_utf8_lossy(&sent.stderr)
         );
+    }
+
+    /// Waits until the worklist at `path` (under `/api/v1/`) holds `count`
+    /// studies, each with its AI result.
+    async fn wait_until_settled(&self, token: &str, path: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let items = self.open_worklist().await;
+            let items = self.api_get(token, path).await["items"]
+                .as_array()
+                .expect("items")
+                .clone();
             let settled = items
                 .iter()
                 .all(|item| item["ai_result"] != "awaiting-analysis");
@@ -331,6 +595,28 @@ impl StandaloneApp {
         }
     }
 
+    /// `fxtriage tokens create ARGS` on the app's database: the new token.
+    fn create_token(&self, arguments: &[&str]) -> String {
+        let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args(["tokens", "create"])
+            .args(arguments)
+            .env("FXTRIAGE_DATABASE_URL", &self.database.url)
+            .output()
+            .expect("tokens create");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        String::from_utf8(created.stdout)
+            .expect("utf-8")
+            .lines()
+            .rfind(|line| !line.trim().is_empty())
+            .expect("a token on stdout")
+            .trim()
+            .to_owned()
+    }
+
     /// The worklist as the page asks for it: open and claimed studies, in order.
     async fn open_worklist(&self) -> Vec<Value> {
         self.get("worklist?state=open,claimed&limit=100").await["items"]
@@ -339,11 +625,24 @@ impl StandaloneApp {
             .clone()
     }
 
+    /// GET `/api/v1/sites/{site}/{path}` with the site's token.
     async fn get(&self, path: &str) -> Value {
+        self.api_get(&self.token, &format!("sites/{}/{path}", self.site))
+            .await
+    }
+
+    /// POST `/api/v1/sites/{site}/{path}` with the site's token.
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.api_post(&self.token, &format!("sites/{}/{path}", self.site), body)
+            .await
+    }
+
+    /// GET `/api/v1/{path}` with `token`.
+    async fn api_get(&self, token: &str, path: &str) -> Value {
         let response = self
             .client
-            .get(format!("{}/api/v1/sites/{}/{path}", self.http, self.site))
-            .bearer_auth(&self.token)
+            .get(format!("{}/api/v1/{path}", self.http))
+            .bearer_auth(token)
             .send()
             .await
             .expect("GET");
@@ -355,11 +654,12 @@ impl StandaloneApp {
         response.json().await.expect("json")
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    /// POST `/api/v1/{path}` with `token`.
+    async fn api_post(&self, token: &str, path: &str, body: Value) -> Value {
         let response = self
             .client
-            .post(format!("{}/api/v1/sites/{}/{path}", self.http, self.site))
-            .bearer_auth(&self.token)
+            .post(format!("{}/api/v1/{path}", self.http))
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await

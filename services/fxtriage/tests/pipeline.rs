@@ -233,11 +233,21 @@ impl Deployment {
                 .iter()
                 .filter(|row| row.get::<_, String>(2) == "awaiting-analysis")
                 .count();
-            if rows.len() == studies.len() && awaiting == 0 {
+            // A study may be classed before all its images are (one suspected
+            // image suffices): wait for every image's finding too.
+            let images_awaiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM instances WHERE site_id = $1 AND analysis = 'awaiting'",
+                    &[&self.site],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            if rows.len() == studies.len() && awaiting == 0 && images_awaiting == 0 {
                 Progress::Done(rows)
             } else {
                 Progress::NotYet(format!(
-                    "{} of {} studies listed, {awaiting} awaiting analysis",
+                    "{} of {} studies listed, {awaiting} awaiting analysis, {images_awaiting} images without a finding",
                     rows.len(),
                     studies.len()
                 ))
