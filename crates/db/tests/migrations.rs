@@ -3,17 +3,11 @@
 
 use fxtriage_db::{DbConfig, latest_known_version, migrate};
 
-/// Creates a uniquely named empty database and returns its config.
+/// A uniquely named empty database (crates/testkit) and its config. Left for the
+/// stack's `down --purge`: each test's database is small.
 async fn fresh_database() -> Option<DbConfig> {
-    let url = fxtriage_testkit::stack::setting("FXTRIAGE_DATABASE_URL")?;
-    let server = DbConfig::from_url(&url).expect("valid URL");
-    let admin = server.connect().await.expect("connect to PostgreSQL");
-    let name = format!("fxtriage_test_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .expect("create database");
-    Some(server.with_database(&name))
+    let database = fxtriage_testkit::FreshDatabase::create("fxt_db").await?;
+    Some(DbConfig::from_url(&database.url).expect("valid URL"))
 }
 
 #[tokio::test]

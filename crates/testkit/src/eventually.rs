@@ -51,3 +51,23 @@ where
         pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
+
+/// Waits until `condition` holds, checking every 50 ms; panics with `what` after
+/// `limit`. For checks with nothing to report but yes or no.
+pub async fn until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

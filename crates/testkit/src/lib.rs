@@ -18,6 +18,6 @@ pub mod process;
 pub mod stack;
 
 pub use database::FreshDatabase;
-pub use eventually::{Progress, eventually, poll_until};
+pub use eventually::{Progress, eventually, poll_until, until};
 pub use namespace::unique_namespace;
 pub use process::ChildGuard;

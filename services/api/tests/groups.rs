@@ -134,7 +134,10 @@ async fn a_group_reader_claims_the_next_study_of_any_site_and_reports_it_through
              AND group_id = 'network' AND action IN ('study.claim', 'study.report')",
         )
         .await;
-    assert_eq!(audited, 2, "claim and report audited with the site and group");
+    assert_eq!(
+        audited, 2,
+        "claim and report audited with the site and group"
+    );
 
     // A viewer of the group may not claim: 403 naming the role it lacks.
     let viewer = api
@@ -163,10 +166,22 @@ async fn tokens_see_nothing_outside_their_scope() {
     // A site's token on the group's routes, another group, a missing site.
     for (token, path) in [
         (&api.demo.admin, format!("/api/v1/groups/{GROUP}/worklist")),
-        (&api.network.admin, "/api/v1/groups/elsewhere/worklist".to_owned()),
-        (&api.network.admin, "/api/v1/sites/nowhere/worklist".to_owned()),
-        (&api.deployment_admin, "/api/v1/sites/demo/worklist".to_owned()),
-        (&api.deployment_admin, format!("/api/v1/groups/{GROUP}/worklist")),
+        (
+            &api.network.admin,
+            "/api/v1/groups/elsewhere/worklist".to_owned(),
+        ),
+        (
+            &api.network.admin,
+            "/api/v1/sites/nowhere/worklist".to_owned(),
+        ),
+        (
+            &api.deployment_admin,
+            "/api/v1/sites/demo/worklist".to_owned(),
+        ),
+        (
+            &api.deployment_admin,
+            format!("/api/v1/groups/{GROUP}/worklist"),
+        ),
     ] {
         let response = api
             .http
@@ -243,7 +258,8 @@ async fn the_admin_api_applies_sites_files_and_manages_tokens_for_a_deployment_a
     assert_eq!(lines, [4, 8], "{body}");
 
     // A dry run, then the real apply; the site's TOML applies back unchanged.
-    let third = "[[site]]\nid = \"third\"\nname = \"Third hospital\"\ncalled_ae_titles = [\"THIRD_FX\"]\n";
+    let third =
+        "[[site]]\nid = \"third\"\nname = \"Third hospital\"\ncalled_ae_titles = [\"THIRD_FX\"]\n";
     let dry: serde_json::Value = admin(reqwest::Method::POST, "/sites/apply?dry_run=true")
         .body(third)
         .send()

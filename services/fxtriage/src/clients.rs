@@ -29,6 +29,23 @@ pub struct BusArgs {
     /// cluster never see each other's messages. Empty: the bare names.
     #[arg(long, env = "FXTRIAGE_NAMESPACE", default_value = "")]
     pub namespace: Namespace,
+    /// Extra librdkafka client properties, `KEY=VALUE`, for what a managed
+    /// cluster needs (security.protocol, sasl.mechanism, ssl.ca.location, ...) or
+    /// for diagnosis (debug=cgrp); repeat the flag, or separate them by commas in
+    /// the variable. Values are never logged when the key names a secret.
+    #[arg(long = "kafka-property", env = "FXTRIAGE_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property, hide_env_values = true)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("{text:?} has no key"));
+    }
+    Ok((key.to_owned(), value.trim().to_owned()))
 }
 
 impl BusArgs {
@@ -36,6 +53,7 @@ impl BusArgs {
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
         let mut config = KafkaConfig::new(&self.kafka_brokers, client_id);
         config.replication_factor = self.topic_replication;
+        config.properties = self.kafka_properties.clone();
         let bus = KafkaBus::connect(config)?;
         bus.check(Duration::from_secs(15))
             .await

@@ -224,7 +224,15 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
     let network = directory.path().join("network.toml");
     std::fs::write(&network, NETWORK).expect("network file");
     let dry = succeeded(
-        &fxtriage(&["sites", "apply", "--dry-run", &network.display().to_string()], url),
+        &fxtriage(
+            &[
+                "sites",
+                "apply",
+                "--dry-run",
+                &network.display().to_string(),
+            ],
+            url,
+        ),
         "sites apply --dry-run",
     );
     assert!(dry.contains("would: add site north"), "{dry}");
@@ -243,8 +251,22 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         "sites apply again",
     );
     assert!(again.contains("no change"), "{again}");
+    let shown = succeeded(
+        &fxtriage(&["sites", "show", "north", "--format", "toml"], url),
+        "sites show",
+    );
+    let shown_file = directory.path().join("north.toml");
+    std::fs::write(&shown_file, &shown).expect("write");
+    let reapplied = succeeded(
+        &fxtriage(&["sites", "apply", &shown_file.display().to_string()], url),
+        "sites apply of sites show",
+    );
+    assert!(reapplied.contains("no change"), "{shown}\n{reapplied}");
     let listed = succeeded(&fxtriage(&["sites", "list"], url), "sites list");
-    assert!(listed.contains("NORTH_FX") && listed.contains("network"), "{listed}");
+    assert!(
+        listed.contains("NORTH_FX") && listed.contains("network"),
+        "{listed}"
+    );
     let group_token = succeeded(
         &fxtriage(
             &["tokens", "create", "--group", "network", "--role", "reader"],
@@ -267,7 +289,12 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         }
     })
     .await;
-    let north = send_study(&directory.path().join("north"), "NORTH_FX", dimse, "ROUTINE");
+    let north = send_study(
+        &directory.path().join("north"),
+        "NORTH_FX",
+        dimse,
+        "ROUTINE",
+    );
     let south = send_study(&directory.path().join("south"), "SOUTH_FX", dimse, "STAT");
 
     let page = eventually(
@@ -275,7 +302,9 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         Duration::from_secs(120),
         || async {
             let response = client
-                .get(format!("http://127.0.0.1:{http}/api/v1/groups/network/worklist"))
+                .get(format!(
+                    "http://127.0.0.1:{http}/api/v1/groups/network/worklist"
+                ))
                 .bearer_auth(&group_token)
                 .send()
                 .await
@@ -312,10 +341,15 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         .iter()
         .map(|item| item["deadline"].as_str().expect("deadline"))
         .collect();
-    assert!(deadlines[0] <= deadlines[1], "deadline order: {deadlines:?}");
+    assert!(
+        deadlines[0] <= deadlines[1],
+        "deadline order: {deadlines:?}"
+    );
     // The group token sees neither the demo site nor its study.
     let demo = client
-        .get(format!("http://127.0.0.1:{http}/api/v1/sites/demo/worklist"))
+        .get(format!(
+            "http://127.0.0.1:{http}/api/v1/sites/demo/worklist"
+        ))
         .bearer_auth(&group_token)
         .send()
         .await

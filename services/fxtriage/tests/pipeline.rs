@@ -99,7 +99,12 @@ struct Deployment {
 impl Deployment {
     async fn start(prefix: &str) -> Option<Self> {
         let stack = Stack::start(prefix).await?;
-        let directory = tempfile::tempdir().expect("tempdir");
+        // FXTRIAGE_TEST_KEEP_LOGS keeps the services' logs after the test, to diagnose.
+        let directory = tempfile::Builder::new()
+            .prefix("fxtriage-e2e-")
+            .disable_cleanup(std::env::var_os("FXTRIAGE_TEST_KEEP_LOGS").is_some())
+            .tempdir()
+            .expect("tempdir");
         // The bucket is shared by every run: the site (and so its quarantine
         // prefix) is the namespace's unique name.
         let site = stack.namespace.name().to_owned();

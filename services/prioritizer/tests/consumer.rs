@@ -411,11 +411,11 @@ async fn a_change_committed_but_not_published_before_a_crash_is_published_after_
 /// acknowledged; once the database is back it is applied.
 #[tokio::test]
 async fn a_message_is_retried_until_the_database_is_back() {
-    let Some((server, _, name)) = empty_database().await else {
+    let Some(server) = database_server() else {
         return;
     };
     // A database that does not exist yet stands for one that is down.
-    let missing = format!("{name}_later");
+    let missing = format!("fxt_prio_later_{}", uuid::Uuid::new_v4().simple());
     let later = server.with_database(&missing);
     let pool = later.pool().expect("pool");
     let bus = in_process_bus(1);
@@ -476,15 +476,13 @@ async fn a_message_is_retried_until_the_database_is_back() {
     );
     consumer.close().await.expect("close");
     pool.close();
-    for database in [missing, name] {
-        admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-                &[],
-            )
-            .await
-            .expect("drop");
-    }
+    admin
+        .execute(
+            &format!("DROP DATABASE IF EXISTS {missing} WITH (FORCE)"),
+            &[],
+        )
+        .await
+        .expect("drop");
 }
 
 /// Shutdown finishes what is in flight and acknowledges it: a restarted consumer

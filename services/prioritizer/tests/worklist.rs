@@ -430,6 +430,36 @@ async fn a_finding_naming_another_study_than_its_instance_is_refused() {
     db.finish().await;
 }
 
+/// A site removed from the registry (retired) keeps its worklist, and messages
+/// already announced for it are still applied, never refused as an unknown site.
+#[tokio::test]
+async fn messages_of_a_retired_site_are_still_applied() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    fxtriage_sites::store::apply_text(
+        &db.pool,
+        "[[site]]\nid = \"elsewhere\"\n",
+        fxtriage_sites::ApplyOptions {
+            prune: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("demo retired");
+    assert!(registry(&db.pool).await.current().site(SITE).is_none());
+    let image = instance("1.13.1", "1.13.1.1.1", Urgency::Inpatient, T0);
+    apply_instance(
+        &db.pool,
+        &Policy::default(),
+        &StoredInstance::from_proto(&image).expect("valid"),
+    )
+    .await
+    .expect("applied, not refused");
+    assert!(study_row(&db.pool, "1.13.1").await.is_some());
+    db.finish().await;
+}
+
 /// Sites may have their own operating points and targets.
 #[tokio::test]
 async fn each_site_is_prioritised_by_its_own_policy() {

@@ -45,13 +45,6 @@ name = "Demo network"
 sites = ["demo", "other"]
 "#;
 
-/// The server of the local stack, or `None` (the test is skipped) when
-/// FXTRIAGE_DATABASE_URL is unset (see `fxtriage_testkit::stack`).
-pub fn database_server() -> Option<DbConfig> {
-    let url = fxtriage_testkit::stack::setting("FXTRIAGE_DATABASE_URL")?;
-    Some(DbConfig::from_url(&url).expect("valid FXTRIAGE_DATABASE_URL"))
-}
-
 /// Tokens of one site (or of the group), one per role.
 #[derive(Debug, Clone)]
 pub struct SiteTokens {
@@ -77,8 +70,7 @@ pub struct TestApi {
     pub deployment_admin: String,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
-    database_server: DbConfig,
-    database: String,
+    database: fxtriage_testkit::FreshDatabase,
     _store_dir: tempfile::TempDir,
 }
 
@@ -89,14 +81,8 @@ pub async fn start_api() -> Option<TestApi> {
 
 /// The API with `adjust` applied to its configuration.
 pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi> {
-    let server = database_server()?;
-    let database = format!("fxtriage_api_{}", uuid::Uuid::new_v4().simple());
-    let admin = server.connect().await.expect("connect to PostgreSQL");
-    admin
-        .execute(&format!("CREATE DATABASE {database}"), &[])
-        .await
-        .expect("create database");
-    let mut config = server.with_database(&database);
+    let database = fxtriage_testkit::FreshDatabase::create("fxt_api").await?;
+    let mut config = DbConfig::from_url(&database.url).expect("URL");
     config.max_connections = 24;
     fxtriage_db::migrate(&config).await.expect("migrate");
     let pool = config.pool().expect("pool");
@@ -151,7 +137,6 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
         deployment_admin,
         shutdown,
         server: server_task,
-        database_server: server,
         database,
         _store_dir: store_dir,
     };
@@ -199,18 +184,7 @@ impl TestApi {
             .expect("the API task does not panic")
             .expect("the API ends without error");
         self.pool.close();
-        let admin = self
-            .database_server
-            .connect()
-            .await
-            .expect("connect to PostgreSQL");
-        admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-                &[],
-            )
-            .await
-            .expect("drop the test database");
+        self.database.drop_database().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -477,24 +451,9 @@ pub async fn store_image(store: &dyn ObjectStore, spec: &StudySpec) {
         .expect("store the image");
 }
 
-/// Waits until `condition` holds, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Waiting on a yes-or-no condition (crates/testkit).
+#[allow(unused_imports)]
+pub use fxtriage_testkit::until as eventually;
 
 /// Asserts a JSON error answer with `status` and `kind`, returning the body.
 pub async fn expect_error(response: Response, status: StatusCode, kind: &str) -> serde_json::Value {

@@ -182,6 +182,14 @@ impl Service {
         {
             command.env_remove(key);
         }
+        // For diagnosis, the log filter and extra Kafka properties of the test's
+        // own environment reach its services (e.g. FXTRIAGE_LOG=info,librdkafka=debug
+        // with FXTRIAGE_KAFKA_PROPERTIES=debug=cgrp).
+        for name in ["FXTRIAGE_LOG", "FXTRIAGE_KAFKA_PROPERTIES"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
         command
             .args(arguments)
             .envs(environment.iter().cloned())

@@ -23,8 +23,7 @@ use time::macros::datetime;
 pub struct TestDb {
     pub config: DbConfig,
     pub pool: Pool,
-    server: DbConfig,
-    name: String,
+    database: fxtriage_testkit::FreshDatabase,
 }
 
 /// The server of the local stack, or `None` (the test is skipped) when
@@ -34,45 +33,25 @@ pub fn database_server() -> Option<DbConfig> {
     Some(DbConfig::from_url(&url).expect("valid FXTRIAGE_DATABASE_URL"))
 }
 
-/// A uniquely named empty database on the stack's server (not migrated).
-pub async fn empty_database() -> Option<(DbConfig, DbConfig, String)> {
-    let server = database_server()?;
-    let name = format!("fxtriage_prio_{}", uuid::Uuid::new_v4().simple());
-    let admin = server.connect().await.expect("connect to PostgreSQL");
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .expect("create database");
-    let mut config = server.with_database(&name);
-    config.max_connections = 8;
-    Some((server, config, name))
-}
-
 /// A migrated database with one registered site, [`SITE`].
 pub async fn fresh_database() -> Option<TestDb> {
-    let (server, config, name) = empty_database().await?;
+    let database = fxtriage_testkit::FreshDatabase::create("fxt_prio").await?;
+    let mut config = DbConfig::from_url(&database.url).expect("URL");
+    config.max_connections = 8;
     fxtriage_db::migrate(&config).await.expect("migrate");
     let pool = config.pool().expect("pool");
     add_site(&pool, SITE, "Demo hospital").await;
     Some(TestDb {
         config,
         pool,
-        server,
-        name,
+        database,
     })
 }
 
 impl TestDb {
     pub async fn finish(self) {
         self.pool.close();
-        let admin = self.server.connect().await.expect("connect to PostgreSQL");
-        admin
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-                &[],
-            )
-            .await
-            .expect("drop the test database");
+        self.database.drop_database().await;
     }
 }
 
@@ -254,24 +233,9 @@ pub async fn count(pool: &Pool, query: &str) -> i64 {
     client.query_one(query, &[]).await.expect("count").get(0)
 }
 
-/// Waits until `condition` holds, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Waiting on a yes-or-no condition (crates/testkit).
+#[allow(unused_imports)]
+pub use fxtriage_testkit::until as eventually;
 
 /// Every message of `topic`, read by a new consumer group until the topic stays
 /// quiet for `quiet`.

@@ -132,6 +132,7 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
                 topic_partitions: 8,
                 topic_replication: 1,
                 namespace: bench_namespace(),
+                kafka_properties: Vec::new(),
             };
             (
                 bus_args.connect("fxtriage-bench").await?,
