@@ -6,6 +6,7 @@
 //! in-sync replica. Kafka transactions are not used: effects downstream are
 //! idempotent instead.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::headers::add_trace_context;
 use crate::offsets::OffsetTracker;
+use crate::stall::{Observation, StallDetector};
 use crate::{Bus, BusError, BusErrorKind, Consumer, Delivery, Headers, Received, Record};
 
 #[derive(Clone)]
@@ -38,6 +40,11 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// Extra librdkafka properties (security.protocol, sasl.*, ...).
     pub properties: Vec<(String, String)>,
+    /// How often a member without partitions checks that its group is not stuck
+    /// (see `stall`). Three stalled checks in a row must outlast a normal
+    /// rebalance (`max.poll.interval.ms`, 30 s), so that waiting for a dead
+    /// member is never mistaken for a stuck group.
+    pub stall_check_interval: Duration,
 }
 
 impl KafkaConfig {
@@ -48,6 +55,7 @@ impl KafkaConfig {
             replication_factor: 1,
             delivery_timeout: Duration::from_secs(30),
             properties: Vec::new(),
+            stall_check_interval: Duration::from_secs(20),
         }
     }
 
@@ -266,8 +274,15 @@ impl Bus for KafkaBus {
                 message: error.to_string(),
                 kind: BusErrorKind::Permanent,
             })?;
+        let consumer = Arc::new(consumer);
+        tokio::spawn(watch_for_a_stuck_group(
+            Arc::downgrade(&consumer),
+            group.to_owned(),
+            topics.iter().map(|topic| (*topic).to_owned()).collect(),
+            self.config.stall_check_interval,
+        ));
         Ok(Box::new(KafkaConsumer {
-            consumer: Arc::new(consumer),
+            consumer,
             tracker,
             topics: topics.join(","),
         }))
@@ -276,6 +291,95 @@ impl Bus for KafkaBus {
     fn describe(&self) -> String {
         format!("kafka at {}", self.config.brokers)
     }
+}
+
+/// While the consumer lives: every `interval`, looks whether this member holds
+/// no partitions while its group makes no progress on waiting messages, and
+/// rejoins the group when so (see `stall`).
+async fn watch_for_a_stuck_group(
+    consumer: std::sync::Weak<StreamConsumer<GroupContext>>,
+    group: String,
+    topics: Vec<String>,
+    interval: Duration,
+) {
+    let mut detector = StallDetector::default();
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(live) = consumer.upgrade() else {
+            return;
+        };
+        let looked = {
+            let topics = topics.clone();
+            tokio::task::spawn_blocking(move || observe_group(&live, &topics)).await
+        };
+        let observation = match looked {
+            Ok(Ok(observation)) => observation,
+            // The broker is away, or the consumer was closed: look again later.
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        let waiting = observation.waiting;
+        if detector.observe(observation) {
+            let Some(live) = consumer.upgrade() else {
+                return;
+            };
+            tracing::warn!(
+                %group,
+                waiting,
+                "this member holds no partitions while messages wait and the group commits nothing; rejoining the group"
+            );
+            metrics::counter!(
+                fxtriage_telemetry::metrics::names::CONSUMER_REJOINS,
+                "group" => group.clone(),
+            )
+            .increment(1);
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            live.unsubscribe();
+            if let Err(error) = live.subscribe(&names) {
+                tracing::error!(%group, %error, "rejoining the group failed");
+            }
+        }
+    }
+}
+
+/// What the member holds, what its group committed and how much waits past it.
+fn observe_group(
+    consumer: &StreamConsumer<GroupContext>,
+    topics: &[String],
+) -> Result<Observation, KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let assigned_partitions = consumer.assignment()?.count();
+    let mut partitions = TopicPartitionList::new();
+    let mut watermarks = BTreeMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for described in metadata.topics() {
+            for partition in described.partitions() {
+                partitions.add_partition(topic, partition.id());
+                let marks = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+                watermarks.insert((topic.clone(), partition.id()), marks);
+            }
+        }
+    }
+    let committed_offsets = consumer.committed_offsets(partitions, timeout)?;
+    let mut committed = BTreeMap::new();
+    let mut waiting = 0;
+    for element in committed_offsets.elements() {
+        let key = (element.topic().to_owned(), element.partition());
+        let offset = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => -1,
+        };
+        if let Some((low, high)) = watermarks.get(&key) {
+            let from = if offset < 0 { *low } else { offset };
+            waiting += (high - from).max(0);
+        }
+        committed.insert(key, offset);
+    }
+    Ok(Observation {
+        assigned_partitions,
+        committed,
+        waiting,
+    })
 }
 
 /// Commits acknowledged positions before partitions move to another member.

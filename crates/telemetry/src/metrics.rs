@@ -43,6 +43,10 @@ pub mod names {
     /// topic the message came from) and `kind` (the reason's kind, such as
     /// `malformed-message` or `unknown-site`).
     pub const DEAD_LETTERS: &str = "fxtriage_dead_letters_total";
+    /// Counter: a consumer group member rejoined because its group was stuck
+    /// (it held no partitions while messages waited and nothing was committed),
+    /// labelled `group`.
+    pub const CONSUMER_REJOINS: &str = "fxtriage_consumer_rejoins_total";
 }
 
 /// Registers the help texts of [`names`] with the installed recorder.
@@ -50,5 +54,9 @@ pub fn describe() {
     metrics::describe_counter!(
         names::DEAD_LETTERS,
         "Messages sent to a dead-letter topic, by source topic and reason kind."
+    );
+    metrics::describe_counter!(
+        names::CONSUMER_REJOINS,
+        "Rejoins of a consumer group member whose group was stuck, by group."
     );
 }
