@@ -181,6 +181,17 @@ impl SiteRegistry {
         Ok(Self::fixed(Snapshot::from_registry(&registry)))
     }
 
+    /// The registry as the database holds it now, followed from then on until
+    /// `shutdown` (every [`REFRESH_INTERVAL`]): what a service starts with.
+    pub async fn load_and_follow(
+        pool: &Pool,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RegistryError> {
+        let registry = Self::load(pool).await?;
+        registry.keep_current(pool.clone(), REFRESH_INTERVAL, shutdown.clone());
+        Ok(registry)
+    }
+
     /// The snapshot in force.
     pub fn current(&self) -> Arc<Snapshot> {
         let guard = self

@@ -13,7 +13,7 @@
 //! sweeper has ended it yet.
 
 use deadpool_postgres::GenericClient;
-use fxtriage_core::{SiteId, Urgency, UrgencySource};
+use fxtriage_core::{SiteId, Urgency};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -22,10 +22,7 @@ use crate::error::{Doing as _, StoreError};
 use crate::store::{StudyRow, WorklistCursor};
 use crate::study::{StudyAiResult, WorklistState};
 
-/// The columns [`study_row`] reads.
-pub const STUDY_COLUMNS: &str = "site_id, study_instance_uid, accession_number, urgency, \
-    urgency_source, arrived_at, body_parts, ai_result, probability, deadline, state, revision, \
-    updated_at, claimed_by, claim_expires_at, reported_at";
+pub use crate::store::STUDY_COLUMNS;
 
 /// Which items a worklist read returns; an empty list means "any".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,34 +259,5 @@ pub fn claim_expired(study: &StudyRow, now: OffsetDateTime) -> bool {
 
 /// A `studies` row read with [`STUDY_COLUMNS`].
 pub fn study_row(row: &Row) -> Result<StudyRow, StoreError> {
-    fn word<T>(
-        row: &Row,
-        column: &'static str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<T, StoreError> {
-        let value: &str = row.get(column);
-        parse(value).ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "studies.{column} holds {value:?}, which this version does not know"
-            ))
-        })
-    }
-    Ok(StudyRow {
-        site_id: row.get("site_id"),
-        study_instance_uid: row.get("study_instance_uid"),
-        accession_number: row.get("accession_number"),
-        urgency: word(row, "urgency", |value| value.parse().ok())?,
-        urgency_source: word(row, "urgency_source", UrgencySource::parse)?,
-        arrived_at: row.get("arrived_at"),
-        body_parts: row.get("body_parts"),
-        ai_result: word(row, "ai_result", StudyAiResult::parse)?,
-        probability: row.get("probability"),
-        deadline: row.get("deadline"),
-        state: word(row, "state", WorklistState::parse)?,
-        revision: row.get("revision"),
-        updated_at: row.get("updated_at"),
-        claimed_by: row.get("claimed_by"),
-        claim_expires_at: row.get("claim_expires_at"),
-        reported_at: row.get("reported_at"),
-    })
+    StudyRow::from_row(row)
 }

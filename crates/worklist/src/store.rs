@@ -47,7 +47,8 @@ impl StudyRow {
         }
     }
 
-    fn from_row(row: &Row) -> Result<Self, StoreError> {
+    /// A `studies` row read with [`STUDY_COLUMNS`].
+    pub fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
             site_id: row.get("site_id"),
             study_instance_uid: row.get("study_instance_uid"),
@@ -82,7 +83,8 @@ fn parse_column<T>(
     })
 }
 
-const STUDY_COLUMNS: &str = "site_id, study_instance_uid, accession_number, urgency, \
+/// The columns [`StudyRow::from_row`] reads.
+pub const STUDY_COLUMNS: &str = "site_id, study_instance_uid, accession_number, urgency, \
     urgency_source, arrived_at, body_parts, ai_result, probability, deadline, state, revision, \
     updated_at, claimed_by, claim_expires_at, reported_at";
 

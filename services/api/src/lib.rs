@@ -129,17 +129,9 @@ pub async fn serve(
         .context("cannot subscribe to worklist changes")?;
     let sites = match config.sites.clone() {
         Some(sites) => sites,
-        None => {
-            let sites = fxtriage_sites::SiteRegistry::load(&pool)
-                .await
-                .context("cannot read the site registry")?;
-            sites.keep_current(
-                pool.clone(),
-                fxtriage_sites::registry::REFRESH_INTERVAL,
-                stop.clone(),
-            );
-            sites
-        }
+        None => fxtriage_sites::SiteRegistry::load_and_follow(&pool, &stop)
+            .await
+            .context("cannot read the site registry")?,
     };
     let state = AppState {
         sites,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
 use fxtriage_testkit::{FreshDatabase, Progress, eventually};
 use serde_json::Value;
-use support::{Service, free_loopback_port, repository_path, setting, stack_env, wait_for_status};
+use support::{Standalone, setting, stack_env};
 
 const NETWORK: &str = r#"
 [[site]]
@@ -102,29 +102,6 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
     )
     .await;
     let directory = tempfile::tempdir().expect("tempdir");
-    let (http, dimse, stow) = (
-        free_loopback_port(),
-        free_loopback_port(),
-        free_loopback_port(),
-    );
-    let data = directory.path().join("data");
-    let arguments: Vec<String> = [
-        "standalone",
-        "--data-dir",
-        &data.display().to_string(),
-        "--model",
-        &repository_path("models/testdata/heatmap")
-            .display()
-            .to_string(),
-        "--http-address",
-        &format!("127.0.0.1:{http}"),
-        "--dimse-address",
-        &format!("127.0.0.1:{dimse}"),
-        "--stow-address",
-        &format!("127.0.0.1:{stow}"),
-    ]
-    .map(str::to_owned)
-    .to_vec();
     let standalone_environment = vec![
         (
             "ORT_DYLIB_PATH".to_owned(),
@@ -132,17 +109,16 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         ),
         ("FXTRIAGE_DATABASE_URL".to_owned(), database.url.clone()),
     ];
-    let standalone = Service::start(
+    let standalone = Standalone::start(
         "standalone",
-        &arguments,
+        &directory.path().join("data"),
         &standalone_environment,
+        &[],
         directory.path(),
-    );
-    wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
-    let description: Value = serde_json::from_slice(
-        &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
     )
-    .expect("json");
+    .await;
+    let (http, dimse) = (standalone.http, standalone.dimse);
+    let description = &standalone.description;
     let url = description["database_url"].as_str().expect("database_url");
     assert_eq!(url, database.url, "every CLI command can use it");
     let printed_token = description["token"].as_str().expect("token");
@@ -356,6 +332,6 @@ async fn a_network_applied_to_a_running_standalone_reads_as_one_worklist() {
         .expect("request");
     assert_eq!(demo.status(), 404);
 
-    standalone.stop().await;
+    standalone.service.stop().await;
     database.drop_database().await;
 }

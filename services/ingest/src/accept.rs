@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use fxtriage_bus::{Bus, Record};
+use fxtriage_core::InstanceKey;
 use fxtriage_dicom::{
     Eligibility, InstanceInfo, Rejection, RejectionKind, ValidatedUids, inspect_bytes,
     inspect_file, validate,
@@ -175,13 +176,17 @@ impl Ingestor {
         };
         span.record("sop_instance_uid", uids.sop_instance.as_str());
 
-        let object_key = ObjectKey::parse(&format!(
-            "{}/{}/{}/{}.dcm",
-            site.id, uids.study_instance, uids.series_instance, uids.sop_instance
-        ))
-        .map_err(|error| IngestError::Unavailable {
-            stage: "object key",
-            message: error.to_string(),
+        let instance_key = InstanceKey {
+            site: site.id.clone(),
+            study: uids.study_instance.clone(),
+            series: uids.series_instance.clone(),
+            sop: uids.sop_instance.clone(),
+        };
+        let object_key = ObjectKey::parse(&instance_key.object_key()).map_err(|error| {
+            IngestError::Unavailable {
+                stage: "object key",
+                message: error.to_string(),
+            }
         })?;
         source
             .put_into(self.store.as_ref(), &object_key)

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use fxtriage_core::{DicomUid, InstanceKey};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -252,8 +253,20 @@ impl FileImporter<'_> {
         else {
             return false;
         };
-        let Ok(key) = ObjectKey::parse(&format!("{}/{study}/{series}/{sop}.dcm", self.site.id))
-        else {
+        let (Ok(study), Ok(series), Ok(sop)) = (
+            DicomUid::parse(&study),
+            DicomUid::parse(&series),
+            DicomUid::parse(&sop),
+        ) else {
+            return false;
+        };
+        let instance_key = InstanceKey {
+            site: self.site.id.clone(),
+            study,
+            series,
+            sop,
+        };
+        let Ok(key) = ObjectKey::parse(&instance_key.object_key()) else {
             return false;
         };
         let store = self.ingestor.store();

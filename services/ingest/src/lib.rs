@@ -52,17 +52,9 @@ pub async fn run(
     );
     let sites = match config.sites {
         Some(sites) => sites,
-        None => {
-            let sites = SiteRegistry::load(&database)
-                .await
-                .context("cannot read the site registry")?;
-            sites.keep_current(
-                database.clone(),
-                fxtriage_sites::registry::REFRESH_INTERVAL,
-                shutdown.clone(),
-            );
-            sites
-        }
+        None => SiteRegistry::load_and_follow(&database, &shutdown)
+            .await
+            .context("cannot read the site registry")?,
     };
     let readiness = health::Readiness::new();
     let router = stow::router(ingestor.clone(), sites.clone(), database)

@@ -79,17 +79,9 @@ pub async fn run(
     tracing::info!(%bound, "prioritizer health endpoints listening");
     let sites = match config.sites {
         Some(sites) => sites,
-        None => {
-            let sites = SiteRegistry::load(&pool)
-                .await
-                .context("cannot read the site registry")?;
-            sites.keep_current(
-                pool.clone(),
-                fxtriage_sites::registry::REFRESH_INTERVAL,
-                stop.clone(),
-            );
-            sites
-        }
+        None => SiteRegistry::load_and_follow(&pool, &stop)
+            .await
+            .context("cannot read the site registry")?,
     };
 
     // Changes a crash left between commit and produce go out before anything new.

@@ -387,3 +387,72 @@ pub async fn dcmsend_all(ae_title: &str, port: u16, directory: &Path) {
         directory.display()
     );
 }
+
+/// `fxtriage standalone` on free loopback ports with the test model, its data
+/// in `data`, ready, with what it wrote to `standalone.json`.
+pub struct Standalone {
+    pub service: Service,
+    pub http: u16,
+    pub dimse: u16,
+    pub stow: u16,
+    pub data: PathBuf,
+    pub description: serde_json::Value,
+}
+
+impl Standalone {
+    /// Starts it with `environment` only (and `extra` arguments), logging to
+    /// `log_dir` as `name`, and waits until it is ready.
+    pub async fn start(
+        name: &str,
+        data: &Path,
+        environment: &[(String, String)],
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
+        let (http, dimse, stow) = (
+            free_loopback_port(),
+            free_loopback_port(),
+            free_loopback_port(),
+        );
+        let mut arguments: Vec<String> = [
+            "standalone",
+            "--data-dir",
+            &data.display().to_string(),
+            "--model",
+            &repository_path("models/testdata/heatmap")
+                .display()
+                .to_string(),
+            "--http-address",
+            &format!("127.0.0.1:{http}"),
+            "--dimse-address",
+            &format!("127.0.0.1:{dimse}"),
+            "--stow-address",
+            &format!("127.0.0.1:{stow}"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        arguments.extend(extra.iter().map(|argument| (*argument).to_owned()));
+        let service = Service::start(name, &arguments, environment, log_dir);
+        wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
+        let description: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
+        )
+        .expect("standalone.json is JSON");
+        Self {
+            service,
+            http,
+            dimse,
+            stow,
+            data: data.to_owned(),
+            description,
+        }
+    }
+
+    /// A string of `standalone.json`.
+    pub fn described(&self, key: &str) -> String {
+        self.description[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("standalone.json has no {key}"))
+            .to_owned()
+    }
+}
