@@ -275,8 +275,10 @@ impl Bus for KafkaBus {
                 kind: BusErrorKind::Permanent,
             })?;
         let consumer = Arc::new(consumer);
+        let left = Arc::new(Mutex::new(false));
         tokio::spawn(watch_for_a_stuck_group(
             Arc::downgrade(&consumer),
+            Arc::clone(&left),
             group.to_owned(),
             topics.iter().map(|topic| (*topic).to_owned()).collect(),
             self.config.stall_check_interval,
@@ -284,6 +286,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer,
             tracker,
+            left,
             topics: topics.join(","),
         }))
     }
@@ -295,9 +298,13 @@ impl Bus for KafkaBus {
 
 /// While the consumer lives: every `interval`, looks whether this member holds
 /// no partitions while its group makes no progress on waiting messages, and
-/// rejoins the group when so (see `stall`).
+/// rejoins the group when so (see `stall`). `left` is set (under its lock) once
+/// the owner closed or dropped the consumer: from then on it never subscribes
+/// again (librdkafka aborts when a consumer is destroyed with a subscription
+/// made after it was closed).
 async fn watch_for_a_stuck_group(
     consumer: std::sync::Weak<StreamConsumer<GroupContext>>,
+    left: Arc<Mutex<bool>>,
     group: String,
     topics: Vec<String>,
     interval: Duration,
@@ -305,6 +312,9 @@ async fn watch_for_a_stuck_group(
     let mut detector = StallDetector::default();
     loop {
         tokio::time::sleep(interval).await;
+        if *lock(&left) {
+            return;
+        }
         let Some(live) = consumer.upgrade() else {
             return;
         };
@@ -322,20 +332,35 @@ async fn watch_for_a_stuck_group(
             let Some(live) = consumer.upgrade() else {
                 return;
             };
-            tracing::warn!(
-                %group,
-                waiting,
-                "this member holds no partitions while messages wait and the group commits nothing; rejoining the group"
-            );
-            metrics::counter!(
-                fxtriage_telemetry::metrics::names::CONSUMER_REJOINS,
-                "group" => group.clone(),
-            )
-            .increment(1);
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            live.unsubscribe();
-            if let Err(error) = live.subscribe(&names) {
-                tracing::error!(%group, %error, "rejoining the group failed");
+            let left = Arc::clone(&left);
+            let topics = topics.clone();
+            let rejoined = tokio::task::spawn_blocking(move || {
+                let left = lock(&left);
+                if *left {
+                    return None;
+                }
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                live.unsubscribe();
+                Some(live.subscribe(&names))
+            })
+            .await;
+            match rejoined {
+                Ok(None) | Err(_) => return,
+                Ok(Some(result)) => {
+                    tracing::warn!(
+                        %group,
+                        waiting,
+                        "this member held no partitions while messages waited and the group committed nothing; rejoined the group"
+                    );
+                    metrics::counter!(
+                        fxtriage_telemetry::metrics::names::CONSUMER_REJOINS,
+                        "group" => group.clone(),
+                    )
+                    .increment(1);
+                    if let Err(error) = result {
+                        tracing::error!(%group, %error, "rejoining the group failed");
+                    }
+                }
             }
         }
     }
@@ -387,8 +412,8 @@ struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
 }
 
-fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
-    tracker
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -419,7 +444,15 @@ impl ConsumerContext for GroupContext {
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     tracker: Arc<Mutex<OffsetTracker>>,
+    /// Set once closed or dropped; read by `watch_for_a_stuck_group`.
+    left: Arc<Mutex<bool>>,
     topics: String,
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        *lock(&self.left) = true;
+    }
 }
 
 impl fmt::Debug for KafkaConsumer {
@@ -500,9 +533,14 @@ impl Consumer for KafkaConsumer {
 
     async fn close(&self) -> Result<(), BusError> {
         let consumer = Arc::clone(&self.consumer);
+        let left = Arc::clone(&self.left);
         lock(&self.tracker).clear();
         // Committing and leaving the group block on the network.
         tokio::task::spawn_blocking(move || {
+            // Held until the consumer has left: the watchdog never rejoins
+            // after that.
+            let mut left = lock(&left);
+            *left = true;
             commit_stored(consumer.as_ref());
             consumer.unsubscribe();
         })
