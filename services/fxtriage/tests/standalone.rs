@@ -192,10 +192,21 @@ async fn without_a_database_url_a_private_cluster_is_started_and_stopped() {
         directory.path(),
     );
     wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
-    let description: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(data.join("standalone.json")).expect("standalone.json"),
-    )
-    .expect("json");
+    // Written before the API answers, and readable by its owner only: it holds a token.
+    let description_path = data.join("standalone.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&description_path)
+            .expect("standalone.json exists once the API is ready")
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "standalone.json is private to its owner"
+    );
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&description_path).expect("standalone.json"))
+            .expect("json");
     assert_eq!(description["database"], "private");
     let postmaster = data.join("postgres/cluster/postmaster.pid");
     assert!(

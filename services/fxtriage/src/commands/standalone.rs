@@ -52,9 +52,23 @@ pub struct StandaloneArgs {
 
 pub const DEMO_SITE: &str = "demo";
 
-fn restrict_to_owner(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+/// Writes `contents` readable by the owner only (it holds a token), whole or
+/// not at all: a reader never sees a half-written file or a moment when others
+/// could read it.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let partial = path.with_extension("json.partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 /// Runs every service until `shutdown`; they stop together if one fails.
@@ -153,12 +167,6 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "standalone",
     )
     .await?;
-    tasks.spawn(fxtriage_api::run(
-        fxtriage_api::Config::new(args.http_address),
-        clients,
-        services.clone(),
-    ));
-
     let description = serde_json::json!({
         "dimse": args.dimse_address.to_string(),
         "ae_title": args.ae_title,
@@ -170,13 +178,19 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "database_url": url,
     });
     let description_path = args.data_dir.join("standalone.json");
-    std::fs::write(&description_path, serde_json::to_vec_pretty(&description)?)?;
+    // The operator's first access token, shown once; the file keeps it too
+    // (mode 600). It is written before the API starts, so that whoever sees
+    // the API ready finds the file.
+    write_private(&description_path, &serde_json::to_vec_pretty(&description)?)?;
     tracing::info!(
         dimse = %args.dimse_address, ae_title = %args.ae_title, http = %args.http_address,
         description = %description_path.display(), "standalone: every service in one process"
     );
-    // The operator's first access token, shown once; the file above keeps it too (mode 600).
-    restrict_to_owner(&description_path)?;
+    tasks.spawn(fxtriage_api::run(
+        fxtriage_api::Config::new(args.http_address),
+        clients,
+        services.clone(),
+    ));
     #[allow(clippy::print_stdout)]
     {
         println!(
