@@ -1,13 +1,15 @@
 //! What a site is: one record that every service reads. Ingest reads how images
 //! reach it (called AE titles, allowed calling AE titles), what it analyses
 //! (routing rules, limits) and how clinical urgency is mapped; the prioritizer
-//! reads its priority policy; dispatch will read its result destinations.
+//! reads its priority policy; dispatch reads its result destinations.
 
 use std::collections::BTreeMap;
 
 use fxtriage_core::policy::Policy;
 use fxtriage_core::{GroupId, SiteId, Urgency};
 use fxtriage_dicom::{ImageLimits, RoutingRules};
+
+use crate::destinations::Destinations;
 
 /// One site (a hospital, or a department sending under its own AE titles).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -37,7 +39,7 @@ pub struct SiteConfig {
     #[serde(default)]
     pub policy: Policy,
     /// Where results go (the site's PACS, RIS, FHIR endpoint).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Destinations::is_empty")]
     pub destinations: Destinations,
 }
 
@@ -52,12 +54,6 @@ pub struct UrgencyMapping {
     #[serde(default)]
     pub departments: BTreeMap<String, Urgency>,
 }
-
-/// Where the site's results go. Reserved: the dispatch service fills it
-/// (DICOM peers, HL7 v2 peers, FHIR endpoints); today it must be empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Destinations {}
 
 /// A reading network: sites read together by one team, from one worklist.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +127,9 @@ impl SiteConfig {
         }
         if let Err(error) = self.policy.validate() {
             problems.push(("policy", error.to_string()));
+        }
+        for problem in self.destinations.problems() {
+            problems.push(("destinations", problem));
         }
         if self.limits.min_dimension > self.limits.max_dimension {
             problems.push((

@@ -225,7 +225,7 @@ pub fn parse(text: &str, existing: &Existing, prune: bool) -> Result<RegistryFil
         }
         for (field, message) in site.problems() {
             let at = match field {
-                "called_ae_titles" | "calling_ae_titles" => spans.field(field),
+                "called_ae_titles" | "calling_ae_titles" | "destinations" => spans.field(field),
                 _ => None,
             };
             errors.push(FileError {
@@ -363,6 +363,7 @@ struct AeTitleSpans {
     called: Vec<Range<usize>>,
     called_field: Option<Range<usize>>,
     calling_field: Option<Range<usize>>,
+    destinations_field: Option<Range<usize>>,
 }
 
 impl AeTitleSpans {
@@ -381,6 +382,7 @@ impl AeTitleSpans {
                     }
                 }
                 "calling_ae_titles" => spans.calling_field = Some(field.span()),
+                "destinations" => spans.destinations_field = Some(field.span()),
                 _ => {}
             }
         }
@@ -390,7 +392,9 @@ impl AeTitleSpans {
     fn field(&self, field: &str) -> Option<Range<usize>> {
         match field {
             "called_ae_titles" => self.called_field.clone(),
-            _ => self.calling_field.clone(),
+            "calling_ae_titles" => self.calling_field.clone(),
+            "destinations" => self.destinations_field.clone(),
+            _ => None,
         }
     }
 }
@@ -494,6 +498,68 @@ sites = ["a", "missing"]
         assert!(errors[1].1.contains("Bad Id"), "{errors:?}");
         assert!(errors[2].1.contains("colour"), "{errors:?}");
         assert!(errors[3].1.contains("missing"), "{errors:?}");
+    }
+
+    #[test]
+    fn destinations_are_read_written_back_and_checked() {
+        let text = r#"
+[[site]]
+id = "north"
+called_ae_titles = ["NORTH_FX"]
+
+[[site.destinations.dicom]]
+name = "pacs"
+ae_title = "NORTH_PACS"
+host = "127.0.0.1"
+port = 11113
+objects = ["sr", "sc"]
+
+[[site.destinations.hl7]]
+name = "ris"
+host = "127.0.0.1"
+port = 2575
+messages = ["oru"]
+
+[[site.destinations.fhir]]
+name = "fhir"
+base_url = "https://fhir.north.example/r4"
+token = "env:NORTH_FHIR_TOKEN"
+resources = ["diagnostic-report"]
+"#;
+        let file = parse(text, &Existing::default(), false).expect("valid");
+        let destinations = &file.sites[0].destinations;
+        assert_eq!(destinations.dicom[0].calling_ae_title, "FXTRIAGE");
+        assert_eq!(destinations.hl7[0].port, 2575);
+        let written = to_toml(&file.sites, &file.groups);
+        assert!(written.contains("env:NORTH_FHIR_TOKEN"), "{written}");
+        let again = parse(&written, &Existing::default(), false).expect("written file is valid");
+        assert_eq!(again, file, "{written}");
+
+        // A literal token, or a message type no one knows, is refused at its line.
+        let errors = refused(&text.replace("env:NORTH_FHIR_TOKEN", "s3cr3t-token"));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].0, 22, "{errors:#?}");
+        assert!(
+            errors[0].1.contains("never written in the sites file"),
+            "{errors:#?}"
+        );
+        let errors =
+            refused(&text.replace(r#"messages = ["oru"]"#, r#"messages = ["oru", "adt"]"#));
+        assert!(errors[0].1.contains("adt"), "{errors:#?}");
+        assert_eq!(errors[0].0, 17, "{errors:#?}");
+        // Values are checked once the shape is right.
+        let errors = refused(&text.replace("port = 11113", "port = 0"));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0]
+                .1
+                .contains("site north: DICOM destination pacs: port 0"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[0].0 >= 2 && errors[0].0 <= 12,
+            "a line of the site: {errors:#?}"
+        );
     }
 
     #[test]

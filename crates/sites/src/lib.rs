@@ -3,6 +3,7 @@
 //! restart; reading networks (groups of sites); and the one credential system.
 //!
 //! - [`config`]: what a site and a group are;
+//! - [`destinations`]: where a site's results go (PACS, RIS, FHIR);
 //! - [`file`]: the declarative sites file, checked whole with a line for every error;
 //! - [`store`]: reading the registry and applying a file in one transaction;
 //! - [`registry`]: a service's live snapshot;
@@ -10,12 +11,14 @@
 
 pub mod config;
 pub mod credentials;
+pub mod destinations;
 pub mod file;
 pub mod registry;
 pub mod store;
 
-pub use config::{Destinations, GroupConfig, SiteConfig, UrgencyMapping};
+pub use config::{GroupConfig, SiteConfig, UrgencyMapping};
 pub use credentials::{ApiToken, CreatedToken, Credential, Role, Scope, TokenError};
+pub use destinations::Destinations;
 pub use file::{Existing, InvalidFile, RegistryFile};
 pub use registry::{SiteRegistry, Snapshot};
 pub use store::{ApplyError, ApplyOptions, Change, Registry, RegistryError};
