@@ -7,6 +7,7 @@ pub mod overlay;
 pub mod pixels;
 pub mod radiograph;
 mod rules;
+pub mod sr;
 pub mod synthetic;
 mod validate;
 
