@@ -47,6 +47,18 @@ pub mod names {
     /// (it held no partitions while messages waited and nothing was committed),
     /// labelled `group`.
     pub const CONSUMER_REJOINS: &str = "fxtriage_consumer_rejoins_total";
+    /// Counter: deliveries of results that reached their destination,
+    /// labelled `site`, `destination` and `kind` (such as `dicom-sr`).
+    pub const DELIVERIES_SENT: &str = "fxtriage_deliveries_sent_total";
+    /// Counter: failed delivery attempts, labelled `site`, `destination`,
+    /// `kind` and `outcome` (`retry` or `dead`).
+    pub const DELIVERIES_FAILED: &str = "fxtriage_deliveries_failed_total";
+    /// Gauge: deliveries waiting to be sent, labelled `site` and `destination`.
+    pub const DELIVERIES_PENDING: &str = "fxtriage_deliveries_pending";
+    /// Gauge: age in seconds of the oldest waiting delivery, labelled `site`
+    /// and `destination`.
+    pub const DELIVERIES_OLDEST_PENDING_SECONDS: &str =
+        "fxtriage_deliveries_oldest_pending_seconds";
 }
 
 /// Registers the help texts of [`names`] with the installed recorder.
@@ -58,5 +70,21 @@ pub fn describe() {
     metrics::describe_counter!(
         names::CONSUMER_REJOINS,
         "Rejoins of a consumer group member whose group was stuck, by group."
+    );
+    metrics::describe_counter!(
+        names::DELIVERIES_SENT,
+        "Result deliveries that reached their destination, by site, destination and kind."
+    );
+    metrics::describe_counter!(
+        names::DELIVERIES_FAILED,
+        "Failed result delivery attempts, by site, destination, kind and outcome (retry or dead)."
+    );
+    metrics::describe_gauge!(
+        names::DELIVERIES_PENDING,
+        "Result deliveries waiting to be sent, by site and destination."
+    );
+    metrics::describe_gauge!(
+        names::DELIVERIES_OLDEST_PENDING_SECONDS,
+        "Age of the oldest waiting result delivery, by site and destination."
     );
 }
