@@ -310,7 +310,7 @@ async fn deliveries_are_retried_refused_and_held_per_destination() {
     let (state, attempts, _) =
         send_until_settled(&pool, &registry, &policy, &first.object_id).await;
     assert_eq!((state.as_str(), attempts), ("sent", 2));
-    assert_eq!(peer.received(), [first.object_id.clone()]);
+    assert_eq!(peer.received(), std::slice::from_ref(&first.object_id));
 
     // Refused for good: dead at once, with the reason, until retried by hand.
     let second = sr_delivery("north");
