@@ -129,7 +129,7 @@ async fn store_unbounded(
             return Err(StoreError::Retry(format!(
                 "cannot associate with {}: {}",
                 describe(peer),
-                error_chain(&error)
+                crate::chain(&error)
             )));
         }
     };
@@ -159,11 +159,11 @@ async fn store_unbounded(
         .write_dataset_with_ts(&mut encoded, transfer_syntax)
         .map_err(|error| StoreError::Refused(format!("cannot encode the object: {error}")))?;
 
-    let lost = |error: &dyn std::error::Error| {
+    let lost = |error: &(dyn std::error::Error + 'static)| {
         StoreError::Retry(format!(
             "the association with {} broke: {}",
             describe(peer),
-            error_chain(error)
+            crate::chain(error)
         ))
     };
     let message_id = 1;
@@ -320,17 +320,6 @@ fn status_meaning(status: u16) -> &'static str {
         0xC000..=0xCFFF => "cannot understand",
         _ => "failure",
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -9,10 +9,112 @@
 //! - [`relay`]: sends due deliveries, retries with backoff what is worth
 //!   retrying, gives up (dead) on a permanent refusal or after the last attempt.
 //!
-//! Still to come (issue 12): planning the SR of each study whose findings are
-//! final, the secondary capture, the service's `run`, HL7 v2 over MLLP both
+//! - [`planner`]: the SR of each study whose findings are final, into the
+//!   outbox for each DICOM destination of its site, a new revision when the
+//!   result changes.
+//!
+//! Still to come (issue 12): the secondary capture, HL7 v2 over MLLP both
 //! ways, FHIR.
 
 pub mod dicom_out;
 pub mod outbox;
+pub mod planner;
 pub mod relay;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use fxtriage_objstore::ObjectStore;
+use fxtriage_sites::SiteRegistry;
+use fxtriage_telemetry::health;
+use tokio_util::sync::CancellationToken;
+
+/// The dispatch service's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where `/health/live`, `/health/ready` and `/metrics` are served.
+    pub health_address: SocketAddr,
+    /// How often the planner and the relay look for work when idle.
+    pub poll: Duration,
+    pub retry: outbox::RetryPolicy,
+}
+
+impl Config {
+    pub fn new(health_address: SocketAddr) -> Self {
+        Self {
+            health_address,
+            poll: Duration::from_millis(500),
+            retry: outbox::RetryPolicy::default(),
+        }
+    }
+}
+
+/// Plans and sends results until `shutdown`. Dispatch uses no bus: its work
+/// comes from the worklist database (a trigger notes each changed study) and
+/// its outbox; it reads source images from `store` for their patient and study
+/// attributes.
+pub async fn run(
+    config: Config,
+    pool: Pool,
+    store: std::sync::Arc<dyn ObjectStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stop = shutdown.child_token();
+    let readiness = health::Readiness::new();
+    let (bound, health_task) = health::serve(
+        config.health_address,
+        health::router(readiness.clone()),
+        stop.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", config.health_address))?;
+    tracing::info!(%bound, "dispatch health endpoints listening");
+    let registry = SiteRegistry::load_and_follow(&pool, &stop)
+        .await
+        .context("cannot read the site registry")?;
+    let relay = tokio::spawn(relay::run(
+        pool.clone(),
+        registry.clone(),
+        config.retry,
+        config.poll,
+        stop.clone(),
+    ));
+    readiness.set_ready(true);
+    while !stop.is_cancelled() {
+        let planned = match planner::plan_noted(&pool, &registry, &store, 64).await {
+            Ok(planned) => planned,
+            Err(error) => {
+                tracing::warn!(error = %chain(error.as_ref()), "cannot plan results; trying again");
+                0
+            }
+        };
+        if planned == 0 {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(config.poll) => {}
+            }
+        }
+    }
+    readiness.set_ready(false);
+    relay.await.context("the relay task failed")?;
+    health_task
+        .await
+        .context("the health server task failed")?
+        .context("the health server failed")?;
+    tracing::info!("dispatch stopped");
+    Ok(())
+}
+
+/// An error with its causes, for logs: "db error" alone says nothing.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -51,7 +51,7 @@ pub async fn send_due(
             Ok(Err(error)) => {
                 // The outcome could not be written: the lease ends and the
                 // delivery is sent again, which the receiver absorbs.
-                tracing::warn!(%error, "cannot record a delivery's outcome");
+                tracing::warn!(error = %crate::chain(error.as_ref()), "cannot record a delivery's outcome");
                 round.failed += 1;
             }
             Err(error) => {
@@ -164,7 +164,7 @@ pub async fn run(
         let busy = match send_due(&pool, &registry, &policy).await {
             Ok(round) => round.sent + round.failed > 0,
             Err(error) => {
-                tracing::warn!(%error, "cannot take due deliveries; trying again");
+                tracing::warn!(error = %crate::chain(error.as_ref()), "cannot take due deliveries; trying again");
                 false
             }
         };

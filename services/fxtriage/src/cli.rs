@@ -63,6 +63,8 @@ pub enum Command {
     Prioritizer(commands::prioritizer::PrioritizerArgs),
     /// Serve the worklist HTTP API and web page.
     Api(commands::api::ApiArgs),
+    /// Results back to each site's PACS: `dispatch serve`, `dispatch list`, `dispatch retry`.
+    Dispatch(commands::dispatch::DispatchArgs),
     /// Manage sites (tenants): `sites add`.
     Sites(commands::sites::SitesArgs),
     /// Manage API tokens: `tokens create`, `tokens revoke`.
@@ -93,6 +95,7 @@ impl Command {
             Command::Worklist(_) => "fxtriage-worklist",
             Command::Prioritizer(_) => "fxtriage-prioritizer",
             Command::Api(_) => "fxtriage-api",
+            Command::Dispatch(_) => "fxtriage-dispatch",
             Command::Sites(_) => "fxtriage-sites",
             Command::Tokens(_) => "fxtriage-tokens",
             Command::Standalone(_) => "fxtriage-standalone",

@@ -59,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Analyze(args) => commands::analyze::run(args).await,
         Command::Prioritizer(args) => commands::prioritizer::run(args, shutdown).await,
         Command::Api(args) => commands::api::run(args, shutdown).await,
+        Command::Dispatch(args) => commands::dispatch::run(args, shutdown).await,
         Command::Sites(args) => commands::sites::run(args).await,
         Command::Tokens(args) => commands::tokens::run(args).await,
         Command::Standalone(args) => commands::standalone::run(args, shutdown).await,

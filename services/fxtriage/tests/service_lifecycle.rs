@@ -24,7 +24,7 @@ async fn every_service_reports_health_and_stops_on_sigterm() {
         .display()
         .to_string();
     let dimse = format!("127.0.0.1:{}", free_loopback_port());
-    let services: [(&str, Vec<String>); 4] = [
+    let services: [(&str, Vec<String>); 5] = [
         (
             "ingest",
             vec![
@@ -41,6 +41,7 @@ async fn every_service_reports_health_and_stops_on_sigterm() {
         ),
         ("prioritizer", vec!["--health-address".into()]),
         ("api", vec!["--http-address".into()]),
+        ("dispatch", vec!["serve".into(), "--health-address".into()]),
     ];
     for (name, mut arguments) in services {
         let port = free_loopback_port();
@@ -71,6 +72,7 @@ fn help_lists_every_subcommand() {
         "inference",
         "prioritizer",
         "api",
+        "dispatch",
         "standalone",
         "migrate",
         "import",
@@ -92,4 +94,10 @@ fn services_bind_loopback_by_default() {
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("127.0.0.1:8081"), "{help}");
     assert!(help.contains("127.0.0.1:11112"), "{help}");
+    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["dispatch", "serve", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("127.0.0.1:8085"), "{help}");
 }

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod api;
 pub mod bench;
+pub mod dispatch;
 pub mod import;
 pub mod inference;
 pub mod ingest;

@@ -105,7 +105,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     let clients = Clients {
         bus,
         namespace,
-        store: Some(store),
+        store: Some(Arc::clone(&store)),
         database: Some(pool.clone()),
     };
     let site = fxtriage_core::SiteId::parse(DEMO_SITE)?;
@@ -136,6 +136,13 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     tasks.spawn(fxtriage_prioritizer::run(
         prioritizer_config,
         clients.clone(),
+        services.clone(),
+    ));
+    // Results back to the sites' PACS, for sites with destinations.
+    tasks.spawn(fxtriage_dispatch::run(
+        fxtriage_dispatch::Config::new(loopback_any_port),
+        pool.clone(),
+        Arc::clone(&store),
         services.clone(),
     ));
     tasks.spawn(fxtriage_inference::run(

@@ -1,0 +1,360 @@
+//! Results back into the hospital's PACS, the whole way: radiographs sent by
+//! dcmtk's dcmsend to `fxtriage standalone` are analysed, and for each study an
+//! SR (TID 1500) reaches the site's PACS (dcmtk's storescp) once, valid for
+//! dsrdump and dciodvfy, filed under the study with the patient's attributes;
+//! `fxtriage dispatch list` shows every delivery sent. A second site without
+//! destinations gets nothing.
+//!
+//! storescp always listens on 0.0.0.0, so the test runs in a private network
+//! namespace: the test binary starts itself again under
+//! `unshare --net --pid --fork --kill-child`, and that copy runs storescp and
+//! standalone (with its private PostgreSQL) on its own loopback. As the first
+//! process of its own PID namespace, when it ends the kernel stops everything
+//! it started.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Standalone, dcmsend_all, free_loopback_port};
+
+const IN_PRIVATE_NETWORK: &str = "FXTRIAGE_IN_PRIVATE_NETWORK";
+const THIS_TEST: &str = "each_studys_report_reaches_the_pacs_once";
+const STUDIES: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_studys_report_reaches_the_pacs_once() {
+    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+        report_to_storescp().await;
+    } else {
+        run_in_private_network();
+    }
+}
+
+fn run_in_private_network() {
+    for (program, package) in [
+        ("storescp", "dcmtk"),
+        ("dcmsend", "dcmtk"),
+        ("dsrdump", "dcmtk"),
+        ("dcmdump", "dcmtk"),
+        ("dciodvfy", "dicom3tools"),
+        ("unshare", "util-linux"),
+        ("ip", "iproute2"),
+    ] {
+        if !fxtriage_testkit::stack::tool(program, package) {
+            return;
+        }
+    }
+    let Some(ort) = fxtriage_testkit::stack::setting("ORT_DYLIB_PATH") else {
+        return;
+    };
+    let Some(options) = private_namespace_options() else {
+        fxtriage_testkit::stack::skip(
+            "cannot create private network and PID namespaces \
+             (needs root, CAP_SYS_ADMIN or unprivileged user namespaces)",
+        );
+        return;
+    };
+    let this_test_binary = std::env::current_exe().expect("the test binary");
+    let output = Command::new("unshare")
+        .args(&options)
+        .args(["sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
+        .arg(&this_test_binary)
+        .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
+        .env(IN_PRIVATE_NETWORK, "1")
+        .env("ORT_DYLIB_PATH", ort)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a private network namespace");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{printed}");
+    assert!(
+        output.status.success(),
+        "the test failed in the private network namespace"
+    );
+    assert!(
+        printed.contains("1 passed"),
+        "the copy in the private network ran the test"
+    );
+}
+
+fn private_namespace_options() -> Option<Vec<&'static str>> {
+    const NAMESPACES: [&str; 4] = ["--net", "--pid", "--fork", "--kill-child"];
+    for user_namespace in [&[][..], &["--user", "--map-root-user"][..]] {
+        let options: Vec<&str> = user_namespace.iter().chain(&NAMESPACES).copied().collect();
+        let works = Command::new("unshare")
+            .args(&options)
+            .arg("true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if works {
+            return Some(options);
+        }
+    }
+    None
+}
+
+fn received(directory: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(directory)
+        .expect("the receiver's directory")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| {
+            path.file_name()
+                // storescp names a file by its modality's abbreviation and SOP
+                // Instance UID ("SRc." for a Comprehensive SR).
+                .is_some_and(|name| name.to_string_lossy().starts_with("SR"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn tool_output(program: &str, arguments: &[&str], path: &Path) -> (bool, String) {
+    let output = Command::new(program)
+        .args(arguments)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|error| panic!("{program}: {error}"));
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The StudyInstanceUID of a DICOM file, as dcmdump prints it; `None` while
+/// the receiver is still writing the file.
+fn study_of(file: &Path) -> Option<String> {
+    let (_, printed) = tool_output("dcmdump", &["+P", "StudyInstanceUID"], file);
+    let start = printed.find('[')?;
+    let end = printed[start..].find(']')? + start;
+    Some(printed[start + 1..end].to_owned())
+}
+
+async fn report_to_storescp() {
+    let directory = tempfile::Builder::new()
+        .prefix("fxtriage-dispatch-flow")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    // As root the private cluster runs as the postgres user, which must reach it.
+    std::fs::set_permissions(
+        directory.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let pacs = directory.path().join("pacs");
+    std::fs::create_dir(&pacs).expect("pacs directory");
+    let pacs_port = free_loopback_port();
+    let mut storescp = fxtriage_testkit::ChildGuard::spawn(
+        "storescp",
+        Command::new("storescp")
+            .args(["--aetitle", "NORTH_PACS", "--output-directory"])
+            .arg(&pacs)
+            .arg(pacs_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("start storescp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", pacs_port)).is_err() {
+        assert!(Instant::now() < deadline, "storescp listens within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let sites = directory.path().join("sites.toml");
+    std::fs::write(
+        &sites,
+        format!(
+            r#"
+[[site]]
+id = "north"
+name = "North hospital"
+called_ae_titles = ["NORTH_FX"]
+
+[[site.destinations.dicom]]
+name = "pacs"
+ae_title = "NORTH_PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+objects = ["sr"]
+
+[[site]]
+id = "south"
+called_ae_titles = ["SOUTH_FX"]
+"#
+        ),
+    )
+    .expect("sites file");
+    let samples = directory.path().join("samples");
+    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["samples", "--studies", &STUDIES.to_string(), "--out"])
+        .arg(&samples)
+        .output()
+        .expect("samples");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let south_samples = directory.path().join("south-samples");
+    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["samples", "--studies", "2", "--seed", "7", "--out"])
+        .arg(&south_samples)
+        .output()
+        .expect("samples");
+    assert!(written.status.success());
+    // dcmsend sends every file of a directory; the samples' truth table is none.
+    for directory in [&samples, &south_samples] {
+        std::fs::remove_file(directory.join("samples.csv")).expect("samples.csv");
+    }
+
+    let environment: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| key == "ORT_DYLIB_PATH")
+        .collect();
+    let data = directory.path().join("data");
+    let sites_argument = sites.display().to_string();
+    let standalone = Standalone::start(
+        "standalone-dispatch",
+        &data,
+        &environment,
+        &["--sites", &sites_argument],
+        directory.path(),
+    )
+    .await;
+    dcmsend_all("NORTH_FX", standalone.dimse, &samples).await;
+    dcmsend_all("SOUTH_FX", standalone.dimse, &south_samples).await;
+
+    // Each study's report arrives: wait on progress, not on a fixed time. (A
+    // study whose second image was stored after its first was analysed gets a
+    // report, then a revision that supersedes it: both count once each.)
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let studies: BTreeSet<String> = received(&pacs)
+            .iter()
+            .filter_map(|file| study_of(file))
+            .collect();
+        if studies.len() >= STUDIES {
+            break;
+        }
+        if studies.len() > last_count {
+            last_count = studies.len();
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(180),
+            "reports of {} of {STUDIES} studies in the PACS, none new for 180 s:\n{}",
+            studies.len(),
+            standalone.service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every delivery is recorded as sent; none for south, which has no destination.
+    let database_url = standalone.described("database_url");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deliveries = loop {
+        let listed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args([
+                "dispatch",
+                "list",
+                "--json",
+                "--database-url",
+                &database_url,
+            ])
+            .output()
+            .expect("dispatch list");
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        let deliveries: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON record"))
+            .collect();
+        if deliveries
+            .iter()
+            .all(|delivery| delivery["state"] == "sent")
+        {
+            break deliveries;
+        }
+        assert!(Instant::now() < deadline, "not all sent: {deliveries:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        deliveries
+            .iter()
+            .all(|delivery| delivery["site_id"] == "north"
+                && delivery["kind"] == "dicom-sr"
+                && delivery["destination"] == "pacs")
+    );
+
+    // What arrived: one object per delivery (never the same content twice),
+    // each a valid SR filed under its study, with the patient's attributes from
+    // the source image; a second report of a study supersedes the first.
+    let files = received(&pacs);
+    assert_eq!(
+        files.len(),
+        deliveries.len(),
+        "one object per delivery: {files:?}"
+    );
+    let mut studies = BTreeSet::new();
+    let mut revisions = 0;
+    for file in &files {
+        let (valid, dump) = tool_output("dsrdump", &["+Pl"], file);
+        assert!(valid, "dsrdump refuses {}:\n{dump}", file.display());
+        assert!(dump.contains("Imaging Measurement Report"), "{dump}");
+        assert!(
+            dump.contains("SYNTHETIC^PATIENT"),
+            "the patient's name: {dump}"
+        );
+        assert!(
+            [
+                "Fracture suspected",
+                "Fracture possible",
+                "No fracture found by the AI"
+            ]
+            .iter()
+            .any(|result| dump.contains(result)),
+            "a study result: {dump}"
+        );
+        let (_, verdict) = tool_output("dciodvfy", &[], file);
+        let errors: Vec<&str> = verdict
+            .lines()
+            .filter(|line| line.starts_with("Error"))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "dciodvfy on {}: {errors:#?}",
+            file.display()
+        );
+        let (_, header) = tool_output("dcmdump", &[], file);
+        if header.contains("PredecessorDocumentsSequence") {
+            revisions += 1;
+        }
+        studies.insert(study_of(file).expect("a study UID"));
+    }
+    assert_eq!(studies.len(), STUDIES, "a report for each study");
+    assert_eq!(
+        files.len(),
+        STUDIES + revisions,
+        "every further report is a revision"
+    );
+
+    standalone.service.stop().await;
+    storescp.kill();
+}
