@@ -20,11 +20,17 @@
 //! [site.policy.operating_points]
 //! suspected = 0.7
 //! possible = 0.4
-//! [site.policy.targets.emergency]
+//! [site.policy.targets.emergency]      # and inpatient, outpatient: all three or none
 //! suspected_minutes = 30
 //! possible_minutes = 45
 //! no_finding_minutes = 60
 //! not_analysed_minutes = 60
+//! [[site.destinations.dicom]]          # where results go: see crate::destinations
+//! name = "pacs"
+//! ae_title = "STMARYS_PACS"
+//! host = "pacs.st-marys.example"
+//! port = 104
+//! objects = ["sr"]
 //!
 //! [[group]]
 //! id = "north-network"
