@@ -2,6 +2,7 @@
 //! one place, whether a site accepts it and whether the model should analyse it
 //! ([`validate`]). Every failure is a typed error with a specific message.
 
+pub mod capture;
 mod inspect;
 pub mod overlay;
 pub mod pixels;

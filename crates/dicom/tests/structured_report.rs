@@ -183,3 +183,64 @@ fn the_report_is_valid_for_dsrdump_and_dciodvfy() {
         "the revision names the one it supersedes"
     );
 }
+
+#[test]
+fn the_secondary_capture_is_valid_for_dciodvfy() {
+    use fxtriage_dicom::capture::Capture;
+    if !fxtriage_testkit::stack::tool("dciodvfy", "dicom3tools")
+        || !fxtriage_testkit::stack::tool("dcmdump", "dcmtk")
+    {
+        return;
+    }
+    let (source, fracture) = SyntheticInstance::radiograph(3, true, "WRIST");
+    let [x_min, y_min, x_max, y_max] = fracture.expect("a fracture box");
+    let (image, _) = fxtriage_dicom::pixels::decode_windowed(&source.to_part10()).expect("decode");
+    let capture = Capture {
+        context: StudyContext::from_dataset(&source.dataset()),
+        algorithm: Algorithm {
+            name: "fxtriage-heatmap".into(),
+            version: "0.3.0".into(),
+            sha256: "ab".repeat(32),
+        },
+        result: AiResult::Suspected,
+        source_series_instance_uid: source.series_instance_uid.clone(),
+        source_sop_class_uid: source.sop_class_uid.clone(),
+        source_sop_instance_uid: source.sop_instance_uid.clone(),
+        probability: 0.87,
+        detections: vec![Detection {
+            class_name: "fracture".into(),
+            score: 0.87,
+            bounding_box: BoundingBox {
+                x_min,
+                y_min,
+                x_max,
+                y_max,
+            },
+        }],
+        content_date: "20261130".into(),
+        content_time: "101500".into(),
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("sc.dcm");
+    std::fs::write(&path, part10(capture.dataset(&image))).expect("write SC");
+    let path = path.to_str().expect("utf-8");
+    let (_, verdict) = run("dciodvfy", &[path]);
+    let errors: Vec<&str> = verdict
+        .lines()
+        .filter(|line| line.starts_with("Error"))
+        .collect();
+    assert!(errors.is_empty(), "dciodvfy: {errors:#?}\n{verdict}");
+    let (parsed, dump) = run("dcmdump", &[path]);
+    assert!(parsed, "{dump}");
+    for expected in [
+        "(0028,0301) CS [YES]",
+        "(0008,0064) CS [WSD]",
+        "AI TRIAGE AID - NOT A DIAGNOSIS",
+        &source.sop_instance_uid,
+    ] {
+        assert!(
+            dump.contains(expected),
+            "dcmdump shows no {expected:?}:\n{dump}"
+        );
+    }
+}

@@ -133,6 +133,23 @@ pub async fn latest_object(
     Ok(row.map(|row| row.get(0)))
 }
 
+/// Whether the destination has (or will have) this object already.
+pub async fn exists(
+    pool: &Pool,
+    site_id: &str,
+    destination: &str,
+    object_id: &str,
+) -> Result<bool, Error> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM deliveries WHERE site_id = $1 AND destination = $2 AND object_id = $3",
+            &[&site_id, &destination, &object_id],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Takes up to `limit` due deliveries, leased for `lease`: another sender
 /// (or this one after a crash) takes them again only when the lease is over.
 pub async fn take_due(pool: &Pool, limit: i64, lease: Duration) -> Result<Vec<Due>, Error> {

@@ -1,7 +1,8 @@
 //! From the worklist to the outbox: for each study whose result changed at a
 //! site with destinations (noted by a trigger in the same transaction, table
 //! `dispatch_pending_studies`), once its findings are final (every eligible
-//! image analysed or failed), the SR for each DICOM destination that takes SRs.
+//! image analysed or failed), the SR for each DICOM destination that takes SRs,
+//! and a secondary capture of each analysed image for each that takes them.
 //!
 //! The SR's UID is derived from what it says, so planning a study again writes
 //! nothing new; a changed result (another image, another model) is a new SR
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use fxtriage_core::Detection;
 use fxtriage_core::policy::AiResult;
+use fxtriage_dicom::capture::Capture;
 use fxtriage_dicom::sr::{Algorithm, ImageResult, StudyContext, StudyReport};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_sites::SiteRegistry;
@@ -23,6 +25,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The kind of an SR delivery in the outbox.
 pub const KIND_SR: &str = "dicom-sr";
+/// The kind of a secondary capture delivery in the outbox.
+pub const KIND_SC: &str = "dicom-sc";
 
 /// Plans up to `limit` noted studies; how many SR deliveries were written. A
 /// study whose planning failed (its source image unreadable for now, say)
@@ -71,6 +75,7 @@ struct Image {
     series_instance_uid: String,
     sop_class_uid: String,
     sop_instance_uid: String,
+    object_key: String,
     analysis: String,
     finding: Option<Finding>,
 }
@@ -96,37 +101,37 @@ pub async fn plan_study(
     let Some(site) = snapshot.site(site_id) else {
         return Ok(0);
     };
-    let peers: Vec<_> = site
+    let sr_peers: Vec<_> = site
         .destinations
         .dicom
         .iter()
         .filter(|peer| peer.objects.contains(&DicomObject::Sr))
         .collect();
-    if peers.is_empty() {
+    let sc_peers: Vec<_> = site
+        .destinations
+        .dicom
+        .iter()
+        .filter(|peer| peer.objects.contains(&DicomObject::Sc))
+        .collect();
+    if sr_peers.is_empty() && sc_peers.is_empty() {
         return Ok(0);
     }
-    let Some(report) = report_of(pool, site_id, study_instance_uid).await? else {
+    let Some((report, object_keys)) = report_of(pool, site_id, study_instance_uid).await? else {
         return Ok(0);
     };
-    let sop_instance_uid = report.sop_instance_uid();
-    let mut source_context: Option<StudyContext> = None;
+    let mut context = LazyContext::default();
     let mut written = 0;
-    for peer in peers {
+    let sop_instance_uid = report.sop_instance_uid();
+    for peer in sr_peers {
         let latest =
             outbox::latest_object(pool, site_id, &peer.name, KIND_SR, study_instance_uid).await?;
         if latest.as_deref() == Some(sop_instance_uid.as_str()) {
             continue;
         }
-        let context = match &source_context {
-            Some(context) => context.clone(),
-            None => {
-                let context = context_of(pool, store, site_id, study_instance_uid).await?;
-                source_context = Some(context.clone());
-                context
-            }
-        };
         let report = StudyReport {
-            context,
+            context: context
+                .get(pool, store, site_id, study_instance_uid)
+                .await?,
             supersedes: latest,
             ..report.clone()
         };
@@ -145,7 +150,88 @@ pub async fn plan_study(
         .await?;
         written += usize::from(new);
     }
+    // A secondary capture of each analysed image, drawn only when some
+    // destination does not have it yet.
+    for (image, object_key) in report.images.iter().zip(&object_keys) {
+        let Some(probability) = image.probability else {
+            continue;
+        };
+        let mut capture = Capture {
+            context: StudyContext {
+                study_instance_uid: study_instance_uid.to_owned(),
+                ..StudyContext::default()
+            },
+            algorithm: report.algorithm.clone(),
+            result: report.result,
+            source_series_instance_uid: image.series_instance_uid.clone(),
+            source_sop_class_uid: image.sop_class_uid.clone(),
+            source_sop_instance_uid: image.sop_instance_uid.clone(),
+            probability,
+            detections: image.detections.clone(),
+            content_date: report.content_date.clone(),
+            content_time: report.content_time.clone(),
+        };
+        let object_id = capture.sop_instance_uid();
+        let mut payload: Option<Vec<u8>> = None;
+        for peer in &sc_peers {
+            if outbox::exists(pool, site_id, &peer.name, &object_id).await? {
+                continue;
+            }
+            let payload = match &payload {
+                Some(payload) => payload.clone(),
+                None => {
+                    capture.context = context
+                        .get(pool, store, site_id, study_instance_uid)
+                        .await?;
+                    let bytes = store.get(&ObjectKey::parse(object_key)?).await?;
+                    let (grey, _) = tokio::task::spawn_blocking(move || {
+                        fxtriage_dicom::pixels::decode_windowed(&bytes)
+                    })
+                    .await??;
+                    let encoded = fxtriage_dicom::synthetic::part10(capture.dataset(&grey));
+                    payload = Some(encoded.clone());
+                    encoded
+                }
+            };
+            let new = outbox::enqueue(
+                pool,
+                &NewDelivery {
+                    site_id: site_id.to_owned(),
+                    destination: peer.name.clone(),
+                    kind: KIND_SC,
+                    study_instance_uid: study_instance_uid.to_owned(),
+                    object_id: object_id.clone(),
+                    supersedes: None,
+                    payload,
+                },
+            )
+            .await?;
+            written += usize::from(new);
+        }
+    }
     Ok(written)
+}
+
+/// The study's patient and study attributes, read from a source image once,
+/// when a delivery first needs them.
+#[derive(Default)]
+struct LazyContext(Option<StudyContext>);
+
+impl LazyContext {
+    async fn get(
+        &mut self,
+        pool: &Pool,
+        store: &Arc<dyn ObjectStore>,
+        site_id: &str,
+        study_instance_uid: &str,
+    ) -> Result<StudyContext, Error> {
+        if let Some(context) = &self.0 {
+            return Ok(context.clone());
+        }
+        let context = context_of(pool, store, site_id, study_instance_uid).await?;
+        self.0 = Some(context.clone());
+        Ok(context)
+    }
 }
 
 /// The study's report, without its patient context, or `None` while its
@@ -154,7 +240,7 @@ async fn report_of(
     pool: &Pool,
     site_id: &str,
     study_instance_uid: &str,
-) -> Result<Option<StudyReport>, Error> {
+) -> Result<Option<(StudyReport, Vec<String>)>, Error> {
     let client = pool.get().await?;
     let Some(study) = client
         .query_opt(
@@ -171,7 +257,7 @@ async fn report_of(
     let rows = client
         .query(
             "SELECT i.series_instance_uid, i.sop_class_uid, i.sop_instance_uid, i.analysis,
-                    f.model_name, f.model_version, f.model_sha256, f.probability,
+                    i.object_key, f.model_name, f.model_version, f.model_sha256, f.probability,
                     f.detections, f.failure_reason
              FROM instances i
              LEFT JOIN LATERAL (
@@ -185,17 +271,17 @@ async fn report_of(
         .await?;
     let mut images = Vec::new();
     for row in rows {
-        let model_sha256: Option<String> = row.get(6);
+        let model_sha256: Option<String> = row.get(7);
         let finding = match model_sha256 {
             Some(model_sha256) => {
-                let detections: serde_json::Value = row.get(8);
+                let detections: serde_json::Value = row.get(9);
                 Some(Finding {
-                    model_name: row.get(4),
-                    model_version: row.get(5),
+                    model_name: row.get(5),
+                    model_version: row.get(6),
                     model_sha256,
-                    probability: row.get(7),
+                    probability: row.get(8),
                     detections: serde_json::from_value(detections)?,
-                    failure_reason: row.get(9),
+                    failure_reason: row.get(10),
                 })
             }
             None => None,
@@ -205,6 +291,7 @@ async fn report_of(
             sop_class_uid: row.get(1),
             sop_instance_uid: row.get(2),
             analysis: row.get(3),
+            object_key: row.get(4),
             finding,
         });
     }
@@ -243,38 +330,45 @@ async fn report_of(
     let not_analysed_reason = (result == AiResult::NotAnalysed)
         .then(|| reasons.join("; "))
         .filter(|reason| !reason.is_empty());
-    Ok(Some(StudyReport {
-        context: StudyContext {
-            study_instance_uid: study_instance_uid.to_owned(),
-            ..StudyContext::default()
-        },
-        algorithm,
-        result,
-        not_analysed_reason,
-        probability: study.get(1),
-        images: images
-            .into_iter()
-            .map(|image| {
-                let (probability, detections) = match image.finding {
-                    Some(finding) if image.analysis == "analysed" => {
-                        (finding.probability, finding.detections)
+    let object_keys = images
+        .iter()
+        .map(|image| image.object_key.clone())
+        .collect();
+    Ok(Some((
+        StudyReport {
+            context: StudyContext {
+                study_instance_uid: study_instance_uid.to_owned(),
+                ..StudyContext::default()
+            },
+            algorithm,
+            result,
+            not_analysed_reason,
+            probability: study.get(1),
+            images: images
+                .into_iter()
+                .map(|image| {
+                    let (probability, detections) = match image.finding {
+                        Some(finding) if image.analysis == "analysed" => {
+                            (finding.probability, finding.detections)
+                        }
+                        _ => (None, Vec::new()),
+                    };
+                    ImageResult {
+                        series_instance_uid: image.series_instance_uid,
+                        sop_class_uid: image.sop_class_uid,
+                        sop_instance_uid: image.sop_instance_uid,
+                        frame: 1,
+                        probability,
+                        detections,
                     }
-                    _ => (None, Vec::new()),
-                };
-                ImageResult {
-                    series_instance_uid: image.series_instance_uid,
-                    sop_class_uid: image.sop_class_uid,
-                    sop_instance_uid: image.sop_instance_uid,
-                    frame: 1,
-                    probability,
-                    detections,
-                }
-            })
-            .collect(),
-        supersedes: None,
-        content_date: study.get(2),
-        content_time: study.get(3),
-    }))
+                })
+                .collect(),
+            supersedes: None,
+            content_date: study.get(2),
+            content_time: study.get(3),
+        },
+        object_keys,
+    )))
 }
 
 /// The patient and study modules, from the study's first stored image.

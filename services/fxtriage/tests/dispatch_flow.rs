@@ -103,19 +103,24 @@ fn private_namespace_options() -> Option<Vec<&'static str>> {
     None
 }
 
-fn received(directory: &Path) -> Vec<std::path::PathBuf> {
+/// The files storescp wrote whose names start with `prefix`: it names a file
+/// by its SOP class's abbreviation and its SOP Instance UID ("SRc." for a
+/// Comprehensive SR, "SC." for a secondary capture).
+fn received_as(directory: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(directory)
         .expect("the receiver's directory")
         .map(|entry| entry.expect("entry").path())
         .filter(|path| {
             path.file_name()
-                // storescp names a file by its modality's abbreviation and SOP
-                // Instance UID ("SRc." for a Comprehensive SR).
-                .is_some_and(|name| name.to_string_lossy().starts_with("SR"))
+                .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
         })
         .collect();
     files.sort();
     files
+}
+
+fn received(directory: &Path) -> Vec<std::path::PathBuf> {
+    received_as(directory, "SR")
 }
 
 fn tool_output(program: &str, arguments: &[&str], path: &Path) -> (bool, String) {
@@ -132,6 +137,16 @@ fn tool_output(program: &str, arguments: &[&str], path: &Path) -> (bool, String)
             String::from_utf8_lossy(&output.stderr)
         ),
     )
+}
+
+/// The source image of a secondary capture: the one ReferencedSOPInstanceUID
+/// it has (in its Source Image Sequence); `None` while it is being written.
+fn source_of(file: &Path) -> Option<String> {
+    let (_, printed) = tool_output("dcmdump", &[], file);
+    let line = printed.lines().find(|line| line.contains("(0008,1155)"))?;
+    let start = line.find('[')?;
+    let end = line[start..].find(']')? + start;
+    Some(line[start + 1..end].to_owned())
 }
 
 /// The StudyInstanceUID of a DICOM file, as dcmdump prints it; `None` while
@@ -189,7 +204,7 @@ name = "pacs"
 ae_title = "NORTH_PACS"
 host = "127.0.0.1"
 port = {pacs_port}
-objects = ["sr"]
+objects = ["sr", "sc"]
 
 [[site]]
 id = "south"
@@ -240,6 +255,7 @@ called_ae_titles = ["SOUTH_FX"]
     // Each study's report arrives: wait on progress, not on a fixed time. (A
     // study whose second image was stored after its first was analysed gets a
     // report, then a revision that supersedes it: both count once each.)
+    let instances = std::fs::read_dir(&samples).expect("samples").count();
     let mut last_count = 0;
     let mut last_progress = Instant::now();
     loop {
@@ -247,17 +263,23 @@ called_ae_titles = ["SOUTH_FX"]
             .iter()
             .filter_map(|file| study_of(file))
             .collect();
-        if studies.len() >= STUDIES {
+        let sources: BTreeSet<String> = received_as(&pacs, "SC")
+            .iter()
+            .filter_map(|file| source_of(file))
+            .collect();
+        if studies.len() >= STUDIES && sources.len() >= instances {
             break;
         }
-        if studies.len() > last_count {
-            last_count = studies.len();
+        if studies.len() + sources.len() > last_count {
+            last_count = studies.len() + sources.len();
             last_progress = Instant::now();
         }
         assert!(
             last_progress.elapsed() < Duration::from_secs(180),
-            "reports of {} of {STUDIES} studies in the PACS, none new for 180 s:\n{}",
+            "reports of {} of {STUDIES} studies and captures of {} of {instances} images \
+             in the PACS, none new for 180 s:\n{}",
             studies.len(),
+            sources.len(),
             standalone.service.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -298,10 +320,14 @@ called_ae_titles = ["SOUTH_FX"]
     assert!(
         deliveries
             .iter()
-            .all(|delivery| delivery["site_id"] == "north"
-                && delivery["kind"] == "dicom-sr"
-                && delivery["destination"] == "pacs")
+            .all(|delivery| delivery["site_id"] == "north" && delivery["destination"] == "pacs")
     );
+    let of_kind = |kind: &str| {
+        deliveries
+            .iter()
+            .filter(|delivery| delivery["kind"] == kind)
+            .count()
+    };
 
     // What arrived: one object per delivery (never the same content twice),
     // each a valid SR filed under its study, with the patient's attributes from
@@ -309,7 +335,7 @@ called_ae_titles = ["SOUTH_FX"]
     let files = received(&pacs);
     assert_eq!(
         files.len(),
-        deliveries.len(),
+        of_kind("dicom-sr"),
         "one object per delivery: {files:?}"
     );
     let mut studies = BTreeSet::new();
@@ -354,6 +380,39 @@ called_ae_titles = ["SOUTH_FX"]
         STUDIES + revisions,
         "every further report is a revision"
     );
+
+    // A secondary capture of each analysed image: burned-in regions and banner,
+    // derived from its source image, valid for dciodvfy.
+    let captures = received_as(&pacs, "SC");
+    assert_eq!(
+        captures.len(),
+        of_kind("dicom-sc"),
+        "one object per delivery: {captures:?}"
+    );
+    let mut sources = BTreeSet::new();
+    for file in &captures {
+        let (_, verdict) = tool_output("dciodvfy", &[], file);
+        let errors: Vec<&str> = verdict
+            .lines()
+            .filter(|line| line.starts_with("Error"))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "dciodvfy on {}: {errors:#?}",
+            file.display()
+        );
+        let (_, header) = tool_output("dcmdump", &[], file);
+        assert!(
+            header.contains("AI TRIAGE AID - NOT A DIAGNOSIS"),
+            "{header}"
+        );
+        assert!(
+            header.contains("(0028,0301) CS [YES]"),
+            "burned in: {header}"
+        );
+        sources.insert(source_of(file).expect("the source image's UID"));
+    }
+    assert_eq!(sources.len(), instances, "a capture of each analysed image");
 
     standalone.service.stop().await;
     storescp.kill();
