@@ -38,6 +38,11 @@ impl ChildGuard {
             .expect("the child is present until dropped")
     }
 
+    /// The child's standard output, when it was piped and not taken yet.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child().stdout.take()
+    }
+
     /// Sends `signal` (such as "TERM") to the child alone.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -13,13 +13,19 @@
 //!   outbox for each DICOM destination of its site, a new revision when the
 //!   result changes.
 //!
-//! Still to come (issue 12): the secondary capture, HL7 v2 over MLLP both
-//! ways, FHIR.
+//! - [`hl7_out`]: the result as an HL7 v2.5.1 ORU^R01 to a RIS over MLLP.
+//!
+//! Still to come (issue 12): orders and reports in over HL7, the priority
+//! update to the RIS, FHIR.
 
 pub mod dicom_out;
+pub mod hl7_out;
 pub mod outbox;
 pub mod planner;
 pub mod relay;
+
+/// Why a delivery did not arrive: worth retrying, or refused for good.
+pub use dicom_out::StoreError as DeliveryError;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -17,7 +17,7 @@ use fxtriage_dicom::capture::Capture;
 use fxtriage_dicom::sr::{Algorithm, ImageResult, StudyContext, StudyReport};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_sites::SiteRegistry;
-use fxtriage_sites::destinations::DicomObject;
+use fxtriage_sites::destinations::{DicomObject, Hl7Message};
 
 use crate::outbox::{self, NewDelivery};
 
@@ -27,6 +27,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub const KIND_SR: &str = "dicom-sr";
 /// The kind of a secondary capture delivery in the outbox.
 pub const KIND_SC: &str = "dicom-sc";
+/// The kind of an HL7 ORU^R01 delivery in the outbox.
+pub const KIND_ORU: &str = "hl7-oru";
 
 /// Plans up to `limit` noted studies; how many SR deliveries were written. A
 /// study whose planning failed (its source image unreadable for now, say)
@@ -113,7 +115,13 @@ pub async fn plan_study(
         .iter()
         .filter(|peer| peer.objects.contains(&DicomObject::Sc))
         .collect();
-    if sr_peers.is_empty() && sc_peers.is_empty() {
+    let hl7_peers: Vec<_> = site
+        .destinations
+        .hl7
+        .iter()
+        .filter(|peer| peer.messages.contains(&Hl7Message::Oru))
+        .collect();
+    if sr_peers.is_empty() && sc_peers.is_empty() && hl7_peers.is_empty() {
         return Ok(0);
     }
     let Some((report, object_keys)) = report_of(pool, site_id, study_instance_uid).await? else {
@@ -145,6 +153,36 @@ pub async fn plan_study(
                 object_id: sop_instance_uid.clone(),
                 supersedes: report.supersedes.clone(),
                 payload: fxtriage_dicom::synthetic::part10(report.dataset()),
+            },
+        )
+        .await?;
+        written += usize::from(new);
+    }
+    // The result to each RIS, corrected when it replaces one sent before.
+    let control_id = crate::hl7_out::control_id(&report);
+    for peer in hl7_peers {
+        let latest =
+            outbox::latest_object(pool, site_id, &peer.name, KIND_ORU, study_instance_uid).await?;
+        if latest.as_deref() == Some(control_id.as_str()) {
+            continue;
+        }
+        let report = StudyReport {
+            context: context
+                .get(pool, store, site_id, study_instance_uid)
+                .await?,
+            ..report.clone()
+        };
+        let oru = crate::hl7_out::oru_r01(&report, peer, latest.is_some());
+        let new = outbox::enqueue(
+            pool,
+            &NewDelivery {
+                site_id: site_id.to_owned(),
+                destination: peer.name.clone(),
+                kind: KIND_ORU,
+                study_instance_uid: study_instance_uid.to_owned(),
+                object_id: control_id.clone(),
+                supersedes: latest,
+                payload: oru.into_bytes(),
             },
         )
         .await?;

@@ -51,6 +51,9 @@ fn run_in_private_network() {
     let Some(ort) = fxtriage_testkit::stack::setting("ORT_DYLIB_PATH") else {
         return;
     };
+    let Some(hl7apy) = fxtriage_testkit::stack::setting("FXTRIAGE_HL7APY_DIR") else {
+        return;
+    };
     let Some(options) = private_namespace_options() else {
         fxtriage_testkit::stack::skip(
             "cannot create private network and PID namespaces \
@@ -66,6 +69,7 @@ fn run_in_private_network() {
         .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
         .env(IN_PRIVATE_NETWORK, "1")
         .env("ORT_DYLIB_PATH", ort)
+        .env("FXTRIAGE_HL7APY_DIR", hl7apy)
         .stdin(Stdio::null())
         .output()
         .expect("run the test in a private network namespace");
@@ -149,6 +153,24 @@ fn source_of(file: &Path) -> Option<String> {
     Some(line[start + 1..end].to_owned())
 }
 
+/// The studies of the ORU^R01 messages the RIS kept (OBX 110180, Study Instance UID).
+fn oru_studies(directory: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(directory)
+        .expect("the RIS's directory")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.extension()? != "hl7" {
+                return None;
+            }
+            let text = std::fs::read_to_string(&path).ok()?;
+            text.split('\r')
+                .find(|segment| segment.starts_with("OBX") && segment.contains("|110180^"))
+                .and_then(|segment| segment.split('|').nth(5))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 /// The StudyInstanceUID of a DICOM file, as dcmdump prints it; `None` while
 /// the receiver is still writing the file.
 fn study_of(file: &Path) -> Option<String> {
@@ -189,6 +211,37 @@ async fn report_to_storescp() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The RIS: hl7apy's MLLP server, validating every message strictly.
+    let ris = directory.path().join("ris");
+    std::fs::create_dir(&ris).expect("ris directory");
+    let mut receiver = fxtriage_testkit::ChildGuard::spawn(
+        "hl7 receiver",
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../dispatch/tests/tools/hl7_receiver.py"
+            ))
+            .arg(&ris)
+            .env(
+                "PYTHONPATH",
+                std::env::var("FXTRIAGE_HL7APY_DIR").expect("FXTRIAGE_HL7APY_DIR"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .expect("start the HL7 receiver");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.take_stdout().expect("its output")),
+        &mut line,
+    )
+    .expect("the receiver says where it listens");
+    let ris_port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("the receiver printed {line:?}"));
+
     let sites = directory.path().join("sites.toml");
     std::fs::write(
         &sites,
@@ -205,6 +258,14 @@ ae_title = "NORTH_PACS"
 host = "127.0.0.1"
 port = {pacs_port}
 objects = ["sr", "sc"]
+
+[[site.destinations.hl7]]
+name = "ris"
+host = "127.0.0.1"
+port = {ris_port}
+receiving_application = "RIS"
+receiving_facility = "NORTH"
+messages = ["oru"]
 
 [[site]]
 id = "south"
@@ -267,19 +328,21 @@ called_ae_titles = ["SOUTH_FX"]
             .iter()
             .filter_map(|file| source_of(file))
             .collect();
-        if studies.len() >= STUDIES && sources.len() >= instances {
+        let reported = oru_studies(&ris);
+        if studies.len() >= STUDIES && sources.len() >= instances && reported.len() >= STUDIES {
             break;
         }
-        if studies.len() + sources.len() > last_count {
-            last_count = studies.len() + sources.len();
+        if studies.len() + sources.len() + reported.len() > last_count {
+            last_count = studies.len() + sources.len() + reported.len();
             last_progress = Instant::now();
         }
         assert!(
             last_progress.elapsed() < Duration::from_secs(180),
             "reports of {} of {STUDIES} studies and captures of {} of {instances} images \
-             in the PACS, none new for 180 s:\n{}",
+             in the PACS, results of {} studies in the RIS, none new for 180 s:\n{}",
             studies.len(),
             sources.len(),
+            reported.len(),
             standalone.service.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -320,7 +383,8 @@ called_ae_titles = ["SOUTH_FX"]
     assert!(
         deliveries
             .iter()
-            .all(|delivery| delivery["site_id"] == "north" && delivery["destination"] == "pacs")
+            .all(|delivery| delivery["site_id"] == "north"
+                && (delivery["destination"] == "pacs") == (delivery["kind"] != "hl7-oru"))
     );
     let of_kind = |kind: &str| {
         deliveries
@@ -414,6 +478,30 @@ called_ae_titles = ["SOUTH_FX"]
     }
     assert_eq!(sources.len(), instances, "a capture of each analysed image");
 
+    // The RIS has an ORU^R01 of each study (valid in strict 2.5.1: the receiver
+    // answers AA only then), one per delivery.
+    let messages: Vec<_> = std::fs::read_dir(&ris)
+        .expect("ris")
+        .filter_map(|entry| {
+            let path = entry.expect("entry").path();
+            path.extension()
+                .is_some_and(|extension| extension == "hl7")
+                .then_some(path)
+        })
+        .collect();
+    assert_eq!(
+        messages.len(),
+        of_kind("hl7-oru"),
+        "one message per delivery: {messages:?}"
+    );
+    assert_eq!(oru_studies(&ris).len(), STUDIES, "a result of each study");
+    assert!(
+        !ris.join("errors.txt").exists(),
+        "the receiver found no message invalid: {}",
+        std::fs::read_to_string(ris.join("errors.txt")).unwrap_or_default()
+    );
+
     standalone.service.stop().await;
     storescp.kill();
+    receiver.kill();
 }
