@@ -41,6 +41,10 @@ pub struct SiteConfig {
     /// Where results go (the site's PACS, RIS, FHIR endpoint).
     #[serde(default, skip_serializing_if = "Destinations::is_empty")]
     pub destinations: Destinations,
+    /// The sending facilities (MSH-4) of the HL7 messages that concern this
+    /// site (its RIS's orders and reports); each belongs to one site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hl7_sending_facilities: Vec<String>,
 }
 
 /// Site-specific urgency for images whose dataset does not state a priority.
@@ -78,6 +82,7 @@ impl SiteConfig {
             urgency: UrgencyMapping::default(),
             policy: Policy::default(),
             destinations: Destinations::default(),
+            hl7_sending_facilities: Vec::new(),
         }
     }
 
@@ -130,6 +135,28 @@ impl SiteConfig {
         }
         for problem in self.destinations.problems() {
             problems.push(("destinations", problem));
+        }
+        let mut facilities = std::collections::BTreeSet::new();
+        for facility in &self.hl7_sending_facilities {
+            let valid = !facility.trim().is_empty()
+                && facility.len() <= 64
+                && facility == facility.trim()
+                && !facility
+                    .chars()
+                    .any(|c| c.is_control() || "|^~\\&".contains(c));
+            if !valid {
+                problems.push((
+                    "hl7_sending_facilities",
+                    format!(
+                        "HL7 sending facility {facility:?} must be 1 to 64 characters without HL7 delimiters or surrounding spaces"
+                    ),
+                ));
+            } else if !facilities.insert(facility) {
+                problems.push((
+                    "hl7_sending_facilities",
+                    format!("HL7 sending facility {facility} is listed twice"),
+                ));
+            }
         }
         if self.limits.min_dimension > self.limits.max_dimension {
             problems.push((

@@ -178,6 +178,7 @@ pub fn parse(text: &str, existing: &Existing, prune: bool) -> Result<RegistryFil
     // Each site on its own: its shape, then its values.
     let mut site_lines: BTreeMap<SiteId, usize> = BTreeMap::new();
     let mut ae_title_owner: BTreeMap<String, (SiteId, usize)> = BTreeMap::new();
+    let mut facility_owner: BTreeMap<String, (SiteId, usize)> = BTreeMap::new();
     for (span, mut value) in site_spans {
         let line = lines.of(&span);
         let mut legacy_digests = Vec::new();
@@ -252,6 +253,21 @@ pub fn parse(text: &str, existing: &Existing, prune: bool) -> Result<RegistryFil
                 Some(_) => {}
                 None => {
                     ae_title_owner.insert(ae_title.clone(), (site.id.clone(), at));
+                }
+            }
+        }
+        for facility in &site.hl7_sending_facilities {
+            match facility_owner.get(facility) {
+                Some((owner, owner_line)) if owner != &site.id => errors.push(FileError {
+                    line,
+                    message: format!(
+                        "HL7 sending facility {facility} of site {} belongs to site {owner} too (line {owner_line}); each facility maps to exactly one site",
+                        site.id
+                    ),
+                }),
+                Some(_) => {}
+                None => {
+                    facility_owner.insert(facility.clone(), (site.id.clone(), line));
                 }
             }
         }
@@ -553,6 +569,20 @@ resources = ["diagnostic-report"]
             refused(&text.replace(r#"messages = ["oru"]"#, r#"messages = ["oru", "adt"]"#));
         assert!(errors[0].1.contains("adt"), "{errors:#?}");
         assert_eq!(errors[0].0, 17, "{errors:#?}");
+        // An HL7 sending facility belongs to one site.
+        let errors = refused(&format!(
+            "{}\n[[site]]\nid = \"south\"\nhl7_sending_facilities = [\"NORTH_RIS\"]\n",
+            text.replace(
+                "called_ae_titles = [\"NORTH_FX\"]",
+                "called_ae_titles = [\"NORTH_FX\"]\nhl7_sending_facilities = [\"NORTH_RIS\"]"
+            )
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|(_, message)| message.contains("belongs to site")),
+            "{errors:#?}"
+        );
         // Values are checked once the shape is right.
         let errors = refused(&text.replace("port = 11113", "port = 0"));
         assert_eq!(errors.len(), 1, "{errors:#?}");

@@ -8,6 +8,7 @@
 //!   the choice of the next study to claim;
 //! - [`outbox`]: worklist changes written in the changing transaction and
 //!   published to the worklist topic, in order per study, at least once;
+//! - [`ris`]: a report signed in the RIS closing its study's item;
 //! - [`error`]: errors with the kind that decides between retrying and refusing.
 //!
 //! The prioritizer and the API are two clients of this crate; neither depends on
@@ -17,6 +18,7 @@ pub mod error;
 pub mod outbox;
 pub mod query;
 pub mod records;
+pub mod ris;
 pub mod store;
 pub mod study;
 pub mod summary;

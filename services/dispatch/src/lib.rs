@@ -15,10 +15,13 @@
 //!
 //! - [`hl7_out`]: the result as an HL7 v2.5.1 ORU^R01 to a RIS over MLLP.
 //!
-//! Still to come (issue 12): orders and reports in over HL7, the priority
-//! update to the RIS, FHIR.
+//! - [`hl7_in`]: reports from the RIS in over HL7 v2 (MLLP), closing their
+//!   studies' items with the RIS's report time.
+//!
+//! Still to come (issue 12): orders in, the priority update to the RIS, FHIR.
 
 pub mod dicom_out;
+pub mod hl7_in;
 pub mod hl7_out;
 pub mod outbox;
 pub mod planner;
@@ -45,6 +48,9 @@ pub struct Config {
     /// How often the planner and the relay look for work when idle.
     pub poll: Duration,
     pub retry: outbox::RetryPolicy,
+    /// Where the HL7 listener (reports from the RIS, over MLLP) listens; none
+    /// when unset.
+    pub hl7_address: Option<SocketAddr>,
 }
 
 impl Config {
@@ -53,6 +59,7 @@ impl Config {
             health_address,
             poll: Duration::from_millis(500),
             retry: outbox::RetryPolicy::default(),
+            hl7_address: None,
         }
     }
 }
@@ -80,6 +87,15 @@ pub async fn run(
     let registry = SiteRegistry::load_and_follow(&pool, &stop)
         .await
         .context("cannot read the site registry")?;
+    let listener = match config.hl7_address {
+        Some(address) => Some(
+            hl7_in::serve(address, pool.clone(), registry.clone(), stop.clone())
+                .await
+                .with_context(|| format!("cannot listen for HL7 on {address}"))?
+                .1,
+        ),
+        None => None,
+    };
     let relay = tokio::spawn(relay::run(
         pool.clone(),
         registry.clone(),
@@ -105,6 +121,9 @@ pub async fn run(
     }
     readiness.set_ready(false);
     relay.await.context("the relay task failed")?;
+    if let Some(listener) = listener {
+        listener.await.context("the HL7 listener task failed")?;
+    }
     health_task
         .await
         .context("the health server task failed")?

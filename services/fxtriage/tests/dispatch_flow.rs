@@ -251,6 +251,7 @@ async fn report_to_storescp() {
 id = "north"
 name = "North hospital"
 called_ae_titles = ["NORTH_FX"]
+hl7_sending_facilities = ["NORTH_RIS"]
 
 [[site.destinations.dicom]]
 name = "pacs"
@@ -292,7 +293,11 @@ called_ae_titles = ["SOUTH_FX"]
         .output()
         .expect("samples");
     assert!(written.status.success());
-    // dcmsend sends every file of a directory; the samples' truth table is none.
+    // The first study's accession number, from the samples' truth table, which
+    // goes (dcmsend sends every file of a directory, and it is no image).
+    let truth = std::fs::read_to_string(samples.join("samples.csv")).expect("samples.csv");
+    let first: Vec<&str> = truth.lines().nth(1).expect("a study").split(',').collect();
+    let (first_study, first_accession) = (first[1].to_owned(), first[2].to_owned());
     for directory in [&samples, &south_samples] {
         std::fs::remove_file(directory.join("samples.csv")).expect("samples.csv");
     }
@@ -302,11 +307,13 @@ called_ae_titles = ["SOUTH_FX"]
         .collect();
     let data = directory.path().join("data");
     let sites_argument = sites.display().to_string();
+    let hl7_port = free_loopback_port();
+    let hl7_address = format!("127.0.0.1:{hl7_port}");
     let standalone = Standalone::start(
         "standalone-dispatch",
         &data,
         &environment,
-        &["--sites", &sites_argument],
+        &["--sites", &sites_argument, "--hl7-address", &hl7_address],
         directory.path(),
     )
     .await;
@@ -500,6 +507,51 @@ called_ae_titles = ["SOUTH_FX"]
         "the receiver found no message invalid: {}",
         std::fs::read_to_string(ris.join("errors.txt")).unwrap_or_default()
     );
+
+    // The RIS reports the first study (hl7apy sends a final ORU^R01): its item
+    // closes, with the RIS's report time.
+    let sent = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dispatch/tests/tools/hl7_send.py"
+        ))
+        .args([
+            &hl7_port.to_string(),
+            "RIS-FLOW-1",
+            "NORTH_RIS",
+            &first_accession,
+            "F",
+            "20261130120000+0000",
+        ])
+        .env(
+            "PYTHONPATH",
+            std::env::var("FXTRIAGE_HL7APY_DIR").expect("FXTRIAGE_HL7APY_DIR"),
+        )
+        .output()
+        .expect("hl7_send.py");
+    let ack = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        ack.contains("MSA|AA|RIS-FLOW-1"),
+        "{ack}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to standalone's database");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT s.state, to_char(s.reported_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS'), r.source
+             FROM studies s JOIN reports r USING (site_id, study_instance_uid)
+             WHERE s.site_id = 'north' AND s.study_instance_uid = $1",
+            &[&first_study],
+        )
+        .await
+        .expect("the reported study");
+    assert_eq!(row.get::<_, String>(0), "reported");
+    assert_eq!(row.get::<_, String>(1), "20261130120000");
+    assert_eq!(row.get::<_, String>(2), "ris");
+    drop(client);
 
     standalone.service.stop().await;
     storescp.kill();

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address of /health/live, /health/ready and /metrics. Loopback unless told otherwise.
     #[arg(long, env = "FXTRIAGE_HEALTH_ADDR", default_value = "127.0.0.1:8085")]
     pub health_address: SocketAddr,
+    /// Listen for reports from the sites' RIS (HL7 v2 ORU^R01 over MLLP) here,
+    /// e.g. 127.0.0.1:2575; no listener when unset.
+    #[arg(long, env = "FXTRIAGE_HL7_ADDR")]
+    pub hl7_address: Option<SocketAddr>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -82,13 +86,9 @@ async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<(
     };
     args.sites.apply_at_start(&database).await?;
     let store = args.store.connect().await?;
-    fxtriage_dispatch::run(
-        fxtriage_dispatch::Config::new(args.health_address),
-        database,
-        store,
-        shutdown,
-    )
-    .await
+    let mut config = fxtriage_dispatch::Config::new(args.health_address);
+    config.hl7_address = args.hl7_address;
+    fxtriage_dispatch::run(config, database, store, shutdown).await
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {

@@ -35,6 +35,10 @@ pub struct StandaloneArgs {
         default_value = "127.0.0.1:8081"
     )]
     pub stow_address: SocketAddr,
+    /// Listen for reports from the sites' RIS (HL7 v2 ORU^R01 over MLLP) here;
+    /// no listener when unset.
+    #[arg(long, env = "FXTRIAGE_HL7_ADDR")]
+    pub hl7_address: Option<SocketAddr>,
     /// Called AE title of the demo site.
     #[arg(long, env = "FXTRIAGE_AE_TITLE", default_value = "FXTRIAGE")]
     pub ae_title: String,
@@ -139,8 +143,10 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         services.clone(),
     ));
     // Results back to the sites' PACS, for sites with destinations.
+    let mut dispatch = fxtriage_dispatch::Config::new(loopback_any_port);
+    dispatch.hl7_address = args.hl7_address;
     tasks.spawn(fxtriage_dispatch::run(
-        fxtriage_dispatch::Config::new(loopback_any_port),
+        dispatch,
         pool.clone(),
         Arc::clone(&store),
         services.clone(),

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""A RIS sending a radiology report to fxtriage: builds an ORU^R01 with hl7apy,
+checks it in STRICT 2.5.1 validation, sends it over MLLP and prints the
+acknowledgement it gets (segments on lines).
+
+Usage: hl7_send.py PORT CONTROL_ID SENDING_FACILITY ACCESSION STATUS REPORT_TIME"""
+
+import socket
+import sys
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+
+port, control_id, facility, accession, status, report_time = sys.argv[1:7]
+
+message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
+message.msh.msh_3 = "RIS"
+message.msh.msh_4 = facility
+message.msh.msh_5 = "FXTRIAGE"
+message.msh.msh_6 = "FXTRIAGE"
+message.msh.msh_7 = report_time
+message.msh.msh_9 = "ORU^R01^ORU_R01"
+message.msh.msh_10 = control_id
+message.msh.msh_11 = "P"
+result = message.add_group("ORU_R01_PATIENT_RESULT")
+patient = result.add_group("ORU_R01_PATIENT")
+patient.pid.pid_3 = "SYNTHETIC"
+patient.pid.pid_5 = "SYNTHETIC^PATIENT"
+order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+order.obr.obr_3 = accession
+order.obr.obr_4 = "XR-EXT^XR extremity^L"
+order.obr.obr_22 = report_time
+order.obr.obr_25 = status
+order.obr.obr_32 = "4711&SMITH&JANE"
+observation = order.add_group("ORU_R01_OBSERVATION")
+observation.obx.obx_1 = "1"
+observation.obx.obx_2 = "TX"
+observation.obx.obx_3 = "REPORT^Radiology report^L"
+observation.obx.obx_5 = "Transverse fracture of the distal radius."
+observation.obx.obx_11 = status
+message.validate()
+
+with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as connection:
+    connection.sendall(message.to_mllp().encode())
+    answer = b""
+    while not answer.endswith(b"\x1c\r"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+print(answer.strip(b"\x0b\x1c\r").decode().replace("\r", "\n"))
