@@ -231,6 +231,14 @@ impl PrivatePostgres {
                 ],
             )?;
         }
+        // A cluster still running here was left by a standalone that was
+        // killed: the caller holds the data directory's lock, so no live
+        // standalone uses it. Stop it, then start afresh.
+        let data_text = data.display().to_string();
+        if cluster.run("pg_ctl", &["-D", &data_text, "status"]).is_ok() {
+            tracing::warn!(data = %data.display(), "stopping a private PostgreSQL left running by an earlier standalone");
+            cluster.run("pg_ctl", &["-D", &data_text, "-m", "fast", "-w", "stop"])?;
+        }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",

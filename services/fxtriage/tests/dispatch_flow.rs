@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use support::{Standalone, dcmsend_all, free_loopback_port};
 
 const IN_PRIVATE_NETWORK: &str = "FXTRIAGE_IN_PRIVATE_NETWORK";
-const THIS_TEST: &str = "each_studys_report_reaches_the_pacs_once";
 const STUDIES: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,11 +29,23 @@ async fn each_studys_report_reaches_the_pacs_once() {
     if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
         report_to_storescp().await;
     } else {
-        run_in_private_network();
+        run_in_private_network("each_studys_report_reaches_the_pacs_once");
     }
 }
 
-fn run_in_private_network() {
+/// Results wait in the outbox while the PACS and the RIS are away; standalone
+/// is killed (SIGKILL) with all of them pending, started again, and once the
+/// peers are back each result arrives, none lost and no content twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_standalone_loses_no_result() {
+    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+        survive_a_kill().await;
+    } else {
+        run_in_private_network("a_killed_standalone_loses_no_result");
+    }
+}
+
+fn run_in_private_network(this_test: &str) {
     for (program, package) in [
         ("storescp", "dcmtk"),
         ("dcmsend", "dcmtk"),
@@ -66,7 +77,7 @@ fn run_in_private_network() {
         .args(&options)
         .args(["sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
         .arg(&this_test_binary)
-        .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
+        .args(["--exact", this_test, "--nocapture", "--test-threads", "1"])
         .env(IN_PRIVATE_NETWORK, "1")
         .env("ORT_DYLIB_PATH", ort)
         .env("FXTRIAGE_HL7APY_DIR", hl7apy)
@@ -556,4 +567,273 @@ called_ae_titles = ["SOUTH_FX"]
     standalone.service.stop().await;
     storescp.kill();
     receiver.kill();
+}
+
+/// storescp as NORTH_PACS on `port`, writing into `directory`, listening.
+async fn start_storescp(directory: &Path, port: u16) -> fxtriage_testkit::ChildGuard {
+    let storescp = fxtriage_testkit::ChildGuard::spawn(
+        "storescp",
+        Command::new("storescp")
+            .args(["--aetitle", "NORTH_PACS", "--output-directory"])
+            .arg(directory)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("start storescp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "storescp listens within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    storescp
+}
+
+/// hl7apy's MLLP server on `port`, keeping what it accepts in `directory`.
+fn start_ris(directory: &Path, port: u16) -> fxtriage_testkit::ChildGuard {
+    let mut receiver = fxtriage_testkit::ChildGuard::spawn(
+        "hl7 receiver",
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../dispatch/tests/tools/hl7_receiver.py"
+            ))
+            .arg(directory)
+            .args(["--port", &port.to_string()])
+            .env(
+                "PYTHONPATH",
+                std::env::var("FXTRIAGE_HL7APY_DIR").expect("FXTRIAGE_HL7APY_DIR"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .expect("start the HL7 receiver");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.take_stdout().expect("its output")),
+        &mut line,
+    )
+    .expect("the receiver says where it listens");
+    assert_eq!(line.trim(), format!("listening {port}"));
+    receiver
+}
+
+/// `fxtriage dispatch list --json` of the database at `url`.
+fn deliveries(url: &str) -> Vec<serde_json::Value> {
+    let listed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "dispatch",
+            "list",
+            "--json",
+            "--limit",
+            "1000",
+            "--database-url",
+            url,
+        ])
+        .output()
+        .expect("dispatch list");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON record"))
+        .collect()
+}
+
+async fn survive_a_kill() {
+    let directory = tempfile::Builder::new()
+        .prefix("fxtriage-dispatch-kill")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(
+        directory.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (pacs, ris) = (directory.path().join("pacs"), directory.path().join("ris"));
+    std::fs::create_dir(&pacs).expect("pacs");
+    std::fs::create_dir(&ris).expect("ris");
+    // Both peers are away at first: nothing listens on their ports.
+    let (pacs_port, ris_port) = (free_loopback_port(), free_loopback_port());
+    let sites = directory.path().join("sites.toml");
+    std::fs::write(
+        &sites,
+        format!(
+            r#"
+[[site]]
+id = "north"
+called_ae_titles = ["NORTH_FX"]
+
+[[site.destinations.dicom]]
+name = "pacs"
+ae_title = "NORTH_PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+objects = ["sr", "sc"]
+
+[[site.destinations.hl7]]
+name = "ris"
+host = "127.0.0.1"
+port = {ris_port}
+messages = ["oru"]
+"#
+        ),
+    )
+    .expect("sites file");
+    let samples = directory.path().join("samples");
+    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "samples",
+            "--studies",
+            &STUDIES.to_string(),
+            "--seed",
+            "11",
+            "--out",
+        ])
+        .arg(&samples)
+        .output()
+        .expect("samples");
+    assert!(written.status.success());
+    std::fs::remove_file(samples.join("samples.csv")).expect("samples.csv");
+    let instances = std::fs::read_dir(&samples).expect("samples").count();
+    let environment: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| key == "ORT_DYLIB_PATH")
+        .collect();
+    let data = directory.path().join("data");
+    let sites_argument = sites.display().to_string();
+    let first = Standalone::start(
+        "standalone-before-kill",
+        &data,
+        &environment,
+        &["--sites", &sites_argument],
+        directory.path(),
+    )
+    .await;
+    let url = first.described("database_url");
+    dcmsend_all("NORTH_FX", first.dimse, &samples).await;
+
+    // Every result is planned and has failed at least once: the peers are away.
+    let mut last = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let pending = deliveries(&url);
+        let tried: Vec<&serde_json::Value> = pending
+            .iter()
+            .filter(|delivery| delivery["attempts"].as_i64().unwrap_or(0) >= 1)
+            .collect();
+        let studies_of = |kind: &str| {
+            tried
+                .iter()
+                .filter(|delivery| delivery["kind"] == kind)
+                .map(|delivery| {
+                    delivery["study_instance_uid"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect::<BTreeSet<String>>()
+                .len()
+        };
+        let captures = tried
+            .iter()
+            .filter(|delivery| delivery["kind"] == "dicom-sc")
+            .count();
+        if studies_of("dicom-sr") == STUDIES
+            && studies_of("hl7-oru") == STUDIES
+            && captures >= instances
+        {
+            assert!(
+                pending
+                    .iter()
+                    .all(|delivery| delivery["state"] == "pending"),
+                "nothing can be sent while the peers are away: {pending:#?}"
+            );
+            break;
+        }
+        if tried.len() > last {
+            last = tried.len();
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(180),
+            "{} deliveries tried, none new for 180 s: {pending:#?}\n{}",
+            tried.len(),
+            first.service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let planned = deliveries(&url).len();
+
+    // Killed with everything pending; its private PostgreSQL is left running.
+    first.service.kill();
+    let _storescp = start_storescp(&pacs, pacs_port).await;
+    let _receiver = start_ris(&ris, ris_port);
+    let second = Standalone::start(
+        "standalone-after-kill",
+        &data,
+        &environment,
+        &["--sites", &sites_argument],
+        directory.path(),
+    )
+    .await;
+    let url = second.described("database_url");
+
+    let mut last = 0;
+    let mut last_progress = Instant::now();
+    let sent = loop {
+        let now = deliveries(&url);
+        let sent = now
+            .iter()
+            .filter(|delivery| delivery["state"] == "sent")
+            .count();
+        if sent == now.len() && sent >= planned {
+            break now;
+        }
+        if sent > last {
+            last = sent;
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(180),
+            "{sent} of {} deliveries sent, none new for 180 s\n{}",
+            now.len(),
+            second.service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        sent.len(),
+        planned,
+        "nothing planned twice after the restart"
+    );
+    let of_kind = |kind: &str| {
+        sent.iter()
+            .filter(|delivery| delivery["kind"] == kind)
+            .count()
+    };
+    // Each delivery is one object at the PACS (the same content twice would
+    // be one file: storescp names files by SOP Instance UID) and one control
+    // id at the RIS.
+    assert_eq!(received_as(&pacs, "SR").len(), of_kind("dicom-sr"));
+    assert_eq!(received_as(&pacs, "SC").len(), of_kind("dicom-sc"));
+    let control_ids: BTreeSet<String> = std::fs::read_dir(&ris)
+        .expect("ris")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.ends_with(".hl7")
+                .then(|| name.split('.').next().unwrap_or("").to_owned())
+        })
+        .collect();
+    assert_eq!(control_ids.len(), of_kind("hl7-oru"));
+    let studies: BTreeSet<String> = received(&pacs)
+        .iter()
+        .filter_map(|file| study_of(file))
+        .collect();
+    assert_eq!(studies.len(), STUDIES, "a report of each study");
+    assert_eq!(oru_studies(&ris).len(), STUDIES, "a result of each study");
+    second.service.stop().await;
 }

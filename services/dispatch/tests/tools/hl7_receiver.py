@@ -4,8 +4,8 @@ every message in STRICT 2.5.1 validation and acknowledges it: AA when it is
 valid (kept as OUT_DIR/<control id>.<arrival>.hl7), AE with the validation
 error otherwise (kept in OUT_DIR/errors.txt), AR for everything with --reject.
 
-Usage: hl7_receiver.py OUT_DIR [--reject]; prints "listening PORT" once bound
-to 127.0.0.1 on a free port."""
+Usage: hl7_receiver.py OUT_DIR [--reject] [--port PORT]; prints "listening
+PORT" once bound to 127.0.0.1 (on a free port unless one is given)."""
 
 import os
 import sys
@@ -18,6 +18,7 @@ from hl7apy.parser import parse_message
 
 OUT_DIR = sys.argv[1]
 REJECT = "--reject" in sys.argv[2:]
+PORT = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
 LOCK = threading.Lock()
 
 
@@ -69,6 +70,6 @@ class Error(AbstractErrorHandler):
 
 
 handlers = {"ORU^R01": (Oru,), "ORU^R01^ORU_R01": (Oru,), "ERR": (Error,)}
-server = MLLPServer("127.0.0.1", 0, handlers)
+server = MLLPServer("127.0.0.1", PORT, handlers)
 print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

@@ -79,6 +79,25 @@ fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()>
 pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    // One standalone per data directory: held until this process ends, however
+    // it ends (the kernel releases the lock of a killed process).
+    let lock_path = args.data_dir.join(".standalone.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another fxtriage standalone uses {}; stop it first",
+            args.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(args.data_dir.join("objects")));
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(InProcessConfig::default()));
     let (model, batch) = args.model.load()?;
@@ -242,5 +261,6 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     if let Some(cluster) = private_postgres {
         tokio::task::spawn_blocking(move || drop(cluster)).await?;
     }
+    drop(lock);
     outcome
 }
