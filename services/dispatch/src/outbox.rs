@@ -249,6 +249,21 @@ pub async fn retry(pool: &Pool, delivery_id: i64) -> Result<bool, Error> {
     Ok(changed == 1)
 }
 
+/// Sends a delivery that was sent once more (the receiver lost it, say): it is
+/// the same object, which the receiver replaces; whether there was one.
+pub async fn resend(pool: &Pool, delivery_id: i64) -> Result<bool, Error> {
+    let client = pool.get().await?;
+    let changed = client
+        .execute(
+            "UPDATE deliveries SET state = 'pending', sent_at = NULL, attempts = 0,
+                 last_error = '', next_attempt_at = now()
+             WHERE delivery_id = $1",
+            &[&delivery_id],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// Deliveries, newest first: of one site or all, only those not sent well
 /// (dead, or pending after a failure) or all.
 pub async fn list(

@@ -45,6 +45,18 @@ async fn a_killed_standalone_loses_no_result() {
     }
 }
 
+/// Orthanc as the hospital's PACS: a modality stores radiographs in Orthanc,
+/// which forwards them to fxtriage; the SR and a secondary capture of each come
+/// back into Orthanc, once each, also after every one was sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_back_into_orthanc_once() {
+    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+        through_orthanc().await;
+    } else if fxtriage_testkit::stack::tool("Orthanc", "orthanc") {
+        run_in_private_network("results_come_back_into_orthanc_once");
+    }
+}
+
 fn run_in_private_network(this_test: &str) {
     for (program, package) in [
         ("storescp", "dcmtk"),
@@ -836,4 +848,243 @@ messages = ["oru"]
     assert_eq!(studies.len(), STUDIES, "a report of each study");
     assert_eq!(oru_studies(&ris).len(), STUDIES, "a result of each study");
     second.service.stop().await;
+}
+
+/// Orthanc with its own storage in `directory`: DICOM on `dicom_port` as
+/// ORTHANC, REST on `http_port`, forwarding each CR and DX it is sent by a
+/// modality (not what comes back from fxtriage) to fxtriage at `fxtriage_port`.
+fn start_orthanc(
+    directory: &Path,
+    dicom_port: u16,
+    http_port: u16,
+    fxtriage_port: u16,
+) -> fxtriage_testkit::ChildGuard {
+    let forward = directory.join("forward.lua");
+    std::fs::write(
+        &forward,
+        r#"
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  local modality = tags['Modality']
+  if origin['RequestOrigin'] ~= 'Lua' and (modality == 'CR' or modality == 'DX') then
+    SendToModality(instanceId, 'fxtriage')
+  end
+end
+"#,
+    )
+    .expect("lua");
+    let config = serde_json::json!({
+        "Name": "fxtriage-test-pacs",
+        "StorageDirectory": directory.join("storage"),
+        "IndexDirectory": directory.join("index"),
+        "HttpServerEnabled": true,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "DicomServerEnabled": true,
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "DicomModalities": { "fxtriage": ["NORTH_FX", "127.0.0.1", fxtriage_port] },
+        "LuaScripts": [forward],
+        "Plugins": [],
+        "DicomScuTimeout": 30,
+    });
+    let path = directory.join("orthanc.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
+    let log = std::fs::File::create(directory.join("orthanc.log")).expect("log");
+    fxtriage_testkit::ChildGuard::spawn(
+        "Orthanc",
+        Command::new("Orthanc")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    )
+    .expect("start Orthanc")
+}
+
+/// The SOP Instance UIDs Orthanc holds of `modality`.
+async fn orthanc_instances(http: &reqwest::Client, port: u16, modality: &str) -> Vec<String> {
+    let found: Vec<serde_json::Value> = http
+        .post(format!("http://127.0.0.1:{port}/tools/find"))
+        .json(&serde_json::json!({
+            "Level": "Instance",
+            "Query": { "Modality": modality },
+            "Expand": true,
+        }))
+        .send()
+        .await
+        .expect("Orthanc's REST API")
+        .json()
+        .await
+        .expect("JSON");
+    let mut uids: Vec<String> = found
+        .iter()
+        .filter_map(|instance| instance["MainDicomTags"]["SOPInstanceUID"].as_str())
+        .map(str::to_owned)
+        .collect();
+    uids.sort();
+    uids
+}
+
+async fn through_orthanc() {
+    let directory = tempfile::Builder::new()
+        .prefix("fxtriage-dispatch-orthanc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(
+        directory.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (orthanc_dicom, orthanc_http) = (free_loopback_port(), free_loopback_port());
+    let sites = directory.path().join("sites.toml");
+    std::fs::write(
+        &sites,
+        format!(
+            r#"
+[[site]]
+id = "north"
+called_ae_titles = ["NORTH_FX"]
+calling_ae_titles = ["ORTHANC"]
+
+[[site.destinations.dicom]]
+name = "pacs"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = {orthanc_dicom}
+objects = ["sr", "sc"]
+"#
+        ),
+    )
+    .expect("sites file");
+    let samples = directory.path().join("samples");
+    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["samples", "--studies", "3", "--seed", "5", "--out"])
+        .arg(&samples)
+        .output()
+        .expect("samples");
+    assert!(written.status.success());
+    std::fs::remove_file(samples.join("samples.csv")).expect("samples.csv");
+    let images = std::fs::read_dir(&samples).expect("samples").count();
+    let environment: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| key == "ORT_DYLIB_PATH")
+        .collect();
+    let sites_argument = sites.display().to_string();
+    let standalone = Standalone::start(
+        "standalone-orthanc",
+        &directory.path().join("data"),
+        &environment,
+        &["--sites", &sites_argument],
+        directory.path(),
+    )
+    .await;
+    let orthanc_dir = directory.path().join("orthanc");
+    std::fs::create_dir(&orthanc_dir).expect("orthanc dir");
+    let mut orthanc = start_orthanc(&orthanc_dir, orthanc_dicom, orthanc_http, standalone.dimse);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("http://127.0.0.1:{orthanc_http}/system"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Orthanc answers within 60 s:\n{}",
+            std::fs::read_to_string(orthanc_dir.join("orthanc.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The modality sends to the PACS; the PACS forwards to fxtriage.
+    dcmsend_all("ORTHANC", orthanc_dicom, &samples).await;
+    let url = standalone.described("database_url");
+    let mut last = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let reports = orthanc_instances(&http, orthanc_http, "SR").await;
+        let captures = orthanc_instances(&http, orthanc_http, "OT").await;
+        let listed = deliveries(&url);
+        let all_sent =
+            !listed.is_empty() && listed.iter().all(|delivery| delivery["state"] == "sent");
+        if reports.len() >= 3 && captures.len() >= images && all_sent {
+            break;
+        }
+        if reports.len() + captures.len() > last {
+            last = reports.len() + captures.len();
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(180),
+            "{} reports and {} captures in Orthanc, none new for 180 s\n{}\n{}",
+            reports.len(),
+            captures.len(),
+            standalone.service.log_tail(),
+            std::fs::read_to_string(orthanc_dir.join("orthanc.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let listed = deliveries(&url);
+    let of_kind = |kind: &str| -> BTreeSet<String> {
+        listed
+            .iter()
+            .filter(|delivery| delivery["kind"] == kind)
+            .map(|delivery| delivery["object_id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let reports: BTreeSet<String> = orthanc_instances(&http, orthanc_http, "SR")
+        .await
+        .into_iter()
+        .collect();
+    let captures: BTreeSet<String> = orthanc_instances(&http, orthanc_http, "OT")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(reports, of_kind("dicom-sr"), "each SR in Orthanc once");
+    assert_eq!(
+        captures,
+        of_kind("dicom-sc"),
+        "each capture in Orthanc once"
+    );
+
+    // Every delivery sent again (as after a crash between sending and
+    // recording): the same objects, which Orthanc does not add twice.
+    for delivery in &listed {
+        let id = delivery["delivery_id"].as_i64().expect("an id").to_string();
+        let resent = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args(["dispatch", "retry", "--resend", &id, "--database-url", &url])
+            .output()
+            .expect("dispatch retry");
+        assert!(
+            resent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resent.stderr)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = deliveries(&url);
+        if now
+            .iter()
+            .all(|delivery| delivery["state"] == "sent" && delivery["attempts"] == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all sent again: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let again: BTreeSet<String> = orthanc_instances(&http, orthanc_http, "SR")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(again, reports, "still each SR once");
+    let again: BTreeSet<String> = orthanc_instances(&http, orthanc_http, "OT")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(again, captures, "still each capture once");
+
+    standalone.service.stop().await;
+    orthanc.kill();
 }

@@ -25,7 +25,8 @@ pub enum DispatchCommand {
     /// List deliveries, newest first: id, state, attempts, site, destination,
     /// kind, study, object and the last error, tab-separated.
     List(ListArgs),
-    /// Send a dead (or waiting) delivery again now, with a fresh count of attempts.
+    /// Send a dead (or waiting) delivery again now, with a fresh count of
+    /// attempts; with --resend, also one that was sent.
     Retry(RetryArgs),
 }
 
@@ -68,6 +69,10 @@ pub struct ListArgs {
 pub struct RetryArgs {
     /// The delivery's id, as `dispatch list` shows it.
     pub id: i64,
+    /// Send it again even if it was sent (the receiver lost it): the same
+    /// object, which the receiver replaces rather than adds.
+    #[arg(long)]
+    pub resend: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -123,12 +128,16 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 async fn retry(args: RetryArgs) -> anyhow::Result<()> {
     let pool = args.database.migrated_pool().await?;
-    let retried = outbox::retry(&pool, args.id)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot retry delivery {}: {error}", args.id))?;
+    let retried = if args.resend {
+        outbox::resend(&pool, args.id).await
+    } else {
+        outbox::retry(&pool, args.id).await
+    };
+    let retried =
+        retried.map_err(|error| anyhow::anyhow!("cannot retry delivery {}: {error}", args.id))?;
     anyhow::ensure!(
         retried,
-        "delivery {} is not dead or waiting (it was sent, or there is no such delivery)",
+        "delivery {} is not dead or waiting (it was sent: --resend sends it again; or there is no such delivery)",
         args.id
     );
     #[allow(clippy::print_stdout)]
