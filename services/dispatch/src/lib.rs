@@ -18,9 +18,13 @@
 //! - [`hl7_in`]: reports from the RIS in over HL7 v2 (MLLP), closing their
 //!   studies' items with the RIS's report time.
 //!
-//! Still to come (issue 12): orders in, the priority update to the RIS, FHIR.
+//! - [`fhir_out`]: the result to a FHIR R4 server as a transaction Bundle
+//!   (DiagnosticReport, Observations, Device) under ids derived from it.
+//!
+//! Still to come (issue 12): orders in, the priority update to the RIS.
 
 pub mod dicom_out;
+pub mod fhir_out;
 pub mod hl7_in;
 pub mod hl7_out;
 pub mod outbox;

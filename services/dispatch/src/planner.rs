@@ -17,7 +17,7 @@ use fxtriage_dicom::capture::Capture;
 use fxtriage_dicom::sr::{Algorithm, ImageResult, StudyContext, StudyReport};
 use fxtriage_objstore::{ObjectKey, ObjectStore};
 use fxtriage_sites::SiteRegistry;
-use fxtriage_sites::destinations::{DicomObject, Hl7Message};
+use fxtriage_sites::destinations::{DicomObject, FhirResource, Hl7Message};
 
 use crate::outbox::{self, NewDelivery};
 
@@ -29,6 +29,8 @@ pub const KIND_SR: &str = "dicom-sr";
 pub const KIND_SC: &str = "dicom-sc";
 /// The kind of an HL7 ORU^R01 delivery in the outbox.
 pub const KIND_ORU: &str = "hl7-oru";
+/// The kind of a FHIR DiagnosticReport delivery in the outbox.
+pub const KIND_FHIR: &str = "fhir-diagnostic-report";
 
 /// Plans up to `limit` noted studies; how many SR deliveries were written. A
 /// study whose planning failed (its source image unreadable for now, say)
@@ -121,7 +123,17 @@ pub async fn plan_study(
         .iter()
         .filter(|peer| peer.messages.contains(&Hl7Message::Oru))
         .collect();
-    if sr_peers.is_empty() && sc_peers.is_empty() && hl7_peers.is_empty() {
+    let fhir_endpoints: Vec<_> = site
+        .destinations
+        .fhir
+        .iter()
+        .filter(|endpoint| endpoint.resources.contains(&FhirResource::DiagnosticReport))
+        .collect();
+    if sr_peers.is_empty()
+        && sc_peers.is_empty()
+        && hl7_peers.is_empty()
+        && fhir_endpoints.is_empty()
+    {
         return Ok(0);
     }
     let Some((report, object_keys)) = report_of(pool, site_id, study_instance_uid).await? else {
@@ -183,6 +195,37 @@ pub async fn plan_study(
                 object_id: control_id.clone(),
                 supersedes: latest,
                 payload: oru.into_bytes(),
+            },
+        )
+        .await?;
+        written += usize::from(new);
+    }
+    // The result to each FHIR server, corrected when it replaces one sent before.
+    let report_id = crate::fhir_out::object_id(&report);
+    for endpoint in fhir_endpoints {
+        let latest =
+            outbox::latest_object(pool, site_id, &endpoint.name, KIND_FHIR, study_instance_uid)
+                .await?;
+        if latest.as_deref() == Some(report_id.as_str()) {
+            continue;
+        }
+        let report = StudyReport {
+            context: context
+                .get(pool, store, site_id, study_instance_uid)
+                .await?,
+            ..report.clone()
+        };
+        let bundle = crate::fhir_out::bundle(&report, latest.is_some());
+        let new = outbox::enqueue(
+            pool,
+            &NewDelivery {
+                site_id: site_id.to_owned(),
+                destination: endpoint.name.clone(),
+                kind: KIND_FHIR,
+                study_instance_uid: study_instance_uid.to_owned(),
+                object_id: report_id.clone(),
+                supersedes: latest,
+                payload: serde_json::to_vec(&bundle)?,
             },
         )
         .await?;

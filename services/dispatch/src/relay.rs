@@ -97,6 +97,9 @@ async fn send(registry: &SiteRegistry, delivery: &Due) -> Result<(), dicom_out::
         (Some(Destination::Hl7(peer)), "hl7-oru") => {
             crate::hl7_out::send(peer, &delivery.payload).await
         }
+        (Some(Destination::Fhir(endpoint)), "fhir-diagnostic-report") => {
+            crate::fhir_out::send(endpoint, &delivery.payload).await
+        }
         (None, _) => Err(dicom_out::StoreError::Refused(format!(
             "site {} has no destination {} any more",
             delivery.site_id, delivery.destination

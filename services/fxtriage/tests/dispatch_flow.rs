@@ -64,6 +64,7 @@ fn run_in_private_network(this_test: &str) {
         ("dsrdump", "dcmtk"),
         ("dcmdump", "dcmtk"),
         ("dciodvfy", "dicom3tools"),
+        ("node", "nodejs"),
         ("unshare", "util-linux"),
         ("ip", "iproute2"),
     ] {
@@ -75,6 +76,9 @@ fn run_in_private_network(this_test: &str) {
         return;
     };
     let Some(hl7apy) = fxtriage_testkit::stack::setting("FXTRIAGE_HL7APY_DIR") else {
+        return;
+    };
+    let Some(medplum) = fxtriage_testkit::stack::setting("FXTRIAGE_MEDPLUM_DIR") else {
         return;
     };
     let Some(options) = private_namespace_options() else {
@@ -93,6 +97,7 @@ fn run_in_private_network(this_test: &str) {
         .env(IN_PRIVATE_NETWORK, "1")
         .env("ORT_DYLIB_PATH", ort)
         .env("FXTRIAGE_HL7APY_DIR", hl7apy)
+        .env("FXTRIAGE_MEDPLUM_DIR", medplum)
         .stdin(Stdio::null())
         .output()
         .expect("run the test in a private network namespace");
@@ -265,6 +270,36 @@ async fn report_to_storescp() {
         .and_then(|port| port.parse().ok())
         .unwrap_or_else(|| panic!("the receiver printed {line:?}"));
 
+    // The FHIR server's front door, recording what it is sent.
+    let fhir = directory.path().join("fhir");
+    std::fs::create_dir(&fhir).expect("fhir directory");
+    let mut fhir_receiver = fxtriage_testkit::ChildGuard::spawn(
+        "fhir receiver",
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../dispatch/tests/tools/fhir_receiver.py"
+            ))
+            .arg(&fhir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .expect("start the FHIR receiver");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fhir_receiver.take_stdout().expect("its output")),
+        &mut line,
+    )
+    .expect("the FHIR receiver says where it listens");
+    let fhir_port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("the FHIR receiver printed {line:?}"));
+    let fhir_token = directory.path().join("fhir-token");
+    std::fs::write(&fhir_token, "flow-token\n").expect("token");
+    let fhir_token = fhir_token.display();
+
     let sites = directory.path().join("sites.toml");
     std::fs::write(
         &sites,
@@ -290,6 +325,12 @@ port = {ris_port}
 receiving_application = "RIS"
 receiving_facility = "NORTH"
 messages = ["oru"]
+
+[[site.destinations.fhir]]
+name = "fhir"
+base_url = "http://127.0.0.1:{fhir_port}/r4/ok"
+token = "file:{fhir_token}"
+resources = ["diagnostic-report"]
 
 [[site]]
 id = "south"
@@ -410,12 +451,14 @@ called_ae_titles = ["SOUTH_FX"]
         assert!(Instant::now() < deadline, "not all sent: {deliveries:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(
-        deliveries
-            .iter()
-            .all(|delivery| delivery["site_id"] == "north"
-                && (delivery["destination"] == "pacs") == (delivery["kind"] != "hl7-oru"))
-    );
+    assert!(deliveries.iter().all(|delivery| {
+        let destination = match delivery["kind"].as_str() {
+            Some("hl7-oru") => "ris",
+            Some("fhir-diagnostic-report") => "fhir",
+            _ => "pacs",
+        };
+        delivery["site_id"] == "north" && delivery["destination"] == destination
+    }));
     let of_kind = |kind: &str| {
         deliveries
             .iter()
@@ -531,6 +574,46 @@ called_ae_titles = ["SOUTH_FX"]
         std::fs::read_to_string(ris.join("errors.txt")).unwrap_or_default()
     );
 
+    // The FHIR server got one valid R4 transaction per delivery, with the token.
+    let mut bundles = Vec::new();
+    for entry in std::fs::read_dir(&fhir).expect("fhir") {
+        let recorded: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.expect("entry").path()).expect("read"))
+                .expect("json");
+        assert_eq!(recorded["authorization"], "Bearer flow-token");
+        let path = directory
+            .path()
+            .join(format!("bundle-{}.json", bundles.len()));
+        std::fs::write(&path, serde_json::to_vec(&recorded["body"]).expect("json")).expect("write");
+        bundles.push(path);
+    }
+    assert_eq!(
+        bundles.len(),
+        of_kind("fhir-diagnostic-report"),
+        "one per delivery"
+    );
+    assert!(bundles.len() >= STUDIES, "a report of each study");
+    let validated = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dispatch/tests/tools/fhir_validate.mjs"
+        ))
+        .args(&bundles)
+        .env(
+            "NODE_PATH",
+            format!(
+                "{}/node_modules",
+                std::env::var("FXTRIAGE_MEDPLUM_DIR").expect("FXTRIAGE_MEDPLUM_DIR")
+            ),
+        )
+        .output()
+        .expect("node");
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stdout)
+    );
+
     // The RIS reports the first study (hl7apy sends a final ORU^R01): its item
     // closes, with the RIS's report time.
     let sent = Command::new("python3")
@@ -579,6 +662,7 @@ called_ae_titles = ["SOUTH_FX"]
     standalone.service.stop().await;
     storescp.kill();
     receiver.kill();
+    fhir_receiver.kill();
 }
 
 /// storescp as NORTH_PACS on `port`, writing into `directory`, listening.
