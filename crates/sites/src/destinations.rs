@@ -17,7 +17,7 @@
 //! port = 2575
 //! receiving_application = "RIS"  # MSH-5 (default: empty)
 //! receiving_facility = "STMARYS" # MSH-6 (default: empty)
-//! messages = ["oru"]             # "oru" (ORU^R01 result), "priority-update" (OMI^O23)
+//! messages = ["oru"]             # "oru" (ORU^R01 result), "priority-update" (OMI^O23 change order)
 //!
 //! [[site.destinations.fhir]]
 //! name = "fhir"
@@ -97,7 +97,8 @@ pub struct Hl7Peer {
 pub enum Hl7Message {
     /// ORU^R01 with the AI result.
     Oru,
-    /// An order update raising the order's priority when the AI suspects a fracture.
+    /// An OMI^O23 change order raising the order's priority (stat when the AI
+    /// suspects a fracture, ASAP when it is possible; never lowered).
     PriorityUpdate,
 }
 

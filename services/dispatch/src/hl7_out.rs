@@ -166,6 +166,104 @@ fn as_refs(values: &[String]) -> Vec<&str> {
     values.iter().map(String::as_str).collect()
 }
 
+/// The priority the RIS order should have given the AI result (HL7 table
+/// 0485: S stat, A as soon as possible); none when the AI finds nothing to
+/// raise. The order's priority is only ever raised, never lowered, by fxtriage.
+pub fn raised_priority(result: AiResult) -> Option<(&'static str, &'static str)> {
+    match result {
+        AiResult::Suspected => Some(("S", "Stat")),
+        AiResult::Possible => Some(("A", "ASAP")),
+        AiResult::NoFinding | AiResult::NotAnalysed => None,
+    }
+}
+
+/// MSH-10 of the priority update of a study to `priority`: one per study and
+/// priority, so a resend (or a replanned result) is the same message.
+pub fn priority_control_id(study_instance_uid: &str, priority: &str) -> String {
+    let uid = fxtriage_dicom::sr::derived_uid(&["fxtriage-priority", study_instance_uid, priority]);
+    let number: u128 = uid.trim_start_matches("2.25.").parse().unwrap_or_default();
+    format!("{number:032x}")[..20].to_owned()
+}
+
+/// An OMI^O23 imaging order change (ORC-1 `XO`) raising the priority of the
+/// study's order (by its accession number, ORC-3, OBR-3 and IPC-1, and its
+/// Study Instance UID, IPC-3) to `priority` (TQ1-9),
+/// saying why (NTE); `None` when the study has no accession number, since
+/// the RIS could not tell which order to change.
+pub fn priority_update(
+    report: &StudyReport,
+    peer: &Hl7Peer,
+    priority: (&str, &str),
+) -> Option<String> {
+    let context = &report.context;
+    if context.accession_number.is_empty() {
+        return None;
+    }
+    let when = hl7_date_time(&report.content_date, &report.content_time);
+    let sex = match context.patient_sex.as_str() {
+        "M" => "M",
+        "F" => "F",
+        "O" => "O",
+        _ => "U",
+    };
+    let mut name = context.patient_name.splitn(5, '^');
+    let (family, given) = (name.next().unwrap_or(""), name.next().unwrap_or(""));
+    let why = match report.probability {
+        Some(probability) => format!(
+            "AI fracture triage: {} (probability {probability:.2}); priority raised to {}. A triage aid, not a diagnosis.",
+            report.result.as_str(),
+            priority.1
+        ),
+        None => format!("AI fracture triage: priority raised to {}.", priority.1),
+    };
+    Some(message(&[
+        Segment::new("MSH")
+            .field(3, &["FXTRIAGE"])
+            .field(4, &["FXTRIAGE"])
+            .field(5, &[&peer.receiving_application])
+            .field(6, &[&peer.receiving_facility])
+            .field(7, &[&when])
+            .field(9, &["OMI", "O23", "OMI_O23"])
+            .field(
+                10,
+                &[&priority_control_id(
+                    &context.study_instance_uid,
+                    priority.0,
+                )],
+            )
+            .field(11, &["P"])
+            .field(12, &["2.5.1"])
+            .field(18, &["UNICODE UTF-8"]),
+        Segment::new("PID")
+            .field(1, &["1"])
+            .field(
+                3,
+                &[&context.patient_id, "", "", &context.issuer_of_patient_id],
+            )
+            .field(5, &[family, given])
+            .field(7, &[&context.patient_birth_date])
+            .field(8, &[sex]),
+        Segment::new("ORC")
+            .field(1, &["XO"])
+            .field(3, &[&context.accession_number])
+            .field(9, &[&when]),
+        Segment::new("TQ1")
+            .field(1, &["1"])
+            .field(9, &[priority.0, priority.1, "HL70485"]),
+        Segment::new("OBR")
+            .field(1, &["1"])
+            .field(3, &[&context.accession_number])
+            .field(4, &["fxtriage-ai", "AI fracture triage", CODING_SCHEME])
+            .field(18, &[&context.accession_number]),
+        Segment::new("NTE").field(1, &["1"]).field(3, &[&why]),
+        Segment::new("IPC")
+            .field(1, &[&context.accession_number])
+            .field(2, &[&context.accession_number])
+            .field(3, &[&context.study_instance_uid])
+            .field(4, &[&context.accession_number]),
+    ]))
+}
+
 /// Sends `message` to `peer` and reads its acknowledgement: AA (or CA) is
 /// delivered; AR (or CR) is refused for good; AE (or CE), no answer or a
 /// broken connection are worth retrying.

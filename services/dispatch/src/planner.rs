@@ -29,6 +29,8 @@ pub const KIND_SR: &str = "dicom-sr";
 pub const KIND_SC: &str = "dicom-sc";
 /// The kind of an HL7 ORU^R01 delivery in the outbox.
 pub const KIND_ORU: &str = "hl7-oru";
+/// The kind of an HL7 order priority update in the outbox.
+pub const KIND_PRIORITY: &str = "hl7-priority";
 /// The kind of a FHIR DiagnosticReport delivery in the outbox.
 pub const KIND_FHIR: &str = "fhir-diagnostic-report";
 
@@ -123,6 +125,12 @@ pub async fn plan_study(
         .iter()
         .filter(|peer| peer.messages.contains(&Hl7Message::Oru))
         .collect();
+    let priority_peers: Vec<_> = site
+        .destinations
+        .hl7
+        .iter()
+        .filter(|peer| peer.messages.contains(&Hl7Message::PriorityUpdate))
+        .collect();
     let fhir_endpoints: Vec<_> = site
         .destinations
         .fhir
@@ -199,6 +207,43 @@ pub async fn plan_study(
         )
         .await?;
         written += usize::from(new);
+    }
+    // The order's priority raised in the RIS, never lowered: a stat update
+    // once sent, an ASAP one is not.
+    if let Some(priority) = crate::hl7_out::raised_priority(report.result) {
+        for peer in priority_peers {
+            let stat = crate::hl7_out::priority_control_id(study_instance_uid, "S");
+            let this = crate::hl7_out::priority_control_id(study_instance_uid, priority.0);
+            if outbox::exists(pool, site_id, &peer.name, &stat).await?
+                || outbox::exists(pool, site_id, &peer.name, &this).await?
+            {
+                continue;
+            }
+            let report = StudyReport {
+                context: context
+                    .get(pool, store, site_id, study_instance_uid)
+                    .await?,
+                ..report.clone()
+            };
+            let Some(update) = crate::hl7_out::priority_update(&report, peer, priority) else {
+                tracing::info!(site = %site_id, "no accession number: the RIS order's priority cannot be raised");
+                continue;
+            };
+            let new = outbox::enqueue(
+                pool,
+                &NewDelivery {
+                    site_id: site_id.to_owned(),
+                    destination: peer.name.clone(),
+                    kind: KIND_PRIORITY,
+                    study_instance_uid: study_instance_uid.to_owned(),
+                    object_id: this,
+                    supersedes: None,
+                    payload: update.into_bytes(),
+                },
+            )
+            .await?;
+            written += usize::from(new);
+        }
     }
     // The result to each FHIR server, corrected when it replaces one sent before.
     let report_id = crate::fhir_out::object_id(&report);

@@ -94,7 +94,7 @@ async fn send(registry: &SiteRegistry, delivery: &Due) -> Result<(), dicom_out::
             }
             Ok(())
         }
-        (Some(Destination::Hl7(peer)), "hl7-oru") => {
+        (Some(Destination::Hl7(peer)), "hl7-oru" | "hl7-priority") => {
             crate::hl7_out::send(peer, &delivery.payload).await
         }
         (Some(Destination::Fhir(endpoint)), "fhir-diagnostic-report") => {

@@ -175,6 +175,26 @@ async fn the_result_reaches_a_strict_hl7_receiver() {
         "C"
     );
 
+    // The order's priority raised for a suspected fracture: an OMI^O23 change
+    // order, valid in strict 2.5.1 too.
+    let raised = fxtriage_dispatch::hl7_out::raised_priority(report.result).expect("raised");
+    assert_eq!(raised.0, "S");
+    let update = fxtriage_dispatch::hl7_out::priority_update(&report, &peer(port), raised)
+        .expect("the study has an accession number");
+    send(&peer(port), update.as_bytes())
+        .await
+        .unwrap_or_else(|error| {
+            let errors =
+                std::fs::read_to_string(directory.path().join("errors.txt")).unwrap_or_default();
+            panic!("{error}\n{errors}\n{update}")
+        });
+    let parsed = fxtriage_hl7::parse(&update).expect("parse");
+    assert_eq!(parsed.get("ORC", 1, 1), "XO");
+    assert_eq!(parsed.get("ORC", 3, 1), report.context.accession_number);
+    assert_eq!(parsed.get("TQ1", 9, 1), "S");
+    assert_eq!(parsed.get("IPC", 3, 1), report.context.study_instance_uid);
+    assert!(fxtriage_dispatch::hl7_out::raised_priority(AiResult::NoFinding).is_none());
+
     // A message the receiver finds invalid is answered AE: retried, with why.
     let broken = message.replace("|2.5.1|", "|9.9|");
     let error = send(&peer(port), broken.as_bytes())

@@ -324,7 +324,7 @@ host = "127.0.0.1"
 port = {ris_port}
 receiving_application = "RIS"
 receiving_facility = "NORTH"
-messages = ["oru"]
+messages = ["oru", "priority-update"]
 
 [[site.destinations.fhir]]
 name = "fhir"
@@ -453,7 +453,7 @@ called_ae_titles = ["SOUTH_FX"]
     };
     assert!(deliveries.iter().all(|delivery| {
         let destination = match delivery["kind"].as_str() {
-            Some("hl7-oru") => "ris",
+            Some("hl7-oru" | "hl7-priority") => "ris",
             Some("fhir-diagnostic-report") => "fhir",
             _ => "pacs",
         };
@@ -564,8 +564,26 @@ called_ae_titles = ["SOUTH_FX"]
         .collect();
     assert_eq!(
         messages.len(),
-        of_kind("hl7-oru"),
+        of_kind("hl7-oru") + of_kind("hl7-priority"),
         "one message per delivery: {messages:?}"
+    );
+    // The orders of the studies the AI flags are raised (stat or ASAP).
+    let raised: Vec<String> = messages
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter(|text| text.contains("|OMI^O23^OMI_O23|"))
+        .collect();
+    assert_eq!(raised.len(), of_kind("hl7-priority"));
+    assert!(
+        !raised.is_empty(),
+        "a fracture among the samples raises its order"
+    );
+    assert!(
+        raised
+            .iter()
+            .all(|text| text.contains("\rTQ1|1||||||||S^Stat^HL70485")
+                || text.contains("\rTQ1|1||||||||A^ASAP^HL70485")),
+        "{raised:#?}"
     );
     assert_eq!(oru_studies(&ris).len(), STUDIES, "a result of each study");
     assert!(

@@ -42,6 +42,7 @@ def ack(incoming, code, text=""):
 
 
 class Oru(AbstractHandler):
+    """Any message type it is registered for: validated strictly, kept."""
     def reply(self):
         if REJECT:
             return ack(self.incoming_message, "AR", "this receiver rejects everything")
@@ -69,7 +70,13 @@ class Error(AbstractErrorHandler):
         return ack(self.incoming_message, "AR", f"{type(self.exc).__name__}")
 
 
-handlers = {"ORU^R01": (Oru,), "ORU^R01^ORU_R01": (Oru,), "ERR": (Error,)}
+handlers = {
+    "ORU^R01": (Oru,),
+    "ORU^R01^ORU_R01": (Oru,),
+    "OMI^O23": (Oru,),
+    "OMI^O23^OMI_O23": (Oru,),
+    "ERR": (Error,),
+}
 server = MLLPServer("127.0.0.1", PORT, handlers)
 print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()
