@@ -8,12 +8,14 @@
 //!   the choice of the next study to claim;
 //! - [`outbox`]: worklist changes written in the changing transaction and
 //!   published to the worklist topic, in order per study, at least once;
+//! - [`deliveries`]: the outbox of results to the sites' PACS, RIS and FHIR servers;
 //! - [`ris`]: a report signed in the RIS closing its study's item;
 //! - [`error`]: errors with the kind that decides between retrying and refusing.
 //!
 //! The prioritizer and the API are two clients of this crate; neither depends on
 //! the other.
 
+pub mod deliveries;
 pub mod error;
 pub mod outbox;
 pub mod query;

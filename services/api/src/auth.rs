@@ -38,6 +38,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// 403 unless the caller administers the site.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        require(
+            self.role,
+            |role| role == Role::Admin,
+            "admin",
+            "see or retry the site's result deliveries",
+        )
+    }
+
     /// 403 unless the caller may claim, release and report.
     pub fn require_reader(&self) -> ApiResult<()> {
         require(

@@ -14,6 +14,7 @@
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
 //! | `GET /api/v1/groups/{group}/...` | viewer, reader | a reading network's merged worklist ([`groups`]) |
+//! | `GET /api/v1/sites/{site}/deliveries`, `POST .../deliveries/{id}/retry` | admin | the site's result deliveries ([`deliveries`]) |
 //! | `/api/v1/admin/...` | deployment admin | the site registry and the tokens ([`admin`]) |
 //! | `GET /health/live`, `/health/ready`, `/metrics` | none | probes and Prometheus metrics |
 //!
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod claims;
+pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod groups;
@@ -186,6 +188,8 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
             "/studies/{study}/instances/{sop}/overlay.png",
             get(overlay::get_overlay),
         )
+        .route("/deliveries", get(deliveries::get_deliveries))
+        .route("/deliveries/{delivery}/retry", post(deliveries::post_retry))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let group_routes = Router::new()
         .route("/", get(groups::get_group))

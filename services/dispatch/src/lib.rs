@@ -27,7 +27,8 @@ pub mod dicom_out;
 pub mod fhir_out;
 pub mod hl7_in;
 pub mod hl7_out;
-pub mod outbox;
+/// The outbox of deliveries (its SQL lives with the worklist's, crates/worklist).
+pub use fxtriage_worklist::deliveries as outbox;
 pub mod planner;
 pub mod relay;
 

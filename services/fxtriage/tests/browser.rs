@@ -222,6 +222,118 @@ id = "network"
 name = "The network"
 sites = ["demo", "north"]
 "#;
+/// A site whose PACS is away: its admin sees the results not delivered, with
+/// the reason, and sends one again; a reader of the site sees no such panel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_undelivered_results_and_sends_one_again() {
+    if !browser_installed() {
+        return;
+    }
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let sites_file = directory.path().join("sites.toml");
+    // Nothing listens on the PACS's port.
+    let away = free_loopback_port();
+    std::fs::write(
+        &sites_file,
+        format!(
+            "[[site]]\nid = \"north\"\ncalled_ae_titles = [\"NORTH_FX\"]\n\
+             [[site.destinations.dicom]]\nname = \"pacs\"\nae_title = \"NORTH_PACS\"\n\
+             host = \"127.0.0.1\"\nport = {away}\nobjects = [\"sr\"]\n"
+        ),
+    )
+    .expect("sites file");
+    let app = StandaloneApp::start(environment, directory.path(), Some(&sites_file)).await;
+    let admin = app.create_token(&["--site", "north", "--role", "admin"]);
+    let reader = app.create_token(&["--site", "north", "--role", "reader"]);
+    app.send_samples_to("NORTH_FX", "samples-north", 2).await;
+    app.wait_until_settled(
+        &admin,
+        "sites/north/worklist?state=open,claimed&limit=100",
+        2,
+    )
+    .await;
+    // The API: failed deliveries for the site's admin, 403 for its reader.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let listed = app
+            .api_get(&admin, "sites/north/deliveries?failed=true")
+            .await;
+        let failed = listed["deliveries"].as_array().expect("deliveries").clone();
+        if failed.len() == 2 {
+            break failed;
+        }
+        assert!(Instant::now() < deadline, "deliveries: {listed}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(failed.iter().all(|delivery| {
+        delivery["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("NORTH_PACS@127.0.0.1"))
+    }));
+    let refused = app
+        .client
+        .get(format!("{}/api/v1/sites/north/deliveries", app.http))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 403);
+
+    let browser = Browser::launch(directory.path()).await;
+    browser.goto(&format!("{}/", app.http)).await;
+    browser.type_into("#login-site", "north").await;
+    browser.type_into("#login-token", &admin).await;
+    browser.type_into("#login-reader", READER).await;
+    browser.click("#login-submit").await;
+    browser
+        .wait_for(
+            "the undelivered results, with why",
+            "const rows = document.querySelectorAll('#deliveries-rows tr'); \
+             return !document.getElementById('deliveries').hidden && rows.length === 2 \
+               && [...rows].every(row => row.textContent.includes('NORTH_PACS@127.0.0.1'));",
+            json!([]),
+        )
+        .await;
+    browser
+        .click("#deliveries-rows tr:first-child button")
+        .await;
+    browser
+        .wait_for(
+            "the delivery sent again",
+            "const message = document.getElementById('deliveries-message'); \
+             return !message.hidden && message.textContent.includes('is being sent again');",
+            json!([]),
+        )
+        .await;
+    browser
+        .screenshot(&artifacts_dir().join("deliveries.png"))
+        .await;
+    browser.click("#sign-out").await;
+    browser.type_into("#login-site", "north").await;
+    browser.type_into("#login-token", &reader).await;
+    browser.type_into("#login-reader", READER).await;
+    browser.click("#login-submit").await;
+    browser
+        .wait_for(
+            "the worklist of the reader",
+            "return document.querySelectorAll('#worklist-rows tr').length === 2;",
+            json!([]),
+        )
+        .await;
+    let hidden = browser
+        .script(
+            "return document.getElementById('deliveries').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, json!(true), "a reader sees no deliveries panel");
+    browser.quit().await;
+    app.stop().await;
+}
+
 const DEMO_STUDIES: usize = 3;
 const NORTH_STUDIES: usize = 3;
 

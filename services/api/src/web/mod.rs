@@ -21,6 +21,7 @@
 //! | `events.js` | Server-Sent Events over `fetch`, one stream per site, reconnecting |
 //! | `worklist.js` | the worklist table, filters, paging, claim-next, ticking clocks |
 //! | `study.js` | the study view: overlays from `blob:` URLs, claim, release, report |
+//! | `deliveries.js` | the site's failed result deliveries, for its admins, with "send again" |
 //! | `format.js` | DOM building (text only) and formatting helpers |
 
 use axum::Router;
@@ -67,6 +68,10 @@ const MODULES: &[(&str, Asset)] = &[
     ("/js/events.js", module(include_bytes!("js/events.js"))),
     ("/js/worklist.js", module(include_bytes!("js/worklist.js"))),
     ("/js/study.js", module(include_bytes!("js/study.js"))),
+    (
+        "/js/deliveries.js",
+        module(include_bytes!("js/deliveries.js")),
+    ),
     ("/js/format.js", module(include_bytes!("js/format.js"))),
 ];
 

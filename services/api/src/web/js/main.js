@@ -12,6 +12,7 @@
 // from blob: URLs. Text from the server is only ever set as textContent.
 
 import { api } from "./api.js";
+import { refreshDeliveries } from "./deliveries.js";
 import { startEvents, stopEvents } from "./events.js";
 import { $ } from "./format.js";
 import {
@@ -75,6 +76,7 @@ function route() {
   showView("worklist");
   document.title = `Worklist · ${scopeLabel()} · fxtriage`;
   refreshWorklist();
+  refreshDeliveries();
 }
 
 function showSessionHeader() {

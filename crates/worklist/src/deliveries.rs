@@ -1,5 +1,7 @@
-//! The durable outbox of deliveries (table `deliveries`, migration V4): what is
-//! to be sent where, what was sent, what failed and why.
+//! The durable outbox of result deliveries (table `deliveries`, migration V4):
+//! what is to be sent where, what was sent, what failed and why. The dispatch
+//! service writes and sends it; operators read and retry it (`fxtriage
+//! dispatch list|retry`, the API, the web page).
 //!
 //! A delivery is written once per content: its `object_id` (the SR's SOP
 //! Instance UID, for one) is derived from what it says, and the table is
