@@ -33,6 +33,7 @@ impl From<UrgencySource> for v1::UrgencySource {
             UrgencySource::AeTitle => v1::UrgencySource::AeTitle,
             UrgencySource::Department => v1::UrgencySource::Department,
             UrgencySource::Default => v1::UrgencySource::Default,
+            UrgencySource::Order => v1::UrgencySource::Order,
         }
     }
 }
@@ -43,6 +44,7 @@ impl From<v1::UrgencySource> for UrgencySource {
             v1::UrgencySource::Dataset => UrgencySource::Dataset,
             v1::UrgencySource::AeTitle => UrgencySource::AeTitle,
             v1::UrgencySource::Department => UrgencySource::Department,
+            v1::UrgencySource::Order => UrgencySource::Order,
             v1::UrgencySource::Default | v1::UrgencySource::Unspecified => UrgencySource::Default,
         }
     }

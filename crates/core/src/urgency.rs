@@ -50,14 +50,17 @@ pub enum UrgencySource {
     Department,
     /// Nothing said: outpatient.
     Default,
+    /// The hospital's order from its RIS (its priority), on worklist items.
+    Order,
 }
 
 impl UrgencySource {
-    pub const ALL: [UrgencySource; 4] = [
+    pub const ALL: [UrgencySource; 5] = [
         UrgencySource::Dataset,
         UrgencySource::AeTitle,
         UrgencySource::Department,
         UrgencySource::Default,
+        UrgencySource::Order,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl UrgencySource {
             UrgencySource::AeTitle => "ae-title",
             UrgencySource::Department => "department",
             UrgencySource::Default => "default",
+            UrgencySource::Order => "order",
         }
     }
 

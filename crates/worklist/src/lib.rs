@@ -9,6 +9,7 @@
 //! - [`outbox`]: worklist changes written in the changing transaction and
 //!   published to the worklist topic, in order per study, at least once;
 //! - [`deliveries`]: the outbox of results to the sites' PACS, RIS and FHIR servers;
+//! - [`orders`]: orders from the RIS, their priority as the study's urgency;
 //! - [`ris`]: a report signed in the RIS closing its study's item;
 //! - [`error`]: errors with the kind that decides between retrying and refusing.
 //!
@@ -17,6 +18,7 @@
 
 pub mod deliveries;
 pub mod error;
+pub mod orders;
 pub mod outbox;
 pub mod query;
 pub mod records;

@@ -1,4 +1,5 @@
-//! Reports from the hospital's RIS, in over HL7 v2 (MLLP): an ORU^R01 with a
+//! Orders and reports from the hospital's RIS, in over HL7 v2 (MLLP). An
+//! order's priority sets its study's clinical urgency; an ORU^R01 with a
 //! final (or corrected) result closes its study's worklist item with the RIS's
 //! report time; a preliminary result is recorded and closes nothing.
 //!
@@ -13,8 +14,11 @@
 //! - AR (rejected): not HL7 with the standard delimiters, not UTF-8, no control
 //!   id (MSH-10), segments out of order, a message type not read here.
 //!
-//! Orders (ORM^O01, OMI^O23) are not read yet: they are rejected with that
-//! reason, and kept.
+//! Orders (ORM^O01, OMI^O23) are stored by accession number: the order's
+//! priority (TQ1-9, else ORC-7.6 or OBR-27.6: S or T emergency, A inpatient,
+//! others outpatient) becomes its study's clinical urgency, at once when the
+//! study is here, else when its images arrive; a cancelled order (ORC-1 CA
+//! or OC) changes nothing.
 //!
 //! The sending facility names the site: `hl7_sending_facilities` in the site
 //! registry. A report time without a UTC offset is read as UTC.
@@ -241,22 +245,24 @@ async fn process(
         ));
     }
     let kind = format!("{}^{}", header.message_type, header.trigger);
-    match kind.as_str() {
-        "ORU^R01" => {}
-        "ORM^O01" | "OMI^O23" => {
-            return Ok(Outcome::rejected(
-                UNSUPPORTED_TYPE,
-                format!("{kind}: orders are not read by this fxtriage release"),
-            ));
-        }
+    let is_order = match kind.as_str() {
+        "ORU^R01" => false,
+        "ORM^O01" | "OMI^O23" => true,
         _ => {
             return Ok(Outcome::rejected(
                 UNSUPPORTED_TYPE,
-                format!("{kind} is not read here (ORU^R01 reports are)"),
+                format!(
+                    "{kind} is not read here (ORU^R01 reports, ORM^O01 and OMI^O23 orders are)"
+                ),
             ));
         }
-    }
-    if let Err(problem) = check_report_order(parsed) {
+    };
+    let order_problem = if is_order {
+        check_order_order(parsed)
+    } else {
+        check_report_order(parsed)
+    };
+    if let Err(problem) = order_problem {
         return Ok(Outcome::rejected(SEGMENT_SEQUENCE, problem));
     }
     let snapshot = registry.current();
@@ -326,6 +332,17 @@ async fn process(
         return Ok(outcome);
     }
 
+    if is_order {
+        let policy = sites_policy(registry, &site);
+        let mut outcome = match apply_order(&tx, &site, header, parsed, &policy).await? {
+            Ok(outcome) => outcome,
+            Err(outcome) => return Ok(outcome),
+        };
+        outcome.site = Some(site);
+        insert(&tx, peer, header, &outcome, text).await?;
+        tx.commit().await?;
+        return Ok(outcome);
+    }
     let status = parsed.get("OBR", 25, 1);
     let accession = Some(parsed.get("OBR", 3, 1))
         .filter(|value| !value.is_empty())
@@ -410,6 +427,114 @@ async fn process(
     insert(&tx, peer, header, &outcome, text).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The site's policy now (the default when the site just left the registry).
+fn sites_policy(registry: &SiteRegistry, site: &SiteId) -> fxtriage_core::policy::Policy {
+    registry
+        .current()
+        .site(site.as_str())
+        .map(|config| config.policy)
+        .unwrap_or_default()
+}
+
+/// An order: stored by accession number; its priority becomes the urgency of
+/// its study, now if the study is here, else when it arrives.
+async fn apply_order(
+    tx: &deadpool_postgres::Transaction<'_>,
+    site: &SiteId,
+    header: &Header,
+    parsed: &Parsed,
+    policy: &fxtriage_core::policy::Policy,
+) -> Result<Result<Outcome, Outcome>, Error> {
+    let accession = [
+        parsed.get("IPC", 1, 1),
+        parsed.get("OBR", 18, 1),
+        parsed.get("OBR", 3, 1),
+        parsed.get("ORC", 3, 1),
+    ]
+    .into_iter()
+    .find(|value| !value.is_empty())
+    .map(str::to_owned);
+    let Some(accession) = accession else {
+        return Ok(Err(Outcome::error(
+            REQUIRED_FIELD,
+            "the order has no accession number (IPC-1, OBR-18, OBR-3 or ORC-3)",
+        )));
+    };
+    let priority = [
+        parsed.get("TQ1", 9, 1),
+        parsed.get("ORC", 7, 6),
+        parsed.get("OBR", 27, 6),
+    ]
+    .into_iter()
+    .find(|value| !value.is_empty())
+    .unwrap_or("")
+    .to_owned();
+    let urgency = fxtriage_worklist::orders::urgency_of_priority(&priority);
+    let study_uid = Some(parsed.get("IPC", 3, 1).to_owned()).filter(|uid| !uid.is_empty());
+    let order_control = parsed.get("ORC", 1, 1).to_owned();
+    let order = fxtriage_worklist::orders::Order {
+        site: site.clone(),
+        accession_number: accession.clone(),
+        placer_order_number: parsed.get("ORC", 2, 1).to_owned(),
+        filler_order_number: parsed.get("ORC", 3, 1).to_owned(),
+        study_instance_uid: study_uid.clone(),
+        priority: priority.clone(),
+        urgency,
+        order_control: order_control.clone(),
+        procedure: parsed.get("OBR", 4, 2).to_owned(),
+        control_id: header.control_id.clone(),
+    };
+    fxtriage_worklist::orders::upsert(tx, &order).await?;
+    let study = ris::find_study(tx, site, study_uid.as_deref(), Some(&accession)).await?;
+    let cancelled = matches!(order_control.as_str(), "CA" | "OC");
+    let mut outcome = match (&study, urgency) {
+        (Some(study), Some(urgency)) if !cancelled => {
+            match fxtriage_worklist::orders::reprioritise(tx, site, study, urgency, policy).await? {
+                Some(_) => Outcome::accepted(
+                    "applied",
+                    format!("order stored; its study is now {}", urgency.as_str()),
+                ),
+                None => Outcome::accepted("recorded", "order stored; its study is unchanged"),
+            }
+        }
+        (None, Some(_)) if !cancelled => Outcome::accepted(
+            "recorded",
+            "order stored; its priority applies when its images arrive",
+        ),
+        _ => Outcome::accepted("recorded", "order stored"),
+    };
+    outcome.study = study;
+    Ok(Ok(outcome))
+}
+
+/// An order's segments in their order: ORC before OBR, PID before both.
+fn check_order_order(parsed: &Parsed) -> Result<(), String> {
+    let ids = parsed.ids();
+    let position = |id: &str| ids.iter().position(|segment| *segment == id);
+    let Some(orc) = position("ORC") else {
+        return Err("an order needs an ORC segment".into());
+    };
+    if let Some(obr) = position("OBR")
+        && obr < orc
+    {
+        return Err(format!(
+            "OBR (segment {}) comes before ORC (segment {})",
+            obr + 1,
+            orc + 1
+        ));
+    }
+    if let Some(pid) = position("PID")
+        && pid > orc
+    {
+        return Err(format!(
+            "PID (segment {}) comes after ORC (segment {})",
+            pid + 1,
+            orc + 1
+        ));
+    }
+    Ok(())
 }
 
 /// An ORU^R01's segments in their order: MSH, then (PID and its segments),

@@ -52,6 +52,41 @@ fn send_report(
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// hl7apy sends a new imaging order (OMI^O23); the acknowledgement.
+fn send_order(
+    hl7apy: &str,
+    address: SocketAddr,
+    control_id: &str,
+    accession: &str,
+    priority: &str,
+    study: &str,
+) -> String {
+    let output = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/hl7_send.py"
+        ))
+        .args([
+            "--order",
+            &address.port().to_string(),
+            control_id,
+            "NORTH_RIS",
+            accession,
+            priority,
+            "202611300930",
+            study,
+        ])
+        .env("PYTHONPATH", hl7apy)
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "hl7_send.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A message as it is (even a broken one), over MLLP; the acknowledgement.
 fn send_raw(address: SocketAddr, message: &[u8]) -> String {
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
@@ -135,6 +170,51 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
             row.get::<_, Option<time::OffsetDateTime>>(1),
         )
     };
+
+    // An order for a study that is here: its stat priority makes it an
+    // emergency (from outpatient), with the emergency deadline for its AI result.
+    let routine = "1.2.826.0.1.3680043.10.1234.2";
+    client
+        .execute(
+            "INSERT INTO studies (site_id, study_instance_uid, accession_number, urgency,
+                 urgency_source, arrived_at, ai_result, probability, deadline)
+             VALUES ('north', $1, 'ACC-43', 'outpatient', 'default', '2026-11-30T09:00:00Z',
+                 'suspected', 0.9, '2026-11-30T11:00:00Z')",
+            &[&routine],
+        )
+        .await
+        .expect("a routine study");
+    let ack = send_order(&hl7apy, address, "ORD0001", "ACC-43", "S", routine);
+    assert_eq!(msa(&ack).0, "AA", "{ack}");
+    let row = client
+        .query_one(
+            "SELECT urgency, urgency_source, EXTRACT(EPOCH FROM deadline - arrived_at)::float8
+             FROM studies WHERE study_instance_uid = $1",
+            &[&routine],
+        )
+        .await
+        .expect("study");
+    assert_eq!(row.get::<_, String>(0), "emergency");
+    assert_eq!(row.get::<_, String>(1), "order");
+    let policy = fxtriage_core::policy::Policy::default();
+    let target = policy.target(
+        fxtriage_core::Urgency::Emergency,
+        fxtriage_core::policy::AiResult::Suspected,
+    );
+    assert_eq!(row.get::<_, f64>(2), target.as_secs_f64());
+    // An order whose study has not arrived is kept for when it does.
+    let ack = send_order(&hl7apy, address, "ORD0002", "ACC-77", "A", "1.2.3.77");
+    assert_eq!(msa(&ack).0, "AA", "{ack}");
+    assert!(ack.contains("applies when its images arrive"), "{ack}");
+    let stored: String = client
+        .query_one(
+            "SELECT urgency FROM orders WHERE accession_number = 'ACC-77'",
+            &[],
+        )
+        .await
+        .expect("the order")
+        .get(0);
+    assert_eq!(stored, "inpatient");
 
     // A preliminary report: recorded, the item stays open.
     let ack = send_report(
@@ -283,7 +363,7 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
         b"MSH|^~\\&|RIS|NORTH_RIS|FXTRIAGE|FXTRIAGE|202611301200||ORM^O01^ORM_O01|RIS0008|P|2.5.1\rPID|1\r",
     );
     assert_eq!(msa(&ack).0, "AR", "{ack}");
-    assert!(ack.contains("orders are not read"), "{ack}");
+    assert!(ack.contains("an order needs an ORC segment"), "{ack}");
 
     // Every message is kept, with what became of it.
     let kept: Vec<(String, String, String)> = client
@@ -297,6 +377,8 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
     let expected = [
+        ("ORD0001", "applied", "AA"),
+        ("ORD0002", "recorded", "AA"),
         ("RIS0001", "recorded", "AA"),
         ("RIS0002", "applied", "AA"),
         ("RIS0002", "duplicate", "AA"),

@@ -381,6 +381,35 @@ called_ae_titles = ["SOUTH_FX"]
         directory.path(),
     )
     .await;
+    // The RIS orders the first study stat before its images come (hl7apy
+    // sends an OMI^O23): the study arrives as an emergency.
+    let ordered = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dispatch/tests/tools/hl7_send.py"
+        ))
+        .args([
+            "--order",
+            &hl7_port.to_string(),
+            "RIS-ORDER-1",
+            "NORTH_RIS",
+            &first_accession,
+            "S",
+            "20261130080000",
+            &first_study,
+        ])
+        .env(
+            "PYTHONPATH",
+            std::env::var("FXTRIAGE_HL7APY_DIR").expect("FXTRIAGE_HL7APY_DIR"),
+        )
+        .output()
+        .expect("hl7_send.py");
+    let ack = String::from_utf8_lossy(&ordered.stdout);
+    assert!(
+        ack.contains("MSA|AA|RIS-ORDER-1"),
+        "{ack}{}",
+        String::from_utf8_lossy(&ordered.stderr)
+    );
     dcmsend_all("NORTH_FX", standalone.dimse, &samples).await;
     dcmsend_all("SOUTH_FX", standalone.dimse, &south_samples).await;
 
@@ -675,6 +704,16 @@ called_ae_titles = ["SOUTH_FX"]
     assert_eq!(row.get::<_, String>(0), "reported");
     assert_eq!(row.get::<_, String>(1), "20261130120000");
     assert_eq!(row.get::<_, String>(2), "ris");
+    // The order came first: the study took its priority (the dataset says ROUTINE).
+    let row = client
+        .query_one(
+            "SELECT urgency, urgency_source FROM studies WHERE site_id = 'north' AND study_instance_uid = $1",
+            &[&first_study],
+        )
+        .await
+        .expect("the ordered study");
+    assert_eq!(row.get::<_, String>(0), "emergency");
+    assert_eq!(row.get::<_, String>(1), "order");
     drop(client);
 
     standalone.service.stop().await;

@@ -123,9 +123,15 @@ async fn reaggregate(
         return Ok(Applied::Recorded);
     }
     let summaries: Vec<_> = images.into_iter().map(|image| image.summary).collect();
-    let Some(computed) = aggregate(&summaries, policy) else {
+    let Some(mut computed) = aggregate(&summaries, policy) else {
         return Ok(Applied::Recorded);
     };
+    // The hospital's order, when it came first, sets the clinical urgency.
+    if let Some(urgency) =
+        fxtriage_worklist::orders::urgency_for(tx, site, &computed.accession_number).await?
+    {
+        fxtriage_worklist::orders::apply_to(&mut computed, urgency, policy);
+    }
     let (row, kind) = match current {
         None => (
             store::insert_study(tx, site, study_instance_uid, &computed).await?,

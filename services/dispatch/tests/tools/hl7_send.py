@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""A RIS sending a radiology report to fxtriage: builds an ORU^R01 with hl7apy,
-checks it in STRICT 2.5.1 validation, sends it over MLLP and prints the
-acknowledgement it gets (segments on lines).
+"""A RIS sending to fxtriage: builds a message with hl7apy, checks it in STRICT
+2.5.1 validation, sends it over MLLP and prints the acknowledgement it gets
+(segments on lines).
 
-Usage: hl7_send.py PORT CONTROL_ID SENDING_FACILITY ACCESSION STATUS REPORT_TIME"""
+Usage:
+  hl7_send.py PORT CONTROL_ID SENDING_FACILITY ACCESSION STATUS REPORT_TIME
+      a radiology report (ORU^R01) with result status STATUS (F, P, C, ...)
+  hl7_send.py --order PORT CONTROL_ID SENDING_FACILITY ACCESSION PRIORITY TIME STUDY_UID
+      a new imaging order (OMI^O23) with TQ1-9 priority PRIORITY (S, A, R)"""
 
 import socket
 import sys
@@ -11,7 +15,53 @@ import sys
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 
-port, control_id, facility, accession, status, report_time = sys.argv[1:7]
+ORDER = sys.argv[1] == "--order"
+arguments = sys.argv[2:] if ORDER else sys.argv[1:]
+port, control_id, facility, accession, status, report_time = arguments[:6]
+
+
+def send(message):
+    message.validate()
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as connection:
+        connection.sendall(message.to_mllp().encode())
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    print(answer.strip(b"\x0b\x1c\r").decode().replace("\r", "\n"))
+
+
+if ORDER:
+    message = Message("OMI_O23", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
+    message.msh.msh_3 = "RIS"
+    message.msh.msh_4 = facility
+    message.msh.msh_5 = "FXTRIAGE"
+    message.msh.msh_6 = "FXTRIAGE"
+    message.msh.msh_7 = report_time
+    message.msh.msh_9 = "OMI^O23^OMI_O23"
+    message.msh.msh_10 = control_id
+    message.msh.msh_11 = "P"
+    patient = message.add_group("OMI_O23_PATIENT")
+    patient.pid.pid_3 = "SYNTHETIC"
+    patient.pid.pid_5 = "SYNTHETIC^PATIENT"
+    order = message.add_group("OMI_O23_ORDER")
+    order.orc.orc_1 = "NW"
+    order.orc.orc_2 = "P-" + accession
+    order.orc.orc_3 = accession
+    timing = order.add_group("OMI_O23_TIMING")
+    timing.tq1.tq1_1 = "1"
+    timing.tq1.tq1_9 = status
+    order.obr.obr_3 = accession
+    order.obr.obr_4 = "XR-EXT^XR extremity^L"
+    ipc = order.add_segment("IPC")
+    ipc.ipc_1 = accession
+    ipc.ipc_2 = "RP-" + accession
+    ipc.ipc_3 = arguments[6]
+    ipc.ipc_4 = "SPS-" + accession
+    send(message)
+    sys.exit(0)
 
 message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
 message.msh.msh_3 = "RIS"
@@ -38,14 +88,4 @@ observation.obx.obx_2 = "TX"
 observation.obx.obx_3 = "REPORT^Radiology report^L"
 observation.obx.obx_5 = "Transverse fracture of the distal radius."
 observation.obx.obx_11 = status
-message.validate()
-
-with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as connection:
-    connection.sendall(message.to_mllp().encode())
-    answer = b""
-    while not answer.endswith(b"\x1c\r"):
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-print(answer.strip(b"\x0b\x1c\r").decode().replace("\r", "\n"))
+send(message)
