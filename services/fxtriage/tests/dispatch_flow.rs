@@ -1,9 +1,10 @@
-//! Results back into the hospital's PACS, the whole way: radiographs sent by
-//! dcmtk's dcmsend to `fxtriage standalone` are analysed, and for each study an
-//! SR (TID 1500) reaches the site's PACS (dcmtk's storescp) once, valid for
-//! dsrdump and dciodvfy, filed under the study with the patient's attributes;
-//! `fxtriage dispatch list` shows every delivery sent. A second site without
-//! destinations gets nothing.
+//! Results back into the hospital's own systems, the whole way, with real
+//! third-party receivers: dcmtk's storescp and Orthanc as the PACS (SR and
+//! secondary captures, checked by dsrdump and dciodvfy), hl7apy's MLLP server
+//! as the RIS (ORU^R01 and order priority updates in strict 2.5.1), a recording
+//! HTTP front door as the FHIR server (bundles checked by @medplum/core); orders
+//! and reports come back in from hl7apy. A standalone killed with every result
+//! pending loses none. A second site without destinations gets nothing.
 //!
 //! storescp always listens on 0.0.0.0, so the test runs in a private network
 //! namespace: the test binary starts itself again under
@@ -45,9 +46,12 @@ async fn a_killed_standalone_loses_no_result() {
     }
 }
 
-/// Orthanc as the hospital's PACS: a modality stores radiographs in Orthanc,
-/// which forwards them to fxtriage; the SR and a secondary capture of each come
-/// back into Orthanc, once each, also after every one was sent again.
+/// The whole flow with Orthanc as the hospital's PACS: a modality stores
+/// radiographs in Orthanc, which forwards them to fxtriage; the SR and a
+/// secondary capture of each come back into Orthanc, once each, also after
+/// every one was sent again; an ORU^R01 of each study reaches the RIS (hl7apy's
+/// MLLP server), and the RIS's final report (hl7apy sending) closes the item
+/// with the RIS's report time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_back_into_orthanc_once() {
     if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
@@ -1078,6 +1082,11 @@ async fn through_orthanc() {
     )
     .expect("chmod");
     let (orthanc_dicom, orthanc_http) = (free_loopback_port(), free_loopback_port());
+    // The RIS: hl7apy's MLLP server, validating strictly.
+    let ris = directory.path().join("ris");
+    std::fs::create_dir(&ris).expect("ris");
+    let ris_port = free_loopback_port();
+    let mut ris_receiver = start_ris(&ris, ris_port);
     let sites = directory.path().join("sites.toml");
     std::fs::write(
         &sites,
@@ -1087,6 +1096,7 @@ async fn through_orthanc() {
 id = "north"
 called_ae_titles = ["NORTH_FX"]
 calling_ae_titles = ["ORTHANC"]
+hl7_sending_facilities = ["NORTH_RIS"]
 
 [[site.destinations.dicom]]
 name = "pacs"
@@ -1094,6 +1104,12 @@ ae_title = "ORTHANC"
 host = "127.0.0.1"
 port = {orthanc_dicom}
 objects = ["sr", "sc"]
+
+[[site.destinations.hl7]]
+name = "ris"
+host = "127.0.0.1"
+port = {ris_port}
+messages = ["oru"]
 "#
         ),
     )
@@ -1105,17 +1121,22 @@ objects = ["sr", "sc"]
         .output()
         .expect("samples");
     assert!(written.status.success());
+    let truth = std::fs::read_to_string(samples.join("samples.csv")).expect("samples.csv");
+    let first: Vec<&str> = truth.lines().nth(1).expect("a study").split(',').collect();
+    let (first_study, first_accession) = (first[1].to_owned(), first[2].to_owned());
     std::fs::remove_file(samples.join("samples.csv")).expect("samples.csv");
     let images = std::fs::read_dir(&samples).expect("samples").count();
     let environment: Vec<(String, String)> = std::env::vars()
         .filter(|(key, _)| key == "ORT_DYLIB_PATH")
         .collect();
     let sites_argument = sites.display().to_string();
+    let hl7_port = free_loopback_port();
+    let hl7_address = format!("127.0.0.1:{hl7_port}");
     let standalone = Standalone::start(
         "standalone-orthanc",
         &directory.path().join("data"),
         &environment,
-        &["--sites", &sites_argument],
+        &["--sites", &sites_argument, "--hl7-address", &hl7_address],
         directory.path(),
     )
     .await;
@@ -1149,7 +1170,11 @@ objects = ["sr", "sc"]
         let listed = deliveries(&url);
         let all_sent =
             !listed.is_empty() && listed.iter().all(|delivery| delivery["state"] == "sent");
-        if reports.len() >= 3 && captures.len() >= images && all_sent {
+        if reports.len() >= 3
+            && captures.len() >= images
+            && oru_studies(&ris).len() >= 3
+            && all_sent
+        {
             break;
         }
         if reports.len() + captures.len() > last {
@@ -1226,6 +1251,51 @@ objects = ["sr", "sc"]
         .collect();
     assert_eq!(again, captures, "still each capture once");
 
+    // The RIS got an ORU^R01 of each study (valid: it answers AA only then);
+    // its final report of the first study closes that item at the RIS's time.
+    assert_eq!(
+        oru_studies(&ris).len(),
+        3,
+        "a result of each study in the RIS"
+    );
+    let sent = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dispatch/tests/tools/hl7_send.py"
+        ))
+        .args([
+            &hl7_port.to_string(),
+            "RIS-ORTHANC-1",
+            "NORTH_RIS",
+            &first_accession,
+            "F",
+            "20261130130500+0000",
+        ])
+        .env(
+            "PYTHONPATH",
+            std::env::var("FXTRIAGE_HL7APY_DIR").expect("FXTRIAGE_HL7APY_DIR"),
+        )
+        .output()
+        .expect("hl7_send.py");
+    let ack = String::from_utf8_lossy(&sent.stdout);
+    assert!(ack.contains("MSA|AA|RIS-ORTHANC-1"), "{ack}");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to standalone's database");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT state, to_char(reported_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS')
+             FROM studies WHERE site_id = 'north' AND study_instance_uid = $1",
+            &[&first_study],
+        )
+        .await
+        .expect("the reported study");
+    assert_eq!(row.get::<_, String>(0), "reported");
+    assert_eq!(row.get::<_, String>(1), "20261130130500");
+    drop(client);
+
     standalone.service.stop().await;
     orthanc.kill();
+    ris_receiver.kill();
 }
