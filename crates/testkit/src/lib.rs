@@ -14,6 +14,7 @@
 pub mod database;
 pub mod eventually;
 pub mod namespace;
+pub mod private_network;
 pub mod process;
 pub mod stack;
 

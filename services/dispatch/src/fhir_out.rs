@@ -21,12 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The id of the report's resources: from the SR's UID, at most 64
 /// characters of `[A-Za-z0-9-.]`.
 fn resource_id(report: &StudyReport, suffix: &str) -> String {
-    let number: u128 = report
-        .sop_instance_uid()
-        .trim_start_matches("2.25.")
-        .parse()
-        .unwrap_or_default();
-    format!("fxt-{number:032x}{suffix}")
+    format!("fxt-{}{suffix}", crate::uid_hex(&report.sop_instance_uid()))
 }
 
 /// The object id of the delivery in the outbox: the DiagnosticReport's id.

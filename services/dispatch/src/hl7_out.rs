@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use fxtriage_core::policy::AiResult;
-use fxtriage_dicom::sr::{CODING_SCHEME, StudyReport};
+use fxtriage_dicom::sr::{CODING_SCHEME, StudyContext, StudyReport};
 use fxtriage_hl7::{Ack, Segment, message, mllp};
 use fxtriage_sites::destinations::Hl7Peer;
 
@@ -22,15 +22,39 @@ const MAX_ACK_BYTES: usize = 1 << 20;
 
 /// MSH-10 of the ORU for `report`: 20 characters (ST's length in MSH-10).
 pub fn control_id(report: &StudyReport) -> String {
-    let uid = report.sop_instance_uid();
-    let digits = uid.trim_start_matches("2.25.");
-    // The UID's 128-bit number in hex: 32 characters; its first 20 suffice.
-    let number: u128 = digits.parse().unwrap_or_default();
-    format!("{number:032x}")[..20].to_owned()
+    control_id_of(&report.sop_instance_uid())
 }
 
 /// An OBX: value type, observation identifier, value, units (components each).
 type Observation = (&'static str, Vec<String>, Vec<String>, Vec<String>);
+
+/// PID from the patient attributes of the study's images (DICOM PN is HL7's
+/// family^given already; sex M/F/O, else U).
+fn pid_segment(context: &StudyContext) -> Segment {
+    let sex = match context.patient_sex.as_str() {
+        "M" => "M",
+        "F" => "F",
+        "O" => "O",
+        _ => "U",
+    };
+    let mut name = context.patient_name.splitn(5, '^');
+    let (family, given) = (name.next().unwrap_or(""), name.next().unwrap_or(""));
+    Segment::new("PID")
+        .field(1, &["1"])
+        .field(
+            3,
+            &[&context.patient_id, "", "", &context.issuer_of_patient_id],
+        )
+        .field(5, &[family, given])
+        .field(7, &[&context.patient_birth_date])
+        .field(8, &[sex])
+}
+
+/// The first 20 hex digits of a 2.25 UID's number: an MSH-10 (ST, at most
+/// 20 characters) as unique as the UID.
+fn control_id_of(uid: &str) -> String {
+    crate::uid_hex(uid)[..20].to_owned()
+}
 
 fn hl7_date_time(date: &str, time: &str) -> String {
     format!("{date}{}", time.get(..6).unwrap_or(time))
@@ -42,14 +66,6 @@ pub fn oru_r01(report: &StudyReport, peer: &Hl7Peer, corrects: bool) -> String {
     let context = &report.context;
     let when = hl7_date_time(&report.content_date, &report.content_time);
     let status = if corrects { "C" } else { "F" };
-    let sex = match context.patient_sex.as_str() {
-        "M" => "M",
-        "F" => "F",
-        "O" => "O",
-        _ => "U",
-    };
-    let mut name = context.patient_name.splitn(5, '^');
-    let (family, given) = (name.next().unwrap_or(""), name.next().unwrap_or(""));
     let (result_code, result_text) = match report.result {
         AiResult::Suspected => ("suspected", "Fracture suspected"),
         AiResult::Possible => ("possible", "Fracture possible"),
@@ -128,15 +144,7 @@ pub fn oru_r01(report: &StudyReport, peer: &Hl7Peer, corrects: bool) -> String {
             .field(11, &["P"])
             .field(12, &["2.5.1"])
             .field(18, &["UNICODE UTF-8"]),
-        Segment::new("PID")
-            .field(1, &["1"])
-            .field(
-                3,
-                &[&context.patient_id, "", "", &context.issuer_of_patient_id],
-            )
-            .field(5, &[family, given])
-            .field(7, &[&context.patient_birth_date])
-            .field(8, &[sex]),
+        pid_segment(context),
         Segment::new("OBR")
             .field(1, &["1"])
             .field(3, &[&context.accession_number])
@@ -180,9 +188,11 @@ pub fn raised_priority(result: AiResult) -> Option<(&'static str, &'static str)>
 /// MSH-10 of the priority update of a study to `priority`: one per study and
 /// priority, so a resend (or a replanned result) is the same message.
 pub fn priority_control_id(study_instance_uid: &str, priority: &str) -> String {
-    let uid = fxtriage_dicom::sr::derived_uid(&["fxtriage-priority", study_instance_uid, priority]);
-    let number: u128 = uid.trim_start_matches("2.25.").parse().unwrap_or_default();
-    format!("{number:032x}")[..20].to_owned()
+    control_id_of(&fxtriage_dicom::sr::derived_uid(&[
+        "fxtriage-priority",
+        study_instance_uid,
+        priority,
+    ]))
 }
 
 /// An OMI^O23 imaging order change (ORC-1 `XO`) raising the priority of the
@@ -200,14 +210,6 @@ pub fn priority_update(
         return None;
     }
     let when = hl7_date_time(&report.content_date, &report.content_time);
-    let sex = match context.patient_sex.as_str() {
-        "M" => "M",
-        "F" => "F",
-        "O" => "O",
-        _ => "U",
-    };
-    let mut name = context.patient_name.splitn(5, '^');
-    let (family, given) = (name.next().unwrap_or(""), name.next().unwrap_or(""));
     let why = match report.probability {
         Some(probability) => format!(
             "AI fracture triage: {} (probability {probability:.2}); priority raised to {}. A triage aid, not a diagnosis.",
@@ -234,15 +236,7 @@ pub fn priority_update(
             .field(11, &["P"])
             .field(12, &["2.5.1"])
             .field(18, &["UNICODE UTF-8"]),
-        Segment::new("PID")
-            .field(1, &["1"])
-            .field(
-                3,
-                &[&context.patient_id, "", "", &context.issuer_of_patient_id],
-            )
-            .field(5, &[family, given])
-            .field(7, &[&context.patient_birth_date])
-            .field(8, &[sex]),
+        pid_segment(context),
         Segment::new("ORC")
             .field(1, &["XO"])
             .field(3, &[&context.accession_number])

@@ -148,3 +148,10 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The 128-bit number of a 2.25 UID (as `fxtriage_dicom::sr::derived_uid`
+/// makes them) in 32 hex digits: ids for HL7 and FHIR that follow the UID.
+pub(crate) fn uid_hex(uid: &str) -> String {
+    let number: u128 = uid.trim_start_matches("2.25.").parse().unwrap_or_default();
+    format!("{number:032x}")
+}

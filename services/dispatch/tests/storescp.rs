@@ -20,12 +20,11 @@ use fxtriage_dicom::synthetic::SyntheticInstance;
 use fxtriage_dispatch::dicom_out::{StoreError, store};
 use fxtriage_sites::destinations::{DicomObject, DicomPeer};
 
-const IN_PRIVATE_NETWORK: &str = "FXTRIAGE_IN_PRIVATE_NETWORK";
 const THIS_TEST: &str = "the_report_is_stored_once_per_content_on_storescp";
 
 #[test]
 fn the_report_is_stored_once_per_content_on_storescp() {
-    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+    if fxtriage_testkit::private_network::inside() {
         tokio::runtime::Runtime::new()
             .expect("runtime")
             .block_on(store_on_storescp());
@@ -46,57 +45,7 @@ fn run_in_private_network() {
             return;
         }
     }
-    let Some(options) = private_namespace_options() else {
-        fxtriage_testkit::stack::skip(
-            "cannot create private network and PID namespaces \
-             (needs root, CAP_SYS_ADMIN or unprivileged user namespaces)",
-        );
-        return;
-    };
-    let this_test_binary = std::env::current_exe().expect("the test binary");
-    let output = Command::new("unshare")
-        .args(&options)
-        .args(["sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
-        .arg(&this_test_binary)
-        .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
-        .env(IN_PRIVATE_NETWORK, "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test in a private network namespace");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("{printed}");
-    assert!(
-        output.status.success(),
-        "the test failed in the private network namespace"
-    );
-    assert!(
-        printed.contains("1 passed"),
-        "the copy in the private network ran the test"
-    );
-}
-
-/// The `unshare` options that give private network and PID namespaces: as root
-/// directly, otherwise inside a new user namespace.
-fn private_namespace_options() -> Option<Vec<&'static str>> {
-    const NAMESPACES: [&str; 4] = ["--net", "--pid", "--fork", "--kill-child"];
-    for user_namespace in [&[][..], &["--user", "--map-root-user"][..]] {
-        let options: Vec<&str> = user_namespace.iter().chain(&NAMESPACES).copied().collect();
-        let works = Command::new("unshare")
-            .args(&options)
-            .arg("true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if works {
-            return Some(options);
-        }
-    }
-    None
+    fxtriage_testkit::private_network::rerun(THIS_TEST, &[]);
 }
 
 /// Stops storescp when dropped, also when the test fails.

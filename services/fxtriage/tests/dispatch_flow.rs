@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 use support::{Standalone, dcmsend_all, free_loopback_port};
 
-const IN_PRIVATE_NETWORK: &str = "FXTRIAGE_IN_PRIVATE_NETWORK";
 const STUDIES: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_studys_report_reaches_the_pacs_once() {
-    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+    if fxtriage_testkit::private_network::inside() {
         report_to_storescp().await;
     } else {
         run_in_private_network("each_studys_report_reaches_the_pacs_once");
@@ -39,7 +38,7 @@ async fn each_studys_report_reaches_the_pacs_once() {
 /// peers are back each result arrives, none lost and no content twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_standalone_loses_no_result() {
-    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+    if fxtriage_testkit::private_network::inside() {
         survive_a_kill().await;
     } else {
         run_in_private_network("a_killed_standalone_loses_no_result");
@@ -54,7 +53,7 @@ async fn a_killed_standalone_loses_no_result() {
 /// with the RIS's report time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_back_into_orthanc_once() {
-    if std::env::var_os(IN_PRIVATE_NETWORK).is_some() {
+    if fxtriage_testkit::private_network::inside() {
         through_orthanc().await;
     } else if fxtriage_testkit::stack::tool("Orthanc", "orthanc") {
         run_in_private_network("results_come_back_into_orthanc_once");
@@ -85,58 +84,14 @@ fn run_in_private_network(this_test: &str) {
     let Some(medplum) = fxtriage_testkit::stack::setting("FXTRIAGE_MEDPLUM_DIR") else {
         return;
     };
-    let Some(options) = private_namespace_options() else {
-        fxtriage_testkit::stack::skip(
-            "cannot create private network and PID namespaces \
-             (needs root, CAP_SYS_ADMIN or unprivileged user namespaces)",
-        );
-        return;
-    };
-    let this_test_binary = std::env::current_exe().expect("the test binary");
-    let output = Command::new("unshare")
-        .args(&options)
-        .args(["sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
-        .arg(&this_test_binary)
-        .args(["--exact", this_test, "--nocapture", "--test-threads", "1"])
-        .env(IN_PRIVATE_NETWORK, "1")
-        .env("ORT_DYLIB_PATH", ort)
-        .env("FXTRIAGE_HL7APY_DIR", hl7apy)
-        .env("FXTRIAGE_MEDPLUM_DIR", medplum)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test in a private network namespace");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    fxtriage_testkit::private_network::rerun(
+        this_test,
+        &[
+            ("ORT_DYLIB_PATH", ort),
+            ("FXTRIAGE_HL7APY_DIR", hl7apy),
+            ("FXTRIAGE_MEDPLUM_DIR", medplum),
+        ],
     );
-    eprintln!("{printed}");
-    assert!(
-        output.status.success(),
-        "the test failed in the private network namespace"
-    );
-    assert!(
-        printed.contains("1 passed"),
-        "the copy in the private network ran the test"
-    );
-}
-
-fn private_namespace_options() -> Option<Vec<&'static str>> {
-    const NAMESPACES: [&str; 4] = ["--net", "--pid", "--fork", "--kill-child"];
-    for user_namespace in [&[][..], &["--user", "--map-root-user"][..]] {
-        let options: Vec<&str> = user_namespace.iter().chain(&NAMESPACES).copied().collect();
-        let works = Command::new("unshare")
-            .args(&options)
-            .arg("true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if works {
-            return Some(options);
-        }
-    }
-    None
 }
 
 /// The files storescp wrote whose names start with `prefix`: it names a file
