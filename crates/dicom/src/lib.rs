@@ -4,6 +4,7 @@
 
 pub mod capture;
 mod inspect;
+mod j2k;
 pub mod overlay;
 pub mod pixels;
 pub mod radiograph;

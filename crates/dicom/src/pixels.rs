@@ -46,7 +46,7 @@ pub struct PixelError {
 }
 
 impl PixelError {
-    fn new(kind: PixelErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: PixelErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -80,14 +80,14 @@ pub enum WindowSource {
 }
 
 /// The VOI transform of an image.
-enum Voi {
+pub(crate) enum Voi {
     Window(WindowSource),
     Lut(VoiLut),
 }
 
 impl Voi {
     /// A rescaled value windowed to 0..=1, inverted for MONOCHROME1.
-    fn apply(&self, value: f64, invert: bool) -> f32 {
+    pub(crate) fn apply(&self, value: f64, invert: bool) -> f32 {
         match self {
             Voi::Window(window) => apply_window(value, *window, invert),
             Voi::Lut(lut) => {
@@ -97,7 +97,7 @@ impl Voi {
         }
     }
 
-    fn source(&self) -> WindowSource {
+    pub(crate) fn source(&self) -> WindowSource {
         match self {
             Voi::Window(window) => *window,
             Voi::Lut(lut) => lut.source(),
@@ -108,7 +108,7 @@ impl Voi {
 /// A VOI LUT (PS3.3 C.11.2.1.1): inputs below the first mapped value take the
 /// first entry, above the last the last entry; outputs scaled to 0..=1.
 #[derive(Debug, Clone, PartialEq)]
-struct VoiLut {
+pub(crate) struct VoiLut {
     first_mapped: i64,
     bits: u16,
     data: Vec<u16>,
@@ -202,7 +202,43 @@ fn voi_lut(object: &DefaultDicomObject) -> Result<Option<VoiLut>, PixelError> {
     }))
 }
 
-/// Decodes the first frame of a Part 10 file held in memory.
+/// An image decoded for a model input, perhaps at a reduced resolution: JPEG
+/// 2000 resolution level `level`, where each pixel stands for `2^level` x
+/// `2^level` original pixels (level 0: the original grid).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelImage {
+    pub image: GreyImage,
+    pub level: u32,
+    pub original_rows: u32,
+    pub original_columns: u32,
+}
+
+/// Decodes the first frame of a Part 10 file for a model input of
+/// `size`x`size`: a JPEG 2000 frame at the smallest resolution level whose
+/// longer side is not smaller than `size` (its wavelet levels are decoded no
+/// further), every other frame at full resolution. The VOI transform is the
+/// same as [`decode_windowed`]'s; a percentile window is taken over the values
+/// decoded. [`letterbox_model`] places it in the input with the transform back
+/// to original pixels exact.
+pub fn decode_for_input(bytes: &[u8], size: u32) -> Result<(ModelImage, WindowSource), PixelError> {
+    let object = open(bytes)?;
+    if let Some(reduced) = crate::j2k::decode_reduced(&object, size)? {
+        return Ok(reduced);
+    }
+    let (image, window) = decode_object(&object, Path::Table)?;
+    Ok((
+        ModelImage {
+            original_rows: image.rows,
+            original_columns: image.columns,
+            image,
+            level: 0,
+        },
+        window,
+    ))
+}
+
+/// Decodes the first frame of a Part 10 file held in memory, at full
+/// resolution.
 pub fn decode_windowed(bytes: &[u8]) -> Result<(GreyImage, WindowSource), PixelError> {
     let object = open(bytes)?;
     decode_object(&object, Path::Table)
@@ -224,7 +260,7 @@ fn open(reader: impl Read) -> Result<DefaultDicomObject, PixelError> {
         .map_err(|error| PixelError::new(PixelErrorKind::Unreadable, error.to_string()))
 }
 
-fn first_decimal(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+pub(crate) fn first_decimal(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
     let element = object.element_opt(tag).ok().flatten()?;
     let text = element.to_str().ok()?;
     text.split('\\').next()?.trim().parse::<f64>().ok()
@@ -361,7 +397,7 @@ fn decode_object(
 
 /// The dataset's window, else its VOI LUT Sequence, else the percentile window
 /// of the rescaled values `sample` gives.
-fn choose_voi(
+pub(crate) fn choose_voi(
     object: &DefaultDicomObject,
     sample: impl FnOnce() -> Vec<f32>,
 ) -> Result<Voi, PixelError> {
@@ -386,7 +422,7 @@ fn unsupported_transfer_syntax(uid: &str) -> bool {
 
 /// Every how many values the percentile window samples an image of `count`
 /// values (at most about 65,536 samples).
-fn percentile_step(count: usize) -> usize {
+pub(crate) fn percentile_step(count: usize) -> usize {
     (count / 65_536).max(1)
 }
 
@@ -400,10 +436,18 @@ fn percentile_window(sample: Vec<f32>) -> WindowSource {
             high: 1.0,
         };
     }
-    sample.sort_by(f32::total_cmp);
-    let at =
-        |fraction: f64| f64::from(sample[((sample.len() - 1) as f64 * fraction).round() as usize]);
-    let (low, high) = (at(0.01), at(0.99));
+    // Two selections (linear time) instead of a sort: the same order
+    // statistics. The high one is selected first, then the low one among the
+    // values below it.
+    let rank = |fraction: f64| ((sample.len() - 1) as f64 * fraction).round() as usize;
+    let (low_rank, high_rank) = (rank(0.01), rank(0.99));
+    let (below, high, _) = sample.select_nth_unstable_by(high_rank, f32::total_cmp);
+    let high = f64::from(*high);
+    let low = if low_rank < high_rank {
+        f64::from(*below.select_nth_unstable_by(low_rank, f32::total_cmp).1)
+    } else {
+        high
+    };
     let high = if high > low { high } else { low + 1.0 };
     WindowSource::Percentile { low, high }
 }
@@ -435,6 +479,11 @@ pub struct Letterbox {
     pub scale: f32,
     pub pad_x: f32,
     pub pad_y: f32,
+    /// Subtracted from the original coordinates after scaling: where the
+    /// decoded grid's pixels sit in the original one. 0 at full resolution; at
+    /// JPEG 2000 level `r`, each sample is centred on original pixel `2^r * n`,
+    /// not in the middle of the `2^r` pixels it stands for: `(2^r - 1) / 2`.
+    pub shift: f32,
     pub original_columns: u32,
     pub original_rows: u32,
 }
@@ -443,8 +492,10 @@ impl Letterbox {
     /// Maps a point of the model input back to original pixel coordinates, clamped
     /// to the image.
     pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
-        let original_x = ((x - self.pad_x) / self.scale).clamp(0.0, self.original_columns as f32);
-        let original_y = ((y - self.pad_y) / self.scale).clamp(0.0, self.original_rows as f32);
+        let original_x =
+            ((x - self.pad_x) / self.scale - self.shift).clamp(0.0, self.original_columns as f32);
+        let original_y =
+            ((y - self.pad_y) / self.scale - self.shift).clamp(0.0, self.original_rows as f32);
         (original_x, original_y)
     }
 }
@@ -469,10 +520,24 @@ pub fn letterbox(image: &GreyImage, size: u32) -> (Vec<f32>, Letterbox) {
         scale,
         pad_x,
         pad_y,
+        shift: 0.0,
         original_columns: image.columns,
         original_rows: image.rows,
     };
     (output, transform)
+}
+
+/// [`letterbox`] for a [`ModelImage`]: the transform maps model input points
+/// to the original grid (a reduced level's scale divided by `2^level`, exact
+/// in floating point, and its samples' centres; see [`Letterbox::shift`]).
+pub fn letterbox_model(image: &ModelImage, size: u32) -> (Vec<f32>, Letterbox) {
+    let (input, mut transform) = letterbox(&image.image, size);
+    let factor = (1_u32 << image.level) as f32;
+    transform.scale /= factor;
+    transform.shift = (factor - 1.0) / 2.0;
+    transform.original_columns = image.original_columns;
+    transform.original_rows = image.original_rows;
+    (input, transform)
 }
 
 fn resize(image: &GreyImage, columns: u32, rows: u32) -> Vec<f32> {
@@ -555,6 +620,35 @@ mod tests {
             "the centre maps to the centre"
         );
         assert_eq!(transform.to_original(100.0, 75.0), (400.0, 200.0));
+    }
+
+    #[test]
+    fn a_reduced_level_maps_back_to_the_original_grid() {
+        // Level 2 of a 400x200 image: 100x50 samples, sample n centred on
+        // original pixel 4n (whose centre is at 4n + 0.5).
+        let image = ModelImage {
+            image: GreyImage {
+                rows: 50,
+                columns: 100,
+                pixels: vec![1.0; 5_000],
+            },
+            level: 2,
+            original_rows: 200,
+            original_columns: 400,
+        };
+        let (input, transform) = letterbox_model(&image, 100);
+        assert_eq!(input.len(), 10_000);
+        assert_eq!(transform.scale, 0.25);
+        assert_eq!((transform.pad_x, transform.pad_y), (0.0, 25.0));
+        assert_eq!(
+            (transform.original_columns, transform.original_rows),
+            (400, 200)
+        );
+        // The centre of input pixel (10, 35), sample (10, 10), is the centre of
+        // original pixel (40, 40).
+        assert_eq!(transform.to_original(10.5, 35.5), (40.5, 40.5));
+        assert_eq!(transform.to_original(0.0, 25.0), (0.0, 0.0), "clamped");
+        assert_eq!(transform.to_original(100.0, 75.0), (398.5, 198.5));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use fxtriage_dicom::pixels::{
-    GreyImage, PixelErrorKind, WindowSource, decode_windowed, decode_windowed_per_value, letterbox,
+    GreyImage, PixelErrorKind, WindowSource, decode_for_input, decode_windowed,
+    decode_windowed_per_value, letterbox, letterbox_model,
 };
 use fxtriage_dicom::synthetic::{SyntheticInstance, part10};
 
@@ -410,5 +411,80 @@ fn the_16_bit_table_path_equals_the_per_value_path() {
             table.0.pixels.iter().any(|value| *value > 0.0),
             "{name}: not a blank image"
         );
+    }
+}
+
+/// JPEG 2000 is decoded at the resolution level a 256 px model needs (level 2
+/// for these 1760-1955 px radiographs): the image is a quarter of each side,
+/// its transform maps the input back to the original grid within one reduced
+/// pixel of the full-resolution transform, and the model input differs from the
+/// one made from a full decode by less than 1% of full scale on average (the
+/// wavelet's low-pass band against area averaging of the full image).
+#[test]
+fn jpeg_2000_is_decoded_only_to_the_level_the_model_needs() {
+    let Some(dir) = samples() else { return };
+    for name in [
+        "RG1_J2KR.dcm",
+        "RG3_J2KR.dcm",
+        "RG1_J2KI.dcm",
+        "RG3_J2KI.dcm",
+    ] {
+        let bytes = std::fs::read(dir.join(name)).expect("sample");
+        let (full, full_window) =
+            decode_windowed(&bytes).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let (reduced, window) =
+            decode_for_input(&bytes, 256).unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert_eq!(reduced.level, 2, "{name}");
+        assert_eq!(
+            (reduced.original_rows, reduced.original_columns),
+            (full.rows, full.columns),
+            "{name}"
+        );
+        assert_eq!(
+            (reduced.image.rows, reduced.image.columns),
+            (full.rows.div_ceil(4), full.columns.div_ceil(4)),
+            "{name}"
+        );
+        let (full_input, full_transform) = letterbox(&full, 256);
+        let (input, transform) = letterbox_model(&reduced, 256);
+        for (x, y) in [(0.0, 0.0), (128.0, 128.0), (255.0, 255.0), (40.0, 200.0)] {
+            let (a, b) = (
+                transform.to_original(x, y),
+                full_transform.to_original(x, y),
+            );
+            assert!(
+                (a.0 - b.0).abs() <= 4.0 && (a.1 - b.1).abs() <= 4.0,
+                "{name}: ({x}, {y}) maps to {a:?}, at full resolution {b:?}"
+            );
+        }
+        let difference = full_input
+            .iter()
+            .zip(&input)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / input.len() as f32;
+        let largest = full_input
+            .iter()
+            .zip(&input)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0_f32, f32::max);
+        eprintln!(
+            "{name}: window {window:?} (full {full_window:?}), mean difference {difference}, largest {largest}"
+        );
+        assert!(difference < 0.01, "{name}: mean difference {difference}");
+    }
+}
+
+/// Other transfer syntaxes, and images no larger than the input, are decoded
+/// at full resolution.
+#[test]
+fn other_images_are_decoded_at_full_resolution() {
+    let Some(dir) = samples() else { return };
+    for (name, size) in [("RG3_UNCR.dcm", 256), ("RG3_J2KR.dcm", 2048)] {
+        let bytes = std::fs::read(dir.join(name)).expect("sample");
+        let (full, _) = decode_windowed(&bytes).expect("decodes");
+        let (image, _) = decode_for_input(&bytes, size).expect("decodes");
+        assert_eq!(image.level, 0, "{name}");
+        assert_eq!(image.image, full, "{name}");
     }
 }

@@ -41,6 +41,12 @@ pub struct ModelArgs {
     /// Sessions in the pool (default: sized to the hardware).
     #[arg(long, env = "FXTRIAGE_MODEL_SESSIONS")]
     pub sessions: Option<usize>,
+    /// Threads each session uses within an operator (default: sized to the hardware).
+    #[arg(long, env = "FXTRIAGE_INTRA_THREADS")]
+    pub intra_threads: Option<usize>,
+    /// Let ONNX Runtime's idle threads spin between operators (lower latency per batch, whole cores burnt while idle).
+    #[arg(long, env = "FXTRIAGE_ORT_SPINNING")]
+    pub ort_spinning: bool,
     /// Largest batch.
     #[arg(long, env = "FXTRIAGE_MAX_BATCH", default_value_t = 8)]
     pub max_batch: usize,
@@ -86,6 +92,10 @@ impl ModelArgs {
         if let Some(sessions) = self.sessions {
             runtime.sessions = sessions.max(1);
         }
+        if let Some(threads) = self.intra_threads {
+            runtime.intra_threads = threads.max(1);
+        }
+        runtime.spinning = self.ort_spinning;
         let model = Model::load(&self.model, &runtime)
             .with_context(|| format!("cannot use the model in {}", self.model.display()))?;
         let batch = BatchConfig {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use fxtriage_core::BoundingBox;
-use fxtriage_dicom::pixels::{GreyImage, PixelError, decode_windowed, letterbox};
+use fxtriage_dicom::pixels::{PixelError, decode_for_input, letterbox_model};
 
 use tokio::sync::Semaphore;
 
@@ -20,15 +20,17 @@ pub use fxtriage_core::Detection;
 pub struct Analysis {
     pub probability: f32,
     pub detections: Vec<Detection>,
+    /// The original image's size.
     pub rows: u32,
     pub columns: u32,
+    /// The resolution level decoded (JPEG 2000: each level halves both sides;
+    /// 0 for full resolution).
+    pub resolution_level: u32,
     /// Waiting for one of the decoders ([`DECODERS`]).
     pub decode_wait_us: u64,
     pub decode_us: u64,
     pub preprocess_us: u64,
     pub timing: BatchTiming,
-    /// The windowed image, for overlays.
-    pub image: GreyImage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +80,11 @@ pub async fn analyse(
     let decode_wait = waiting.elapsed();
     let prepared = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let (image, _window) = decode_windowed(&bytes)?;
+        let (image, _window) = decode_for_input(&bytes, input_size)?;
         let decoded = Instant::now();
-        let (input, transform) = letterbox(&image, input_size);
+        let (input, transform) = letterbox_model(&image, input_size);
         Ok::<_, PixelError>((
-            image,
+            image.level,
             input,
             transform,
             decoded - started,
@@ -92,7 +94,7 @@ pub async fn analyse(
     .await
     .map_err(|error| ModelError::Run(format!("the preprocessing task failed: {error}")))?;
     drop(slot);
-    let (image, input, transform, decode_time, preprocess_time) = prepared?;
+    let (resolution_level, input, transform, decode_time, preprocess_time) = prepared?;
     let (output, timing) = batcher.infer(input).await?;
     let detections = output
         .boxes
@@ -118,12 +120,12 @@ pub async fn analyse(
     Ok(Analysis {
         probability: output.probability,
         detections,
-        rows: image.rows,
-        columns: image.columns,
+        rows: transform.original_rows,
+        columns: transform.original_columns,
+        resolution_level,
         decode_wait_us: decode_wait.as_micros() as u64,
         decode_us: decode_time.as_micros() as u64,
         preprocess_us: preprocess_time.as_micros() as u64,
         timing,
-        image,
     })
 }

@@ -236,6 +236,10 @@ fn new_session(
     let mut builder = Session::builder(environment).map_err(|error| error.to_string())?;
     builder = builder
         .with_intra_threads(config.intra_threads.max(1))
+        .map_err(|error| error.to_string())?
+        .with_intra_op_spinning(config.spinning)
+        .map_err(|error| error.to_string())?
+        .with_inter_op_spinning(config.spinning)
         .map_err(|error| error.to_string())?;
     if let ExecutionProvider::Cuda { device_id } = config.provider {
         // Heuristic, not exhaustive, convolution algorithm search: the dynamic

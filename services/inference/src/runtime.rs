@@ -50,6 +50,11 @@ pub struct RuntimeConfig {
     pub sessions: usize,
     /// Threads each session uses within an operator.
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's idle threads spin (busy-wait) for the next
+    /// operator instead of sleeping. Spinning saves microseconds per operator
+    /// at the price of whole cores while a session waits for its next batch,
+    /// cores that decoding and the other services need; off by default.
+    pub spinning: bool,
 }
 
 impl RuntimeConfig {
@@ -65,12 +70,14 @@ impl RuntimeConfig {
                 provider,
                 sessions: (cores / 2).max(1),
                 intra_threads: 2.min(cores),
+                spinning: false,
             },
             ExecutionProvider::Cuda { .. } => Self {
                 library,
                 provider,
                 sessions: 2,
                 intra_threads: 1,
+                spinning: false,
             },
         }
     }

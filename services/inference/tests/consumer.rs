@@ -45,6 +45,7 @@ async fn start(library: PathBuf) -> Pipeline {
         provider: ExecutionProvider::Cpu,
         sessions: 1,
         intra_threads: 1,
+        spinning: false,
     };
     let model = Arc::new(Model::load(&model_dir, &runtime).expect("model"));
     let batcher = fxtriage_inference::Batcher::start(

@@ -25,7 +25,11 @@ pub struct AnalyzeArgs {
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    let (model, batch) = args.model.load()?;
+    let (model, mut batch) = args.model.load()?;
+    // The files are analysed one after another: a batch never has a second
+    // image to wait for, so no batching window.
+    batch.max_batch = 1;
+    batch.max_wait = std::time::Duration::ZERO;
     let manifest = model.manifest.clone();
     let batcher = Batcher::start(Arc::clone(&model), batch);
     let points = manifest.operating_points;
@@ -85,7 +89,9 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                         std::fs::create_dir_all(overlay)?;
                         overlay.join(format!("{index:03}.png"))
                     };
-                    write_overlay(&analysis, &path)?;
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    write_overlay(&bytes, &analysis, &path)?;
                     println!("  overlay: {}", path.display());
                 }
             }
@@ -107,14 +113,20 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The windowed image with each box drawn in red, as PNG (the API's renderer).
-pub fn write_overlay(analysis: &Analysis, path: &std::path::Path) -> anyhow::Result<()> {
+/// The windowed image at full resolution (the analysis may have decoded a
+/// reduced level) with each box drawn in red, as PNG (the API's renderer).
+pub fn write_overlay(
+    bytes: &[u8],
+    analysis: &Analysis,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (image, _window) = fxtriage_dicom::pixels::decode_windowed(bytes)?;
     let boxes: Vec<fxtriage_core::BoundingBox> = analysis
         .detections
         .iter()
         .map(|found| found.bounding_box)
         .collect();
-    let png = fxtriage_dicom::overlay::render_overlay(&analysis.image, &boxes)?;
+    let png = fxtriage_dicom::overlay::render_overlay(&image, &boxes)?;
     std::fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
