@@ -1,5 +1,6 @@
-//! `fxtriage bench inference` and `fxtriage bench worklist` run end to end on
-//! small settings and print every figure they promise; the worklist benchmark
+//! `fxtriage bench decode`, `bench inference` and `bench worklist` run end to
+//! end on small settings and print every figure they promise; the decoding
+//! benchmark compares like with like (its baseline makes the same model input); the worklist benchmark
 //! leaves the seeded items, the applied findings, one audit row per page read and
 //! no usable token behind. (The figures themselves are measured by running the
 //! benchmarks, not asserted here.)
@@ -56,6 +57,10 @@ fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size()
             "300",
             "--batch-sizes",
             "1,4",
+            "--rates",
+            "4",
+            "--rate-seconds",
+            "1",
         ])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -109,6 +114,19 @@ fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size()
             .zip(&total)
             .all(|(decode, total)| decode > &0.0 && decode <= total)
     );
+    // The offered load: 4 images in one second, each with its CPU time.
+    let offered = printed
+        .lines()
+        .skip_while(|line| !line.starts_with("offered load"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("no offered load row: {printed}"));
+    let numbers: Vec<f64> = offered
+        .split_whitespace()
+        .map(|word| word.parse().unwrap_or_else(|_| panic!("{offered}")))
+        .collect();
+    assert_eq!(numbers.len(), 5, "{offered}");
+    assert_eq!(numbers[0], 4.0, "{offered}");
+    assert!(numbers[1..].iter().all(|value| *value > 0.0), "{offered}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,4 +263,80 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     assert_eq!(studies, 301);
     drop(db);
     database.drop_database().await;
+}
+
+/// One sample radiograph in every encoding, one round: a figure per encoding
+/// for fxtriage, its full-resolution decode and pydicom + numpy, with the two
+/// model inputs equal where both decode every pixel (lossless, not JPEG 2000)
+/// and within 1% of full scale on average for JPEG 2000, decoded by fxtriage at
+/// resolution level 2.
+#[test]
+fn decode_benchmark_compares_with_pydicom_on_the_same_input() {
+    let Some(settings) = fxtriage_testkit::stack::settings(&[
+        "FXTRIAGE_SAMPLE_DICOM_DIR",
+        "FXTRIAGE_BENCH_PYTHONPATH",
+    ]) else {
+        return;
+    };
+    if !fxtriage_testkit::stack::tool("dcmcjpls", "dcmtk") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "--log-filter",
+            "warn",
+            "bench",
+            "decode",
+            "--rounds",
+            "1",
+            "--images",
+            "RG3",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(settings)
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.starts_with("RG3 "))
+        .collect();
+    let encodings = [
+        "uncompressed",
+        "JPEG lossless",
+        "JPEG-LS lossless",
+        "RLE",
+        "JPEG 2000 lossless",
+        "JPEG 2000 lossy",
+    ];
+    assert_eq!(rows.len(), encodings.len(), "{printed}");
+    for (row, encoding) in rows.iter().zip(encodings) {
+        let rest = row["RG3".len()..].trim_start();
+        assert!(rest.starts_with(encoding), "{row}");
+        let words: Vec<&str> = rest[encoding.len()..].split_whitespace().collect();
+        // bytes, fxtriage ms, full-resolution ms, pydicom ms, ratio, mean |d|.
+        let times: Vec<f64> = [1, 3, 5]
+            .iter()
+            .map(|index| words[*index].parse().unwrap_or_else(|_| panic!("{row}")))
+            .collect();
+        assert!(times.iter().all(|time| *time > 0.0), "{row}");
+        let ratio: f64 = words[7]
+            .strip_suffix('x')
+            .and_then(|ratio| ratio.parse().ok())
+            .unwrap_or_else(|| panic!("{row}"));
+        assert!(ratio > 0.0, "{row}");
+        let difference: f64 = words[8].parse().unwrap_or_else(|_| panic!("{row}"));
+        if encoding.starts_with("JPEG 2000") {
+            assert!(row.ends_with("(fxtriage: level 2)"), "{row}");
+            assert!(difference < 0.01, "{row}");
+        } else {
+            assert!(difference < 1e-4, "the same pixels, the same input: {row}");
+        }
+    }
 }

@@ -52,6 +52,15 @@ pub struct InferenceBenchArgs {
     /// Images in flight (default: twice the batch size times the sessions, at least the cores).
     #[arg(long)]
     pub in_flight: Option<usize>,
+    /// Offered loads, images per second, comma-separated: after the batch sizes,
+    /// images are sent at each rate for --rate-seconds (batches up to --max-batch)
+    /// and the process's CPU time per image is reported (the ONNX Runtime
+    /// threads' idle spinning included when --ort-spinning is given).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// How long each offered load of --rates lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate_seconds: f64,
     /// Kafka bootstrap servers for the produce stage; the in-process bus when unset.
     #[arg(long)]
     pub kafka_brokers: Option<String>,
@@ -210,6 +219,34 @@ async fn measure(
     let cores = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1);
+    measure_batch_sizes(
+        args,
+        model,
+        base_batch,
+        store,
+        bus,
+        instances,
+        tensors_source,
+        cores,
+    )
+    .await?;
+    if !args.rates.is_empty() {
+        measure_rates(args, model, base_batch, store, bus, instances).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, clippy::too_many_arguments)]
+async fn measure_batch_sizes(
+    args: &InferenceBenchArgs,
+    model: &Arc<Model>,
+    base_batch: BatchConfig,
+    store: &Arc<dyn ObjectStore>,
+    bus: &Arc<dyn Bus>,
+    instances: &[InstanceStored],
+    tensors_source: &[Vec<f32>],
+    cores: usize,
+) -> anyhow::Result<()> {
     for &batch in &args.batch_sizes {
         let in_flight = args
             .in_flight
@@ -369,43 +406,9 @@ async fn pipeline_round(
         let deps = deps.clone();
         let instance = instance.clone();
         tasks.spawn(async move {
-            let image_started = Instant::now();
-            let finding = analyse_instance(&deps, &instance).await;
-            if finding.status != FindingStatus::Analysed as i32 {
-                anyhow::bail!(
-                    "an image was not analysed ({}): {}",
-                    finding.failure_kind,
-                    finding.failure_reason
-                );
-            }
-            let produce_started = Instant::now();
-            let key = instance
-                .instance
-                .as_ref()
-                .map(|image| image.study_instance_uid.clone())
-                .unwrap_or_default();
-            deps.bus
-                .produce(
-                    &deps.namespace.findings_topic(),
-                    Record::new(key, finding.encode_to_vec()),
-                )
-                .await
-                .context("producing the finding failed")?;
-            let produce = produce_started.elapsed();
+            let stages = one_image(&deps, &instance).await;
             drop(permit);
-            let timings = finding.timings.unwrap_or_default();
-            let ms = |us: u64| us as f64 / 1000.0;
-            Ok(ImageStages {
-                fetch: ms(timings.fetch_us),
-                decode_wait: ms(timings.decode_wait_us),
-                decode: ms(timings.decode_us),
-                preprocess: ms(timings.preprocess_us),
-                queue: ms(timings.queue_us),
-                infer: ms(timings.inference_us),
-                produce: produce.as_secs_f64() * 1000.0,
-                total: image_started.elapsed().as_secs_f64() * 1000.0,
-                batch_size: timings.batch_size,
-            })
+            stages
         });
     }
     let mut stages = Vec::with_capacity(instances.len());
@@ -413,6 +416,134 @@ async fn pipeline_round(
         stages.push(outcome.context("a benchmark task failed")??);
     }
     Ok((started.elapsed(), stages))
+}
+
+/// This process's CPU time so far, every thread, user and system: utime and
+/// stime of /proc/self/stat, in Linux's fixed 100 ticks per second.
+fn process_cpu_time() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("cannot read /proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at field 3;
+    // utime and stime are fields 14 and 15.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("/proc/self/stat without a command name")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .context("/proc/self/stat without CPU times")
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// Images sent at each of `--rates` for `--rate-seconds`, each through the
+/// same path as the rounds; the process's CPU time over the period (from the
+/// first send until the last image is done) per image, and its latency.
+#[allow(clippy::print_stdout)]
+async fn measure_rates(
+    args: &InferenceBenchArgs,
+    model: &Arc<Model>,
+    base_batch: BatchConfig,
+    store: &Arc<dyn ObjectStore>,
+    bus: &Arc<dyn Bus>,
+    instances: &[InstanceStored],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rates.iter().all(|rate| *rate > 0.0) && args.rate_seconds > 0.0,
+        "--rates and --rate-seconds must be positive"
+    );
+    let deps = Deps {
+        bus: Arc::clone(bus),
+        store: Arc::clone(store),
+        model: Arc::clone(model),
+        batcher: Batcher::start(Arc::clone(model), base_batch),
+        namespace: bench_namespace(),
+    };
+    println!();
+    println!(
+        "offered load ({} s each; batches up to {}, max wait {} ms; ONNX Runtime threads {}): CPU is this process's, every thread",
+        args.rate_seconds,
+        base_batch.max_batch,
+        base_batch.max_wait.as_millis(),
+        if args.model.ort_spinning {
+            "spinning while idle"
+        } else {
+            "sleeping while idle"
+        }
+    );
+    println!("  offered /s   done /s   CPU ms per image   latency p50 ms   p99 ms");
+    // Settle: one image through first, so that start-up work is not counted.
+    one_image(&deps, &instances[0]).await?;
+    for &rate in &args.rates {
+        let count = ((rate * args.rate_seconds).round() as usize).max(1);
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut tasks = JoinSet::new();
+        let cpu_before = process_cpu_time()?;
+        let started = Instant::now();
+        for index in 0..count {
+            tokio::time::sleep_until((started + interval * index as u32).into()).await;
+            let deps = deps.clone();
+            let instance = instances[index % instances.len()].clone();
+            tasks.spawn(async move { one_image(&deps, &instance).await });
+        }
+        let mut latency = Samples::default();
+        while let Some(outcome) = tasks.join_next().await {
+            latency.push(outcome.context("a benchmark task failed")??.total);
+        }
+        let elapsed = started.elapsed();
+        let cpu = process_cpu_time()?.saturating_sub(cpu_before);
+        println!(
+            "  {rate:>10.1} {:>9.1} {:>18.2} {:>16.2} {:>8.2}",
+            count as f64 / elapsed.as_secs_f64(),
+            cpu.as_secs_f64() * 1000.0 / count as f64,
+            latency.median(),
+            latency.quantile(0.99)
+        );
+    }
+    Ok(())
+}
+
+/// One image through the function the service runs, then a confirmed produce
+/// of its finding; its stage times.
+async fn one_image(deps: &Deps, instance: &InstanceStored) -> anyhow::Result<ImageStages> {
+    let image_started = Instant::now();
+    let finding = analyse_instance(deps, instance).await;
+    if finding.status != FindingStatus::Analysed as i32 {
+        anyhow::bail!(
+            "an image was not analysed ({}): {}",
+            finding.failure_kind,
+            finding.failure_reason
+        );
+    }
+    let produce_started = Instant::now();
+    let key = instance
+        .instance
+        .as_ref()
+        .map(|image| image.study_instance_uid.clone())
+        .unwrap_or_default();
+    deps.bus
+        .produce(
+            &deps.namespace.findings_topic(),
+            Record::new(key, finding.encode_to_vec()),
+        )
+        .await
+        .context("producing the finding failed")?;
+    let produce = produce_started.elapsed();
+    let timings = finding.timings.unwrap_or_default();
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(ImageStages {
+        fetch: ms(timings.fetch_us),
+        decode_wait: ms(timings.decode_wait_us),
+        decode: ms(timings.decode_us),
+        preprocess: ms(timings.preprocess_us),
+        queue: ms(timings.queue_us),
+        infer: ms(timings.inference_us),
+        produce: produce.as_secs_f64() * 1000.0,
+        total: image_started.elapsed().as_secs_f64() * 1000.0,
+        batch_size: timings.batch_size,
+    })
 }
 
 /// The preprocessed images in input tensors of `batch` images each, cycling

@@ -1,9 +1,10 @@
-//! `fxtriage bench inference` and `fxtriage bench worklist`: load generators that
-//! print throughput and latency figures. Performance targets live here, not in
+//! `fxtriage bench decode`, `bench inference` and `bench worklist`: load
+//! generators that print throughput and latency figures. Performance targets live here, not in
 //! timed tests. Each figure is a median over repeated rounds or a percentile
 //! over every request, and each pipeline figure is printed next to a baseline
 //! measured in the same run.
 
+pub mod decode;
 pub mod inference;
 pub mod worklist;
 
@@ -21,6 +22,9 @@ pub struct BenchArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Decoding and preprocessing real radiographs into the model input, in
+    /// every compressed encoding, next to pydicom + numpy on the same files.
+    Decode(decode::DecodeBenchArgs),
     /// Images per second and per-stage latency of the inference pipeline, next to
     /// ONNX Runtime alone on the same model and tensors.
     Inference(inference::InferenceBenchArgs),
@@ -31,6 +35,7 @@ pub enum BenchCommand {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
+        BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::Inference(args) => inference::run(args).await,
         BenchCommand::Worklist(args) => worklist::run(args).await,
     }
