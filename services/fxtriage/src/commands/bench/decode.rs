@@ -254,16 +254,8 @@ pub fn run(args: DecodeBenchArgs) -> anyhow::Result<()> {
         "baseline: pydicom + numpy (decoder plugins per file below), full-resolution decode, the same window and area averaging"
     );
     println!(
-        "{:<5} {:<20} {:>9}  {:>10} {:>12} {:>11} {:>7}  {:>10}  {}",
-        "image",
-        "encoding",
-        "bytes",
-        "fxtriage",
-        "(full res.)",
-        "pydicom",
-        "ratio",
-        "mean |d|",
-        "baseline decoder"
+        "{:<5} {:<20} {:>9}  {:>10} {:>12} {:>11} {:>7}  {:>10}  baseline decoder",
+        "image", "encoding", "bytes", "fxtriage", "(full res.)", "pydicom", "ratio", "mean |d|",
     );
     for ((input, (pipeline, full, level, bytes)), (line, theirs)) in
         inputs.iter().zip(&ours).zip(&baseline)
