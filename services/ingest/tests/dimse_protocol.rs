@@ -47,7 +47,22 @@ fn wrist_data_set() -> (SyntheticInstance, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_in_many_small_fragments_is_stored_unchanged() {
-    let scp = Scp::start().await;
+    // Held in memory (the default budget), parsed and stored from there.
+    store_in_many_small_fragments(DimseOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_larger_than_the_memory_limit_continues_in_a_file_unchanged() {
+    // The first 4 KiB in memory, then moved to a buffer file that takes the rest.
+    store_in_many_small_fragments(DimseOptions {
+        instance_memory_limit_bytes: 4096,
+        ..DimseOptions::default()
+    })
+    .await;
+}
+
+async fn store_in_many_small_fragments(options: DimseOptions) {
+    let scp = Scp::start_with(options).await;
     let (instance, data_set) = wrist_data_set();
     let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
     let id = context_id(&association);
@@ -368,7 +383,12 @@ async fn associations_beyond_the_limit_are_refused_as_transient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_store_in_progress_finish_then_closes_idle_associations() {
-    let scp = Scp::start().await;
+    // Every instance in a buffer file: the file shows the store in progress.
+    let scp = Scp::start_with(DimseOptions {
+        memory_budget_bytes: 0,
+        ..DimseOptions::default()
+    })
+    .await;
     let (instance, data_set) = wrist_data_set();
     let mut busy = associate(&scp, AE_TITLE, DX).await.expect("associate");
     let mut idle = associate(&scp, AE_TITLE, DX).await.expect("associate");

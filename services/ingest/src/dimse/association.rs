@@ -4,7 +4,6 @@
 //! last fragment is in. A protocol violation aborts this association only.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use dicom_ul::Pdu;
 use dicom_ul::association::AsyncServerAssociation;
@@ -15,7 +14,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{self, Request, Response, status};
-use super::instance_file::{IncomingInstance, InstanceFileError, MetaFields, part10_header};
+use super::instance_file::{
+    Buffering, IncomingInstance, InstanceFileError, MetaFields, part10_header,
+};
 use super::store_status::store_response;
 use crate::{Ingestor, Sender, SiteConfig};
 
@@ -27,7 +28,7 @@ const MAX_COMMAND_SET_BYTES: usize = 64 * 1024;
 pub(crate) struct AssociationContext<'a> {
     site: &'a SiteConfig,
     ingestor: &'a Ingestor,
-    temp_dir: &'a Path,
+    buffering: &'a Buffering,
     calling_ae_title: String,
     called_ae_title: String,
     peer: SocketAddr,
@@ -39,7 +40,7 @@ impl<'a> AssociationContext<'a> {
     pub(crate) fn new(
         site: &'a SiteConfig,
         ingestor: &'a Ingestor,
-        temp_dir: &'a Path,
+        buffering: &'a Buffering,
         calling_ae_title: String,
         called_ae_title: String,
         peer: SocketAddr,
@@ -52,7 +53,7 @@ impl<'a> AssociationContext<'a> {
         Self {
             site,
             ingestor,
-            temp_dir,
+            buffering,
             calling_ae_title,
             called_ae_title,
             peer,
@@ -410,7 +411,7 @@ async fn prepare_store(
     let created = match header {
         Ok(header) => {
             IncomingInstance::create(
-                context.temp_dir,
+                context.buffering,
                 &header,
                 context.site.limits.max_instance_bytes,
             )

@@ -1,14 +1,25 @@
-//! One C-STORE's data set, streamed fragment by fragment into a temporary Part 10
-//! file: a preamble, `DICM`, a file meta group written by fxtriage, then the data
-//! set bytes exactly as the sender encoded them. Memory use is one write buffer,
-//! whatever the instance size; the site's size limit is enforced as bytes arrive.
-//! The file is removed when the value is dropped, however the C-STORE ends.
+//! One C-STORE's data set, received fragment by fragment as a Part 10
+//! instance: a preamble, `DICM`, a file meta group written by fxtriage, then the
+//! data set bytes exactly as the sender encoded them.
+//!
+//! An instance is held in memory while it is small enough and the SCP's memory
+//! budget (shared by every association) has room; it is then parsed, hashed and
+//! stored from that one copy, with no temporary file. A larger instance, or one
+//! arriving when the budget is spent, goes on to a temporary file in the buffer
+//! directory (what was already received is written there first, and its
+//! memory returned). Memory for instances is therefore at most the budget, plus
+//! one write buffer per association, whatever the instance sizes; the site's
+//! size limit is enforced as bytes arrive. A temporary file is removed when the
+//! value is dropped, however the C-STORE ends.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use dicom_object::FileMetaTableBuilder;
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::InstanceSource;
 
@@ -18,6 +29,8 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("FXTRIAGE_", env!("CARGO_P
 
 const PREAMBLE_LENGTH: usize = 128;
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// The memory budget counts in units of this many bytes.
+const BUDGET_UNIT: u64 = 1024;
 
 /// What the file meta group records about one received instance.
 #[derive(Debug, Clone)]
@@ -42,21 +55,67 @@ pub(crate) enum InstanceFileError {
     },
 }
 
-/// A Part 10 file being received.
+/// Where received instances are held: memory within a budget, else files.
+#[derive(Debug, Clone)]
+pub(crate) struct Buffering {
+    /// The buffer directory for instances that go to a file.
+    pub dir: PathBuf,
+    /// Memory for instances, in [`BUDGET_UNIT`]s, shared by every association.
+    memory: Arc<Semaphore>,
+    /// The largest instance held in memory.
+    instance_memory_limit: u64,
+}
+
+impl Buffering {
+    /// `memory_budget` bytes for instances of at most `instance_memory_limit`
+    /// bytes each; a budget of 0 sends every instance to a file.
+    pub(crate) fn new(dir: PathBuf, memory_budget: u64, instance_memory_limit: u64) -> Self {
+        let units = usize::try_from(memory_budget / BUDGET_UNIT)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            dir,
+            memory: Arc::new(Semaphore::new(units)),
+            instance_memory_limit: instance_memory_limit.min(memory_budget),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Held {
+    Memory {
+        bytes: Vec<u8>,
+        /// The budget this instance holds ([`BUDGET_UNIT`]s); `None` before
+        /// the first grant.
+        granted: Option<OwnedSemaphorePermit>,
+    },
+    File {
+        path: TempPath,
+        writer: tokio::io::BufWriter<tokio::fs::File>,
+    },
+}
+
+/// A Part 10 instance being received.
 #[derive(Debug)]
 pub(crate) struct IncomingInstance {
-    path: TempPath,
-    dir: PathBuf,
-    writer: tokio::io::BufWriter<tokio::fs::File>,
+    buffering: Buffering,
+    held: Held,
     written: u64,
     limit: u64,
 }
 
-/// A completely received Part 10 file; removed when dropped.
+/// A completely received Part 10 instance; a temporary file is removed when
+/// dropped, memory returned to the budget.
 #[derive(Debug)]
-pub(crate) struct ReceivedInstance {
-    path: TempPath,
-    len: u64,
+pub(crate) enum ReceivedInstance {
+    Memory {
+        bytes: Bytes,
+        _granted: Option<OwnedSemaphorePermit>,
+    },
+    File {
+        path: TempPath,
+        len: u64,
+    },
 }
 
 /// The preamble, magic code and file meta group that precede the data set.
@@ -80,40 +139,31 @@ pub(crate) fn part10_header(fields: &MetaFields<'_>) -> Result<Vec<u8>, Instance
 }
 
 impl IncomingInstance {
-    /// Creates the temporary file in `dir` and writes `header` to it. `limit` bounds
-    /// the whole file, header included, as the validation that follows does.
+    /// Starts an instance with `header`. `limit` bounds the whole instance,
+    /// header included, as the validation that follows does.
     pub(crate) async fn create(
-        dir: &Path,
+        buffering: &Buffering,
         header: &[u8],
         limit: u64,
     ) -> Result<Self, InstanceFileError> {
-        let io_error = |source| InstanceFileError::Io {
-            dir: dir.to_owned(),
-            source,
-        };
-        let owned_dir = dir.to_owned();
-        let created = tokio::task::spawn_blocking(move || {
-            tempfile::Builder::new()
-                .prefix("fxtriage-c-store-")
-                .suffix(".dcm")
-                .tempfile_in(owned_dir)
-        })
-        .await
-        .map_err(|error| io_error(std::io::Error::other(error)))?
-        .map_err(io_error)?;
-        let (file, path) = created.into_parts();
         let mut incoming = Self {
-            path,
-            dir: dir.to_owned(),
-            writer: tokio::io::BufWriter::with_capacity(
-                WRITE_BUFFER_BYTES,
-                tokio::fs::File::from_std(file),
-            ),
+            buffering: buffering.clone(),
+            held: Held::Memory {
+                bytes: Vec::new(),
+                granted: None,
+            },
             written: 0,
             limit,
         };
         incoming.append(header).await?;
         Ok(incoming)
+    }
+
+    fn io_error(&self, source: std::io::Error) -> InstanceFileError {
+        InstanceFileError::Io {
+            dir: self.buffering.dir.clone(),
+            source,
+        }
     }
 
     /// Appends the next fragment of the data set.
@@ -122,45 +172,141 @@ impl IncomingInstance {
         if after > self.limit {
             return Err(InstanceFileError::TooLarge { limit: self.limit });
         }
-        self.writer
-            .write_all(fragment)
-            .await
-            .map_err(|source| InstanceFileError::Io {
-                dir: self.dir.clone(),
-                source,
-            })?;
+        if let Held::Memory { bytes, granted } = &mut self.held {
+            // The budget counts the vector's capacity, which grows by doubling
+            // up to the per-instance limit.
+            let capacity = bytes.capacity() as u64;
+            let wanted = if after > capacity {
+                (capacity * 2)
+                    .min(self.buffering.instance_memory_limit)
+                    .max(after)
+            } else {
+                capacity
+            };
+            if self.buffering.grow(granted, wanted) {
+                bytes.reserve_exact((wanted as usize).saturating_sub(bytes.len()));
+                bytes.extend_from_slice(fragment);
+                self.written = after;
+                return Ok(());
+            }
+            self.spill().await?;
+        }
+        let Held::File { writer, .. } = &mut self.held else {
+            unreachable!("spilled to a file above");
+        };
+        if let Err(source) = writer.write_all(fragment).await {
+            return Err(self.io_error(source));
+        }
         self.written = after;
         Ok(())
     }
 
-    pub(crate) async fn finish(mut self) -> Result<ReceivedInstance, InstanceFileError> {
-        let flushed = async {
-            self.writer.flush().await?;
-            self.writer.get_mut().shutdown().await
-        }
-        .await;
-        flushed.map_err(|source| InstanceFileError::Io {
-            dir: self.dir.clone(),
-            source,
-        })?;
-        Ok(ReceivedInstance {
-            path: self.path,
-            len: self.written,
+    /// Moves what was received so far to a temporary file; the rest follows it.
+    async fn spill(&mut self) -> Result<(), InstanceFileError> {
+        let dir = self.buffering.dir.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix("fxtriage-c-store-")
+                .suffix(".dcm")
+                .tempfile_in(dir)
         })
+        .await
+        .map_err(|error| self.io_error(std::io::Error::other(error)))?
+        .map_err(|source| self.io_error(source))?;
+        let (file, path) = created.into_parts();
+        let mut writer = tokio::io::BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            tokio::fs::File::from_std(file),
+        );
+        let Held::Memory { bytes, .. } = &self.held else {
+            return Ok(());
+        };
+        if let Err(source) = writer.write_all(bytes).await {
+            return Err(self.io_error(source));
+        }
+        // Dropping the memory state returns its budget.
+        self.held = Held::File { path, writer };
+        Ok(())
+    }
+
+    pub(crate) async fn finish(self) -> Result<ReceivedInstance, InstanceFileError> {
+        match self.held {
+            Held::Memory { bytes, granted } => Ok(ReceivedInstance::Memory {
+                bytes: Bytes::from(bytes),
+                _granted: granted,
+            }),
+            Held::File { path, mut writer } => {
+                let flushed = async {
+                    writer.flush().await?;
+                    writer.get_mut().shutdown().await
+                }
+                .await;
+                flushed.map_err(|source| InstanceFileError::Io {
+                    dir: self.buffering.dir.clone(),
+                    source,
+                })?;
+                Ok(ReceivedInstance::File {
+                    path,
+                    len: self.written,
+                })
+            }
+        }
+    }
+
+    /// Whether the instance is (still) held in memory.
+    #[cfg(test)]
+    fn in_memory(&self) -> bool {
+        matches!(self.held, Held::Memory { .. })
+    }
+}
+
+impl Buffering {
+    /// Extends `granted` to cover `total` bytes; false when the instance would
+    /// be over the per-instance limit or the budget has no room.
+    fn grow(&self, granted: &mut Option<OwnedSemaphorePermit>, total: u64) -> bool {
+        if total > self.instance_memory_limit {
+            return false;
+        }
+        let needed = total.div_ceil(BUDGET_UNIT);
+        let held = granted
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits() as u64);
+        if needed <= held {
+            return true;
+        }
+        let Ok(more) = u32::try_from(needed - held) else {
+            return false;
+        };
+        match Arc::clone(&self.memory).try_acquire_many_owned(more) {
+            Ok(permit) => {
+                match granted {
+                    Some(held) => held.merge(permit),
+                    None => *granted = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
 impl ReceivedInstance {
     pub(crate) fn source(&self) -> InstanceSource {
-        InstanceSource::File {
-            path: self.path.to_path_buf(),
-            len: self.len,
+        match self {
+            ReceivedInstance::Memory { bytes, .. } => InstanceSource::Memory(bytes.clone()),
+            ReceivedInstance::File { path, len } => InstanceSource::File {
+                path: path.to_path_buf(),
+                len: *len,
+            },
         }
     }
 
-    /// Removes the file now (dropping also removes it, without reporting errors).
+    /// Removes a temporary file now (dropping also removes it, without
+    /// reporting errors) and returns memory to the budget.
     pub(crate) async fn remove(self) {
-        let path = self.path;
+        let ReceivedInstance::File { path, .. } = self else {
+            return;
+        };
         let removed = tokio::task::spawn_blocking(move || path.close()).await;
         if let Ok(Err(error)) = removed {
             tracing::warn!(%error, "could not remove a received instance's temporary file");
@@ -173,6 +319,7 @@ mod tests {
     use super::*;
     use dicom_dictionary_std::uids;
     use fxtriage_dicom::synthetic::SyntheticInstance;
+    use std::path::Path;
 
     /// The bytes after the file meta group of a Part 10 file.
     fn data_set_of(part10: &[u8]) -> &[u8] {
@@ -196,7 +343,9 @@ mod tests {
             called_ae_title: "FXTRIAGE",
         })
         .expect("header");
-        let mut incoming = IncomingInstance::create(dir.path(), &header, u64::MAX)
+        // No memory budget: every instance goes to a file.
+        let buffering = Buffering::new(dir.path().to_owned(), 0, 0);
+        let mut incoming = IncomingInstance::create(&buffering, &header, u64::MAX)
             .await
             .expect("create");
         for fragment in data_set.chunks(1000) {
@@ -231,7 +380,8 @@ mod tests {
     #[tokio::test]
     async fn an_instance_over_the_limit_is_refused_and_leaves_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut incoming = IncomingInstance::create(dir.path(), &[0_u8; 300], 1000)
+        let buffering = Buffering::new(dir.path().to_owned(), 0, 0);
+        let mut incoming = IncomingInstance::create(&buffering, &[0_u8; 300], 1000)
             .await
             .expect("create");
         incoming
@@ -248,5 +398,90 @@ mod tests {
         );
         drop(incoming);
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).expect("list").count()
+    }
+
+    async fn receive(buffering: &Buffering, bytes: &[u8]) -> IncomingInstance {
+        let mut incoming = IncomingInstance::create(buffering, &bytes[..100], u64::MAX)
+            .await
+            .expect("create");
+        for fragment in bytes[100..].chunks(16_000) {
+            incoming.append(fragment).await.expect("append");
+        }
+        incoming
+    }
+
+    #[tokio::test]
+    async fn a_small_instance_stays_in_memory_within_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let buffering = Buffering::new(dir.path().to_owned(), 1 << 20, 512 << 10);
+        let sent: Vec<u8> = (0..200_000_u32).map(|value| value as u8).collect();
+        let incoming = receive(&buffering, &sent).await;
+        assert!(incoming.in_memory());
+        assert_eq!(files_in(dir.path()), 0, "no temporary file");
+        let held = buffering.memory.available_permits();
+        assert!(
+            held <= 1024 - 196,
+            "the budget counts the instance: {held} KiB left"
+        );
+        let received = incoming.finish().await.expect("finish");
+        let InstanceSource::Memory(bytes) = received.source() else {
+            panic!("in memory")
+        };
+        assert_eq!(&bytes[..], &sent[..]);
+        received.remove().await;
+        assert_eq!(
+            buffering.memory.available_permits(),
+            1024,
+            "the budget is returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_instance_over_the_memory_limit_continues_in_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let buffering = Buffering::new(dir.path().to_owned(), 1 << 20, 64 << 10);
+        let sent: Vec<u8> = (0..200_000_u32).map(|value| (value % 251) as u8).collect();
+        let incoming = receive(&buffering, &sent).await;
+        assert!(!incoming.in_memory());
+        assert_eq!(
+            buffering.memory.available_permits(),
+            1024,
+            "memory returned on spilling"
+        );
+        let received = incoming.finish().await.expect("finish");
+        let InstanceSource::File { path, len } = received.source() else {
+            panic!("a file")
+        };
+        assert_eq!(len, sent.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("read"), sent, "nothing lost");
+        received.remove().await;
+        assert_eq!(files_in(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn instances_beyond_the_shared_budget_go_to_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Room for one 150 KB instance (with its vector's doubling), not two.
+        let buffering = Buffering::new(dir.path().to_owned(), 300 << 10, 300 << 10);
+        let sent: Vec<u8> = vec![7; 150_000];
+        let first = receive(&buffering, &sent).await;
+        let second = receive(&buffering, &sent).await;
+        assert!(first.in_memory());
+        assert!(!second.in_memory(), "the budget was spent");
+        assert_eq!(files_in(dir.path()), 1);
+        for incoming in [first, second] {
+            let received = incoming.finish().await.expect("finish");
+            let bytes = match received.source() {
+                InstanceSource::Memory(bytes) => bytes.to_vec(),
+                InstanceSource::File { path, .. } => std::fs::read(path).expect("read"),
+            };
+            assert_eq!(bytes, sent);
+            received.remove().await;
+        }
+        assert_eq!(buffering.memory.available_permits(), 300);
     }
 }

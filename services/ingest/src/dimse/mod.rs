@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::association::{AssociationContext, serve_association};
+use self::instance_file::Buffering;
 use self::negotiation::{Acceptors, peek_called_ae_title};
 use crate::{Ingestor, SiteRegistry};
 
@@ -53,9 +54,16 @@ pub struct DimseOptions {
     pub idle_timeout: Duration,
     /// How long shutdown waits for associations in progress.
     pub drain_timeout: Duration,
-    /// Where instances are buffered while they arrive; the system's temporary
-    /// directory if `None`.
+    /// Where instances that are not held in memory are buffered while they
+    /// arrive; the system's temporary directory if `None`.
     pub temp_dir: Option<PathBuf>,
+    /// Memory for instances being received, shared by every association: an
+    /// instance is held in memory (parsed, hashed and stored from that one
+    /// copy) while it fits, else it goes to a file in `temp_dir`. 0: always a
+    /// file.
+    pub memory_budget_bytes: u64,
+    /// The largest instance held in memory.
+    pub instance_memory_limit_bytes: u64,
 }
 
 impl Default for DimseOptions {
@@ -66,6 +74,8 @@ impl Default for DimseOptions {
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             temp_dir: None,
+            memory_budget_bytes: 256 << 20,
+            instance_memory_limit_bytes: 32 << 20,
         }
     }
 }
@@ -86,7 +96,7 @@ struct Shared {
     sites: SiteRegistry,
     max_pdu_length: u32,
     ingestor: Ingestor,
-    temp_dir: PathBuf,
+    buffering: Buffering,
     idle_timeout: Duration,
 }
 
@@ -126,7 +136,11 @@ pub async fn serve(
         sites,
         max_pdu_length,
         ingestor,
-        temp_dir: options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+        buffering: Buffering::new(
+            options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            options.memory_budget_bytes,
+            options.instance_memory_limit_bytes,
+        ),
         idle_timeout: options.idle_timeout,
     });
     let slots = Arc::new(Semaphore::new(options.max_associations));
@@ -150,6 +164,12 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Each C-STORE response is a small write the sender waits
+                // for: without this, Nagle's algorithm holds it back until the
+                // sender's delayed ACK (tens of milliseconds per instance).
+                if let Err(error) = socket.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY on a DIMSE connection");
+                }
                 match Arc::clone(&slots).try_acquire_owned() {
                     Ok(slot) => {
                         associations.spawn(run_association(socket, peer, Arc::clone(&shared), shutdown.clone(), slot));
@@ -262,7 +282,7 @@ async fn run_association(
     let context = AssociationContext::new(
         site,
         &shared.ingestor,
-        &shared.temp_dir,
+        &shared.buffering,
         calling_ae_title,
         called_ae_title,
         peer,

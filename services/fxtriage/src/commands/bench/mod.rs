@@ -1,4 +1,4 @@
-//! `fxtriage bench decode`, `bench inference` and `bench worklist`: load
+//! `fxtriage bench decode`, `bench ingest`, `bench inference` and `bench worklist`: load
 //! generators that print throughput and latency figures. Performance targets live here, not in
 //! timed tests. Each figure is a median over repeated rounds or a percentile
 //! over every request, and each pipeline figure is printed next to a baseline
@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod inference;
+pub mod ingest;
 pub mod worklist;
 
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// Images per second and per-stage latency of the inference pipeline, next to
     /// ONNX Runtime alone on the same model and tensors.
     Inference(inference::InferenceBenchArgs),
+    /// C-STORE instances per second into fxtriage's SCP, next to dcmtk's
+    /// storescp on the same files from the same senders.
+    Ingest(ingest::IngestBenchArgs),
     /// Worklist reads per second with their latency over the HTTP API, and
     /// instances and findings applied per second, on a seeded database.
     Worklist(worklist::WorklistBenchArgs),
@@ -37,6 +41,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::Inference(args) => inference::run(args).await,
+        BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Worklist(args) => worklist::run(args).await,
     }
 }

@@ -1,0 +1,338 @@
+//! `fxtriage bench ingest`: instances per second through fxtriage's C-STORE
+//! SCP (the ingest service's own `dimse::serve`: validation, the object store
+//! with its durability, the `InstanceStored` event, then the C-STORE response),
+//! next to dcmtk's storescp receiving the same files from the same senders in
+//! the same run. Each sender is one dcmtk `storescu` process, one association;
+//! with several associations the files are split between them.
+//!
+//! storescp listens on every interface, so it runs in a private network
+//! namespace (`ingest_baseline.sh` under `unshare`); fxtriage listens on
+//! 127.0.0.1 of this namespace. Both are loopback. The event goes to the
+//! in-process bus here (a consumer takes and counts every one, so a round only
+//! counts when every instance was announced); the store is a local directory,
+//! and also S3 when --s3-bucket is given.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::Args;
+use fxtriage_bus::{Bus, InProcessBus};
+use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
+use fxtriage_ingest::dimse::{self, DimseOptions};
+use fxtriage_ingest::{Ingestor, SiteRegistry, Sites};
+use fxtriage_objstore::{LocalDirStore, ObjectStore};
+use fxtriage_proto::Namespace;
+use tokio_util::sync::CancellationToken;
+
+use super::Samples;
+use crate::clients::StoreArgs;
+
+const BASELINE: &str = include_str!("ingest_baseline.sh");
+const AE_TITLE: &str = "FXTRIAGE";
+
+#[derive(Debug, Args)]
+pub struct IngestBenchArgs {
+    /// Instances sent per round (split between the associations).
+    #[arg(long, default_value_t = 1000)]
+    pub instances: usize,
+    /// Concurrent associations to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub associations: Vec<usize>,
+    /// Timed rounds per receiver and association count, interleaved; each
+    /// figure is their median.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Side of the synthetic DX images (16 bits, uncompressed): 256 gives
+    /// instances of about 130 KB.
+    #[arg(long, default_value_t = 256)]
+    pub image_side: u16,
+    /// Also measure fxtriage with this S3 store (as the other commands).
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Writes the instances, one study per 4 images, as Part 10 files in `directory`.
+fn write_instances(directory: &Path, count: usize, side: u16) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(directory)?;
+    let mut bytes = 0;
+    let mut study = new_uid();
+    for index in 0..count {
+        if index % 4 == 0 {
+            study = new_uid();
+        }
+        let instance = SyntheticInstance {
+            study_instance_uid: study.clone(),
+            series_instance_uid: format!("{study}.1"),
+            sop_instance_uid: format!("{study}.1.{}", index % 4 + 1),
+            rows: side,
+            columns: side,
+            ..SyntheticInstance::wrist()
+        };
+        let part10 = instance.to_part10();
+        bytes += part10.len() as u64;
+        std::fs::write(directory.join(format!("{index:06}.dcm")), part10)?;
+    }
+    Ok(bytes)
+}
+
+/// The files split into `associations` directories of hard links.
+fn split(files: &Path, associations: usize, into: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let _ = std::fs::remove_dir_all(into);
+    let directories: Vec<PathBuf> = (0..associations)
+        .map(|index| into.join(format!("sender-{index}")))
+        .collect();
+    for directory in &directories {
+        std::fs::create_dir_all(directory)?;
+    }
+    let mut names: Vec<_> = std::fs::read_dir(files)?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for (index, name) in names.iter().enumerate() {
+        std::fs::hard_link(
+            files.join(name),
+            directories[index % associations].join(name),
+        )?;
+    }
+    Ok(directories)
+}
+
+/// `unshare` options for private network and PID namespaces: as root
+/// directly, else in a new user namespace.
+fn unshare_options() -> anyhow::Result<Vec<&'static str>> {
+    const NAMESPACES: [&str; 4] = ["--net", "--pid", "--fork", "--kill-child"];
+    for user in [&[][..], &["--user", "--map-root-user"][..]] {
+        let options: Vec<&str> = user.iter().chain(&NAMESPACES).copied().collect();
+        let works = Command::new("unshare")
+            .args(&options)
+            .arg("true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if works {
+            return Ok(options);
+        }
+    }
+    bail!(
+        "cannot create a private network namespace for storescp (needs root or unprivileged user namespaces)"
+    )
+}
+
+/// One baseline round: storescp in its namespace, one storescu per directory.
+fn baseline_round(
+    options: &[&str],
+    script: &Path,
+    output: &Path,
+    senders: &[PathBuf],
+    expected: usize,
+) -> anyhow::Result<Duration> {
+    let _ = std::fs::remove_dir_all(output);
+    std::fs::create_dir_all(output)?;
+    let result = Command::new("unshare")
+        .args(options)
+        .arg("sh")
+        .arg(script)
+        .arg("11112")
+        .arg(output)
+        .args(senders)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run the storescp baseline")?;
+    let printed = String::from_utf8_lossy(&result.stdout);
+    ensure!(
+        result.status.success(),
+        "the storescp baseline failed ({}): {}{}",
+        result.status,
+        printed,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let nanoseconds: u64 = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("elapsed_ns "))
+        .and_then(|value| value.trim().parse().ok())
+        .context("the baseline printed no time")?;
+    let received = std::fs::read_dir(output)?.count();
+    ensure!(
+        received == expected,
+        "storescp wrote {received} of {expected} instances"
+    );
+    Ok(Duration::from_nanos(nanoseconds))
+}
+
+/// fxtriage's C-STORE SCP on `store`, served until dropped.
+struct Receiver {
+    port: u16,
+    announced: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Receiver {
+    async fn start(store: Arc<dyn ObjectStore>, buffer: &Path) -> anyhow::Result<Self> {
+        let bus = Arc::new(InProcessBus::default());
+        let namespace = Namespace::none();
+        let ingestor = Ingestor::new(store, bus.clone() as Arc<dyn Bus>, &namespace);
+        let sites = SiteRegistry::fixed(Sites::from_toml(&format!(
+            "[[site]]\nid = \"bench\"\nae_titles = [\"{AE_TITLE}\"]\n"
+        ))?);
+        std::fs::create_dir_all(buffer)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let shutdown = CancellationToken::new();
+        let options = DimseOptions {
+            temp_dir: Some(buffer.to_owned()),
+            ..DimseOptions::default()
+        };
+        let server = tokio::spawn(dimse::serve(
+            listener,
+            ingestor,
+            sites,
+            options,
+            shutdown.clone(),
+        ));
+        // The downstream consumer: takes and counts every announcement.
+        let announced = Arc::new(AtomicUsize::new(0));
+        let consumer = bus
+            .subscribe("bench-ingest", &[&namespace.instances_topic()])
+            .await?;
+        let counter = Arc::clone(&announced);
+        tokio::spawn(async move {
+            while let Ok(message) = consumer.next().await {
+                if consumer.ack(&message).is_err() {
+                    break;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Ok(Self {
+            port,
+            announced,
+            shutdown,
+            server,
+        })
+    }
+
+    async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<Duration> {
+        let before = self.announced.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let mut children = Vec::new();
+        for directory in senders {
+            children.push(
+                tokio::process::Command::new("storescu")
+                    .args(["-aec", AE_TITLE, "-aet", "BENCH", "+sd"])
+                    .args(["127.0.0.1", &self.port.to_string()])
+                    .arg(directory)
+                    .env("TCP_NODELAY", "1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("cannot run dcmtk's storescu (scripts/bootstrap installs dcmtk)")?,
+            );
+        }
+        for child in children {
+            let output = child.wait_with_output().await?;
+            ensure!(
+                output.status.success(),
+                "storescu failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let elapsed = started.elapsed();
+        // Every instance was acknowledged after its event was produced; the
+        // consumer may still be counting the last ones.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.announced.load(Ordering::SeqCst) - before < expected {
+            ensure!(
+                Instant::now() < deadline,
+                "{} of {expected} instances announced",
+                self.announced.load(Ordering::SeqCst) - before
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(elapsed)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        Ok(())
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
+    ensure!(args.instances > 0, "--instances must be at least 1");
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    ensure!(
+        args.associations
+            .iter()
+            .all(|&count| count > 0 && count <= args.instances),
+        "each association count must be between 1 and --instances"
+    );
+    let options = unshare_options()?;
+    let work = tempfile::tempdir()?;
+    let files = work.path().join("files");
+    let bytes = write_instances(&files, args.instances, args.image_side)?;
+    let script = work.path().join("ingest_baseline.sh");
+    std::fs::write(&script, BASELINE)?;
+
+    let mut stores: Vec<(String, Arc<dyn ObjectStore>)> = vec![(
+        "local directory".into(),
+        Arc::new(LocalDirStore::new(work.path().join("store"))),
+    )];
+    if let Some(bucket) = &args.store.s3_bucket {
+        stores.push((format!("S3 bucket {bucket}"), args.store.connect().await?));
+    }
+    println!(
+        "fxtriage bench ingest: {} synthetic DX instances per round ({} KB each on average), sent by dcmtk's storescu (one process per association, TCP_NODELAY), {} rounds per figure (median), interleaved",
+        args.instances,
+        bytes / args.instances as u64 / 1024,
+        args.rounds
+    );
+    println!(
+        "fxtriage: its C-STORE SCP (validate, store durably, announce on the in-process bus, then answer); baseline: dcmtk's storescp writing files (no fsync), in a private network namespace"
+    );
+    println!(
+        "{:<13} {:<24} {:>14} {:>14} {:>7}",
+        "associations", "fxtriage store", "fxtriage /s", "storescp /s", "ratio"
+    );
+    for (store_name, store) in stores {
+        let receiver = Receiver::start(Arc::clone(&store), &work.path().join("buffer")).await?;
+        for &associations in &args.associations {
+            let senders = split(&files, associations, &work.path().join("senders"))?;
+            let mut ours = Samples::default();
+            let mut theirs = Samples::default();
+            for _ in 0..args.rounds {
+                let elapsed = receiver.round(&senders, args.instances).await?;
+                ours.push(args.instances as f64 / elapsed.as_secs_f64());
+                let elapsed = baseline_round(
+                    &options,
+                    &script,
+                    &work.path().join("storescp"),
+                    &senders,
+                    args.instances,
+                )?;
+                theirs.push(args.instances as f64 / elapsed.as_secs_f64());
+            }
+            let (ours, theirs) = (ours.median(), theirs.median());
+            println!(
+                "{associations:<13} {store_name:<24} {ours:>14.1} {theirs:>14.1} {:>6.2}x",
+                ours / theirs
+            );
+        }
+        receiver.stop().await?;
+        // The benchmark's objects are its own.
+        for object in store.list("bench/").await? {
+            let _ = store.delete(&object.key).await;
+        }
+    }
+    println!("ratio: fxtriage instances/s / storescp instances/s");
+    Ok(())
+}
