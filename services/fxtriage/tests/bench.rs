@@ -340,3 +340,71 @@ fn decode_benchmark_compares_with_pydicom_on_the_same_input() {
         }
     }
 }
+
+/// A short ingest benchmark: fxtriage's C-STORE SCP and dcmtk's storescp (in
+/// its private network namespace) each receive every instance of every round
+/// (the benchmark fails otherwise), with a figure for each association count
+/// and buffering, and the store's durable write alone.
+#[test]
+fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
+    for (tool, package) in [
+        ("storescp", "dcmtk"),
+        ("storescu", "dcmtk"),
+        ("unshare", "util-linux"),
+    ] {
+        if !fxtriage_testkit::stack::tool(tool, package) {
+            return;
+        }
+    }
+    if fxtriage_testkit::private_network::unshare_options().is_none() {
+        fxtriage_testkit::stack::skip("cannot create a private network namespace for storescp");
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args([
+            "--log-filter",
+            "warn",
+            "bench",
+            "ingest",
+            "--instances",
+            "24",
+            "--rounds",
+            "1",
+            "--associations",
+            "1,3",
+            "--image-side",
+            "128",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Vec<&str>> = printed
+        .lines()
+        .filter(|line| line.contains("local directory"))
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{printed}");
+    for (row, (associations, buffering)) in rows.iter().zip([
+        ("1", "memory"),
+        ("1", "buffer"),
+        ("3", "memory"),
+        ("3", "buffer"),
+    ]) {
+        assert_eq!(row[0], associations, "{printed}");
+        assert_eq!(row[3], buffering, "{printed}");
+        let figures: Vec<f64> = row[row.len() - 3..]
+            .iter()
+            .map(|word| word.trim_end_matches('x').parse().expect("a number"))
+            .collect();
+        assert!(figures.iter().all(|value| *value > 0.0), "{printed}");
+    }
+    let alone = figure(&printed, "the local store's durable write alone");
+    assert_eq!(alone.len(), 1, "{printed}");
+}

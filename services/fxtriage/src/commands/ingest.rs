@@ -23,6 +23,14 @@ pub struct IngestArgs {
     /// Most concurrent DIMSE associations.
     #[arg(long, env = "FXTRIAGE_DIMSE_MAX_ASSOCIATIONS", default_value_t = 32)]
     pub max_associations: usize,
+    /// Memory for C-STORE instances being received, in MiB, shared by every
+    /// association: an instance is held (and parsed, hashed and stored) in
+    /// memory while it fits, else it goes through a buffer file. 0: always a file.
+    #[arg(long, env = "FXTRIAGE_DIMSE_MEMORY_BUDGET_MB", default_value_t = 256)]
+    pub dimse_memory_budget_mb: u64,
+    /// The largest C-STORE instance held in memory, in MiB.
+    #[arg(long, env = "FXTRIAGE_DIMSE_INSTANCE_MEMORY_MB", default_value_t = 32)]
+    pub dimse_instance_memory_mb: u64,
     #[command(flatten)]
     pub sites: SitesFileArgs,
     #[command(flatten)]
@@ -49,6 +57,8 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions {
             max_associations: args.max_associations,
+            memory_budget_bytes: args.dimse_memory_budget_mb << 20,
+            instance_memory_limit_bytes: args.dimse_instance_memory_mb << 20,
             ..Default::default()
         },
         // The registry of the database, followed as it changes.

@@ -50,9 +50,42 @@ pub struct IngestBenchArgs {
     /// instances of about 130 KB.
     #[arg(long, default_value_t = 256)]
     pub image_side: u16,
+    /// How fxtriage holds instances while they arrive, comma-separated:
+    /// `memory` (the default budget: parsed and stored from one copy in
+    /// memory) and `file` (no memory budget: every instance through a buffer
+    /// file, as before the budget existed).
+    #[arg(long, value_delimiter = ',', default_value = "memory,file")]
+    pub buffering: Vec<Buffering>,
     /// Also measure fxtriage with this S3 store (as the other commands).
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Buffering {
+    Memory,
+    File,
+}
+
+impl Buffering {
+    fn options(self, buffer: &Path) -> DimseOptions {
+        let defaults = DimseOptions::default();
+        DimseOptions {
+            temp_dir: Some(buffer.to_owned()),
+            memory_budget_bytes: match self {
+                Buffering::Memory => defaults.memory_budget_bytes,
+                Buffering::File => 0,
+            },
+            ..defaults
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Buffering::Memory => "memory",
+            Buffering::File => "buffer file",
+        }
+    }
 }
 
 /// Writes the instances, one study per 4 images, as Part 10 files in `directory`.
@@ -81,7 +114,6 @@ fn write_instances(directory: &Path, count: usize, side: u16) -> anyhow::Result<
 
 /// The files split into `associations` directories of hard links.
 fn split(files: &Path, associations: usize, into: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let _ = std::fs::remove_dir_all(into);
     let directories: Vec<PathBuf> = (0..associations)
         .map(|index| into.join(format!("sender-{index}")))
         .collect();
@@ -123,7 +155,8 @@ fn unshare_options() -> anyhow::Result<Vec<&'static str>> {
     )
 }
 
-/// One baseline round: storescp in its namespace, one storescu per directory.
+/// One baseline round: storescp in its namespace, one storescu per directory,
+/// into `output` (new and empty).
 fn baseline_round(
     options: &[&str],
     script: &Path,
@@ -131,7 +164,6 @@ fn baseline_round(
     senders: &[PathBuf],
     expected: usize,
 ) -> anyhow::Result<Duration> {
-    let _ = std::fs::remove_dir_all(output);
     std::fs::create_dir_all(output)?;
     let result = Command::new("unshare")
         .args(options)
@@ -173,7 +205,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start(store: Arc<dyn ObjectStore>, buffer: &Path) -> anyhow::Result<Self> {
+    async fn start(
+        store: Arc<dyn ObjectStore>,
+        buffering: Buffering,
+        buffer: &Path,
+    ) -> anyhow::Result<Self> {
         let bus = Arc::new(InProcessBus::default());
         let namespace = Namespace::none();
         let ingestor = Ingestor::new(store, bus.clone() as Arc<dyn Bus>, &namespace);
@@ -184,10 +220,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let shutdown = CancellationToken::new();
-        let options = DimseOptions {
-            temp_dir: Some(buffer.to_owned()),
-            ..DimseOptions::default()
-        };
+        let options = buffering.options(buffer);
         let server = tokio::spawn(dimse::serve(
             listener,
             ingestor,
@@ -219,6 +252,7 @@ impl Receiver {
 
     async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<Duration> {
         let before = self.announced.load(Ordering::SeqCst);
+        debug_assert_eq!(before, 0);
         let started = Instant::now();
         let mut children = Vec::new();
         for directory in senders {
@@ -283,13 +317,10 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let script = work.path().join("ingest_baseline.sh");
     std::fs::write(&script, BASELINE)?;
 
-    let mut stores: Vec<(String, Arc<dyn ObjectStore>)> = vec![(
-        "local directory".into(),
-        Arc::new(LocalDirStore::new(work.path().join("store"))),
-    )];
-    if let Some(bucket) = &args.store.s3_bucket {
-        stores.push((format!("S3 bucket {bucket}"), args.store.connect().await?));
-    }
+    let s3 = match &args.store.s3_bucket {
+        Some(bucket) => Some((format!("S3 bucket {bucket}"), args.store.connect().await?)),
+        None => None,
+    };
     println!(
         "fxtriage bench ingest: {} synthetic DX instances per round ({} KB each on average), sent by dcmtk's storescu (one process per association, TCP_NODELAY), {} rounds per figure (median), interleaved",
         args.instances,
@@ -300,34 +331,103 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "fxtriage: its C-STORE SCP (validate, store durably, announce on the in-process bus, then answer); baseline: dcmtk's storescp writing files (no fsync), in a private network namespace"
     );
     println!(
-        "{:<13} {:<24} {:>14} {:>14} {:>7}",
-        "associations", "fxtriage store", "fxtriage /s", "storescp /s", "ratio"
+        "Every round writes into new directories and nothing is deleted until the end (deleting makes the next file creations slower on ext4)."
     );
-    for (store_name, store) in stores {
-        let receiver = Receiver::start(Arc::clone(&store), &work.path().join("buffer")).await?;
-        for &associations in &args.associations {
-            let senders = split(&files, associations, &work.path().join("senders"))?;
-            let mut ours = Samples::default();
-            let mut theirs = Samples::default();
-            for _ in 0..args.rounds {
-                let elapsed = receiver.round(&senders, args.instances).await?;
-                ours.push(args.instances as f64 / elapsed.as_secs_f64());
-                let elapsed = baseline_round(
-                    &options,
-                    &script,
-                    &work.path().join("storescp"),
-                    &senders,
-                    args.instances,
-                )?;
-                theirs.push(args.instances as f64 / elapsed.as_secs_f64());
+    println!(
+        "{:<13} {:<24} {:<12} {:>14} {:>14} {:>7}",
+        "associations", "fxtriage store", "buffering", "fxtriage /s", "storescp /s", "ratio"
+    );
+    let mut run = 0;
+    let mut senders = Vec::new();
+    for &associations in &args.associations {
+        senders.push(split(
+            &files,
+            associations,
+            &work.path().join(format!("senders-{associations}")),
+        )?);
+    }
+    for store_name in
+        std::iter::once("local directory").chain(s3.as_ref().map(|(name, _)| name.as_str()))
+    {
+        for (&associations, senders) in args.associations.iter().zip(&senders) {
+            for &buffering in &args.buffering {
+                let mut ours = Samples::default();
+                let mut theirs = Samples::default();
+                for _ in 0..args.rounds {
+                    run += 1;
+                    let store: Arc<dyn ObjectStore> = match &s3 {
+                        Some((name, store)) if name == store_name => Arc::clone(store),
+                        _ => Arc::new(LocalDirStore::new(work.path().join(format!("store-{run}")))),
+                    };
+                    let receiver = Receiver::start(
+                        store,
+                        buffering,
+                        &work.path().join(format!("buffer-{run}")),
+                    )
+                    .await?;
+                    let elapsed = receiver.round(senders, args.instances).await?;
+                    receiver.stop().await?;
+                    ours.push(args.instances as f64 / elapsed.as_secs_f64());
+                    let elapsed = baseline_round(
+                        &options,
+                        &script,
+                        &work.path().join(format!("storescp-{run}")),
+                        senders,
+                        args.instances,
+                    )?;
+                    theirs.push(args.instances as f64 / elapsed.as_secs_f64());
+                }
+                let (ours, theirs) = (ours.median(), theirs.median());
+                println!(
+                    "{associations:<13} {store_name:<24} {:<12} {ours:>14.1} {theirs:>14.1} {:>6.2}x",
+                    buffering.name(),
+                    ours / theirs
+                );
             }
-            let (ours, theirs) = (ours.median(), theirs.median());
-            println!(
-                "{associations:<13} {store_name:<24} {ours:>14.1} {theirs:>14.1} {:>6.2}x",
-                ours / theirs
-            );
         }
-        receiver.stop().await?;
+    }
+    // What bounds one association: the local store's durable write alone
+    // (temporary file, fsync, directories created and fsynced, rename,
+    // directory fsync), one instance after another, same bytes and keys.
+    let instances: Vec<(fxtriage_objstore::ObjectKey, bytes::Bytes)> = {
+        let mut names: Vec<_> = std::fs::read_dir(&files)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        names
+            .iter()
+            .map(|path| {
+                let bytes = std::fs::read(path)?;
+                let info = fxtriage_dicom::inspect_bytes(&bytes)
+                    .map_err(|rejection| anyhow::anyhow!("{rejection}"))?;
+                let key = format!(
+                    "bench/{}/{}/{}.dcm",
+                    info.study_instance_uid.unwrap_or_default(),
+                    info.series_instance_uid.unwrap_or_default(),
+                    info.sop_instance_uid.unwrap_or_default()
+                );
+                Ok((
+                    fxtriage_objstore::ObjectKey::parse(&key)?,
+                    bytes::Bytes::from(bytes),
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut alone = Samples::default();
+    for _ in 0..args.rounds {
+        run += 1;
+        let store = LocalDirStore::new(work.path().join(format!("store-{run}")));
+        let started = Instant::now();
+        for (key, bytes) in &instances {
+            store.put(key, bytes.clone()).await?;
+        }
+        alone.push(instances.len() as f64 / started.elapsed().as_secs_f64());
+    }
+    println!(
+        "the local store's durable write alone, one instance at a time (what bounds one association): {:.1} /s (median)",
+        alone.median()
+    );
+    if let Some((_, store)) = &s3 {
         // The benchmark's objects are its own.
         for object in store.list("bench/").await? {
             let _ = store.delete(&object.key).await;
