@@ -16,6 +16,14 @@ use clap::Parser as _;
 
 use cli::{Cli, Command};
 
+/// mimalloc instead of the C library's malloc: decoding an image allocates
+/// buffers of several megabytes, which glibc's malloc serves with a fresh
+/// mmap each time on the runtime's threads, so every image paid for its pages
+/// again (an uncompressed 1760x1760 CR took 22 ms to decode and preprocess on
+/// one core instead of 7 ms; docs/bench/local-2core-decode.txt).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let telemetry =
