@@ -408,3 +408,77 @@ fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
     let alone = figure(&printed, "the local store's durable write alone");
     assert_eq!(alone.len(), 1, "{printed}");
 }
+
+/// The models of realistic size (random weights, made by
+/// models/bench/make_bench_models.py) load and run through the inference
+/// benchmark: a ResNet-50 classifier at 512 px and a YOLOv8s-sized detector at
+/// 640 px, each with its pipeline and ONNX Runtime alone figures. Their
+/// manifests say what they are: random weights, not a fracture model.
+#[test]
+fn inference_benchmark_runs_the_models_of_realistic_size() {
+    let Some(settings) =
+        fxtriage_testkit::stack::settings(&["FXTRIAGE_BENCH_PYTHONPATH", "ORT_DYLIB_PATH"])
+    else {
+        return;
+    };
+    let models = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("python3")
+        .arg(repository_path("models/bench/make_bench_models.py"))
+        .arg(models.path())
+        .env("PYTHONPATH", &settings[0].1)
+        .output()
+        .expect("run python3");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for (name, size, parameters) in [
+        ("resnet50-512", 512, 20_000_000),
+        ("yolo-s-640", 640, 10_000_000),
+    ] {
+        let directory = models.path().join(name);
+        let manifest = std::fs::read_to_string(directory.join("manifest.toml")).expect("manifest");
+        assert!(manifest.contains("RANDOM weights"), "{manifest}");
+        assert!(manifest.contains("not a fracture model"), "{manifest}");
+        let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .args(["--log-filter", "warn", "bench", "inference", "--model"])
+            .arg(&directory)
+            .args([
+                "--images",
+                "2",
+                "--rounds",
+                "1",
+                "--image-side",
+                "700",
+                "--batch-sizes",
+                "1",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ORT_DYLIB_PATH", &settings[1].1)
+            .output()
+            .expect("run");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{name}: {printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            printed.contains(&format!("model {name} 0.0.1 (input {size} px)")),
+            "{printed}"
+        );
+        let ratio = figure(&printed, "ratio pipeline / ONNX Runtime alone:");
+        assert_eq!(ratio.len(), 1, "{printed}");
+        assert!(ratio[0] > 0.0, "{printed}");
+        let stated: u64 = manifest
+            .split("RANDOM weights, ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .map(|count| count.replace(',', ""))
+            .and_then(|count| count.parse().ok())
+            .expect("a parameter count");
+        assert!(stated > parameters, "{name}: {stated} parameters");
+    }
+}
