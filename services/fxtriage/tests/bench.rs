@@ -399,7 +399,9 @@ fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
     ]) {
         assert_eq!(row[0], associations, "{printed}");
         assert_eq!(row[3], buffering, "{printed}");
-        let figures: Vec<f64> = row[row.len() - 3..]
+        // fxtriage /s, storescp /s, the ratio, then the peak memory in MiB.
+        assert_eq!(row[row.len() - 1], "MiB", "{printed}");
+        let figures: Vec<f64> = row[row.len() - 5..row.len() - 1]
             .iter()
             .map(|word| word.trim_end_matches('x').parse().expect("a number"))
             .collect();

@@ -250,9 +250,11 @@ impl Receiver {
         })
     }
 
-    async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<Duration> {
+    /// The time to receive every file of `senders`, and this process's peak
+    /// resident memory meanwhile.
+    async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<(Duration, u64)> {
         let before = self.announced.load(Ordering::SeqCst);
-        debug_assert_eq!(before, 0);
+        reset_peak_memory();
         let started = Instant::now();
         let mut children = Vec::new();
         for directory in senders {
@@ -290,7 +292,7 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(elapsed)
+        Ok((elapsed, peak_memory()?))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -298,6 +300,24 @@ impl Receiver {
         self.server.await??;
         Ok(())
     }
+}
+
+/// Resets this process's peak resident memory (Linux: "5" to clear_refs).
+fn reset_peak_memory() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        tracing::warn!(%error, "cannot reset the peak resident memory; the figure covers the whole run");
+    }
+}
+
+/// This process's peak resident memory in bytes (VmHWM), since the last reset.
+fn peak_memory() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kilobytes * 1024)
 }
 
 #[allow(clippy::print_stdout)]
@@ -334,8 +354,14 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "Every round writes into new directories and nothing is deleted until the end (deleting makes the next file creations slower on ext4)."
     );
     println!(
-        "{:<13} {:<24} {:<12} {:>14} {:>14} {:>7}",
-        "associations", "fxtriage store", "buffering", "fxtriage /s", "storescp /s", "ratio"
+        "{:<13} {:<24} {:<12} {:>14} {:>14} {:>7} {:>14}",
+        "associations",
+        "fxtriage store",
+        "buffering",
+        "fxtriage /s",
+        "storescp /s",
+        "ratio",
+        "fxtriage RSS"
     );
     let mut run = 0;
     let mut senders = Vec::new();
@@ -353,6 +379,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             for &buffering in &args.buffering {
                 let mut ours = Samples::default();
                 let mut theirs = Samples::default();
+                let mut peak = 0;
                 for _ in 0..args.rounds {
                     run += 1;
                     let store: Arc<dyn ObjectStore> = match &s3 {
@@ -365,7 +392,8 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
                         &work.path().join(format!("buffer-{run}")),
                     )
                     .await?;
-                    let elapsed = receiver.round(senders, args.instances).await?;
+                    let (elapsed, memory) = receiver.round(senders, args.instances).await?;
+                    peak = peak.max(memory);
                     receiver.stop().await?;
                     ours.push(args.instances as f64 / elapsed.as_secs_f64());
                     let elapsed = baseline_round(
@@ -379,9 +407,10 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
                 }
                 let (ours, theirs) = (ours.median(), theirs.median());
                 println!(
-                    "{associations:<13} {store_name:<24} {:<12} {ours:>14.1} {theirs:>14.1} {:>6.2}x",
+                    "{associations:<13} {store_name:<24} {:<12} {ours:>14.1} {theirs:>14.1} {:>6.2}x {:>10.0} MiB",
                     buffering.name(),
-                    ours / theirs
+                    ours / theirs,
+                    peak as f64 / f64::from(1 << 20)
                 );
             }
         }
@@ -433,6 +462,8 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             let _ = store.delete(&object.key).await;
         }
     }
-    println!("ratio: fxtriage instances/s / storescp instances/s");
+    println!(
+        "ratio: fxtriage instances/s / storescp instances/s. fxtriage RSS: the benchmark process's peak resident memory while fxtriage received (largest over the rounds; the process itself, before any instance, is in it)"
+    );
     Ok(())
 }
