@@ -61,7 +61,11 @@ impl InstanceSource {
     }
 
     /// Parses the instance and hashes its bytes (CPU work, off the async threads).
+    /// Parsing reads the whole data set, pixel data included, into memory (a
+    /// second copy of an instance held in memory); that happens one per core at
+    /// a time ([`PARSES`]), so memory stays bounded however many arrive.
     async fn inspect(&self) -> (Result<InstanceInfo, Rejection>, String) {
+        let _parsing = PARSES.acquire().await.ok();
         let source = self.clone();
         let outcome = tokio::task::spawn_blocking(move || match &source {
             InstanceSource::Memory(bytes) => {
@@ -81,6 +85,16 @@ impl InstanceSource {
         })
     }
 }
+
+/// Instances parsed at once: one per core. Each parse holds its instance's data
+/// set in memory while it runs; more at once would only share the same cores.
+static PARSES: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
+    )
+});
 
 fn file_sha256(path: &std::path::Path) -> String {
     let mut hasher = Sha256::new();

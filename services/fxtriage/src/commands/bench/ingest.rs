@@ -68,10 +68,11 @@ pub enum Buffering {
 }
 
 impl Buffering {
-    fn options(self, buffer: &Path) -> DimseOptions {
+    fn options(self, buffer: &Path, associations: usize) -> DimseOptions {
         let defaults = DimseOptions::default();
         DimseOptions {
             temp_dir: Some(buffer.to_owned()),
+            max_associations: defaults.max_associations.max(associations),
             memory_budget_bytes: match self {
                 Buffering::Memory => defaults.memory_budget_bytes,
                 Buffering::File => 0,
@@ -209,6 +210,7 @@ impl Receiver {
         store: Arc<dyn ObjectStore>,
         buffering: Buffering,
         buffer: &Path,
+        associations: usize,
     ) -> anyhow::Result<Self> {
         let bus = Arc::new(InProcessBus::default());
         let namespace = Namespace::none();
@@ -220,7 +222,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let shutdown = CancellationToken::new();
-        let options = buffering.options(buffer);
+        let options = buffering.options(buffer, associations);
         let server = tokio::spawn(dimse::serve(
             listener,
             ingestor,
@@ -250,11 +252,13 @@ impl Receiver {
         })
     }
 
-    /// The time to receive every file of `senders`, and this process's peak
-    /// resident memory meanwhile.
+    /// The time to receive every file of `senders`, and how much this
+    /// process's resident memory rose meanwhile (its peak less what it held
+    /// at the start).
     async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<(Duration, u64)> {
         let before = self.announced.load(Ordering::SeqCst);
         reset_peak_memory();
+        let resident = memory("VmRSS")?;
         let started = Instant::now();
         let mut children = Vec::new();
         for directory in senders {
@@ -292,7 +296,7 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok((elapsed, peak_memory()?))
+        Ok((elapsed, memory("VmHWM")?.saturating_sub(resident)))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -309,14 +313,15 @@ fn reset_peak_memory() {
     }
 }
 
-/// This process's peak resident memory in bytes (VmHWM), since the last reset.
-fn peak_memory() -> anyhow::Result<u64> {
+/// A memory figure of this process from /proc/self/status, in bytes: `VmHWM`
+/// (the peak resident memory since the last reset) or `VmRSS` (now).
+fn memory(field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kilobytes: u64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/self/status")?;
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
     Ok(kilobytes * 1024)
 }
 
@@ -361,7 +366,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "fxtriage /s",
         "storescp /s",
         "ratio",
-        "fxtriage RSS"
+        "fxtriage RSS+"
     );
     let mut run = 0;
     let mut senders = Vec::new();
@@ -390,6 +395,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
                         store,
                         buffering,
                         &work.path().join(format!("buffer-{run}")),
+                        associations,
                     )
                     .await?;
                     let (elapsed, memory) = receiver.round(senders, args.instances).await?;
@@ -463,7 +469,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "ratio: fxtriage instances/s / storescp instances/s. fxtriage RSS: the benchmark process's peak resident memory while fxtriage received (largest over the rounds; the process itself, before any instance, is in it)"
+        "ratio: fxtriage instances/s / storescp instances/s. fxtriage RSS+: how far the benchmark process's resident memory rose above what it held before the round while fxtriage received (largest over the rounds)"
     );
     Ok(())
 }
