@@ -49,8 +49,12 @@ pub(crate) fn decode_reduced(
     let Value::PixelSequence(sequence) = element.value() else {
         return Ok(None);
     };
-    // One frame: every fragment belongs to it.
-    let codestream: Vec<u8> = sequence.fragments().concat();
+    // One frame: every fragment belongs to it (usually there is just one,
+    // used in place).
+    let codestream: std::borrow::Cow<'_, [u8]> = match sequence.fragments() {
+        [fragment] => fragment.as_slice().into(),
+        fragments => fragments.concat().into(),
+    };
     let Some(levels) = decomposition_levels(&codestream) else {
         return Ok(None);
     };

@@ -20,6 +20,30 @@ fn value<'a>(environment: &'a [(String, String)], name: &str) -> &'a str {
         .1
 }
 
+/// Runs `fxtriage --log-filter warn bench ARGS` with only PATH and
+/// `environment` set, asserts that it succeeded, and returns what it printed.
+fn bench<K, V>(args: &[&str], environment: impl IntoIterator<Item = (K, V)>) -> String
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["--log-filter", "warn", "bench"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(environment)
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
 /// The first number after `label` on the line that starts with it (after spaces).
 fn figure(printed: &str, label: &str) -> Vec<f64> {
     printed
@@ -39,16 +63,14 @@ fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size()
     let Some(environment) = stack_env() else {
         return;
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-        .args([
-            "--log-filter",
-            "warn",
-            "bench",
+    let model = repository_path("models/fxtriage-demo")
+        .display()
+        .to_string();
+    let printed = bench(
+        &[
             "inference",
             "--model",
-            &repository_path("models/fxtriage-demo")
-                .display()
-                .to_string(),
+            &model,
             "--images",
             "6",
             "--rounds",
@@ -61,17 +83,8 @@ fn inference_benchmark_prints_pipeline_and_onnx_runtime_figures_per_batch_size()
             "4",
             "--rate-seconds",
             "1",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ORT_DYLIB_PATH", value(&environment, "ORT_DYLIB_PATH"))
-        .output()
-        .expect("run");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        [("ORT_DYLIB_PATH", value(&environment, "ORT_DYLIB_PATH"))],
     );
     assert!(printed.contains("model fxtriage-demo"), "{printed}");
     assert!(printed.contains("provider cpu"), "{printed}");
@@ -140,11 +153,8 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     )
     .await;
     let run = |items: &str, findings: &str| {
-        Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-            .args([
-                "--log-filter",
-                "warn",
-                "bench",
+        bench(
+            &[
                 "worklist",
                 "--sites",
                 "3",
@@ -158,20 +168,11 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
                 "1",
                 "--page-size",
                 "20",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("FXTRIAGE_DATABASE_URL", &database.url)
-            .output()
-            .expect("run")
+            ],
+            [("FXTRIAGE_DATABASE_URL", database.url.as_str())],
+        )
     };
-    let output = run("301", "120");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = run("301", "120");
     assert_eq!(
         figure(&printed, "instances applied"),
         vec![301.0],
@@ -243,9 +244,7 @@ async fn worklist_benchmark_seeds_applies_and_reads_through_the_api() {
     assert_eq!(usable_tokens, 0, "the benchmark's tokens are revoked");
 
     // A rerun reuses the seeded items and applies new findings (a new model identity).
-    let output = run("301", "30");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{printed}");
+    let printed = run("301", "30");
     assert!(
         figure(&printed, "instances applied").is_empty(),
         "{printed}"
@@ -281,28 +280,7 @@ fn decode_benchmark_compares_with_pydicom_on_the_same_input() {
     if !fxtriage_testkit::stack::tool("dcmcjpls", "dcmtk") {
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-        .args([
-            "--log-filter",
-            "warn",
-            "bench",
-            "decode",
-            "--rounds",
-            "1",
-            "--images",
-            "RG3",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(settings)
-        .output()
-        .expect("run");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = bench(&["decode", "--rounds", "1", "--images", "RG3"], settings);
     let rows: Vec<&str> = printed
         .lines()
         .filter(|line| line.starts_with("RG3 "))
@@ -360,11 +338,8 @@ fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
         fxtriage_testkit::stack::skip("cannot create a private network namespace for storescp");
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-        .args([
-            "--log-filter",
-            "warn",
-            "bench",
+    let printed = bench(
+        &[
             "ingest",
             "--instances",
             "24",
@@ -374,16 +349,8 @@ fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
             "1,3",
             "--image-side",
             "128",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .expect("run");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        std::iter::empty::<(&str, &str)>(),
     );
     let rows: Vec<Vec<&str>> = printed
         .lines()
@@ -443,10 +410,11 @@ fn inference_benchmark_runs_the_models_of_realistic_size() {
         let manifest = std::fs::read_to_string(directory.join("manifest.toml")).expect("manifest");
         assert!(manifest.contains("RANDOM weights"), "{manifest}");
         assert!(manifest.contains("not a fracture model"), "{manifest}");
-        let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-            .args(["--log-filter", "warn", "bench", "inference", "--model"])
-            .arg(&directory)
-            .args([
+        let printed = bench(
+            &[
+                "inference",
+                "--model",
+                &directory.display().to_string(),
                 "--images",
                 "2",
                 "--rounds",
@@ -455,17 +423,8 @@ fn inference_benchmark_runs_the_models_of_realistic_size() {
                 "700",
                 "--batch-sizes",
                 "1",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ORT_DYLIB_PATH", &settings[1].1)
-            .output()
-            .expect("run");
-        let printed = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{name}: {printed}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            ],
+            [("ORT_DYLIB_PATH", settings[1].1.as_str())],
         );
         assert!(
             printed.contains(&format!("model {name} 0.0.1 (input {size} px)")),

@@ -181,16 +181,18 @@ pub async fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
     println!(
         "The model is the synthetic-data demonstration model unless --model says otherwise; these are speed figures only."
     );
-    let measured = measure(
-        &args,
-        &model,
+    let setup = Setup {
+        model,
         base_batch,
-        &store,
-        &bus,
-        &instances,
-        &tensors_source,
-    )
-    .await;
+        store,
+        bus,
+        instances,
+        cores,
+    };
+    let measured = measure(&args, &setup, &tensors_source).await;
+    let Setup {
+        store, instances, ..
+    } = setup;
     // The images are the benchmark's own: removed also when it failed.
     for instance in &instances {
         let key = ObjectKey::parse(&instance.object_key)?;
@@ -207,46 +209,56 @@ fn bench_namespace() -> Namespace {
     Namespace::new("bench").unwrap_or_default()
 }
 
+/// What every measurement shares: the model, its batching, the stored images
+/// and where findings go.
+struct Setup {
+    model: Arc<Model>,
+    base_batch: BatchConfig,
+    store: Arc<dyn ObjectStore>,
+    bus: Arc<dyn Bus>,
+    instances: Vec<InstanceStored>,
+    cores: usize,
+}
+
+impl Setup {
+    /// The service's dependencies with a batcher of its own on `config`.
+    fn deps(&self, config: BatchConfig) -> Deps {
+        Deps {
+            bus: Arc::clone(&self.bus),
+            store: Arc::clone(&self.store),
+            model: Arc::clone(&self.model),
+            batcher: Batcher::start(Arc::clone(&self.model), config),
+            namespace: bench_namespace(),
+        }
+    }
+}
+
 async fn measure(
     args: &InferenceBenchArgs,
-    model: &Arc<Model>,
-    base_batch: BatchConfig,
-    store: &Arc<dyn ObjectStore>,
-    bus: &Arc<dyn Bus>,
-    instances: &[InstanceStored],
+    setup: &Setup,
     tensors_source: &[Vec<f32>],
 ) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1);
-    measure_batch_sizes(
-        args,
-        model,
-        base_batch,
-        store,
-        bus,
-        instances,
-        tensors_source,
-        cores,
-    )
-    .await?;
+    measure_batch_sizes(args, setup, tensors_source).await?;
     if !args.rates.is_empty() {
-        measure_rates(args, model, base_batch, store, bus, instances).await?;
+        measure_rates(args, setup).await?;
     }
     Ok(())
 }
 
-#[allow(clippy::print_stdout, clippy::too_many_arguments)]
+#[allow(clippy::print_stdout)]
 async fn measure_batch_sizes(
     args: &InferenceBenchArgs,
-    model: &Arc<Model>,
-    base_batch: BatchConfig,
-    store: &Arc<dyn ObjectStore>,
-    bus: &Arc<dyn Bus>,
-    instances: &[InstanceStored],
+    setup: &Setup,
     tensors_source: &[Vec<f32>],
-    cores: usize,
 ) -> anyhow::Result<()> {
+    let Setup {
+        model,
+        base_batch,
+        instances,
+        cores,
+        ..
+    } = setup;
+    let (base_batch, cores) = (*base_batch, *cores);
     for &batch in &args.batch_sizes {
         let in_flight = args
             .in_flight
@@ -257,13 +269,7 @@ async fn measure_batch_sizes(
             queue_capacity: batch * 4,
             ..base_batch
         };
-        let deps = Deps {
-            bus: Arc::clone(bus),
-            store: Arc::clone(store),
-            model: Arc::clone(model),
-            batcher: Batcher::start(Arc::clone(model), config),
-            namespace: bench_namespace(),
-        };
+        let deps = setup.deps(config);
         let mut throughput = Samples::default();
         let mut stages: Vec<ImageStages> = Vec::new();
         for round in 0..=args.rounds {
@@ -442,25 +448,13 @@ fn process_cpu_time() -> anyhow::Result<Duration> {
 /// same path as the rounds; the process's CPU time over the period (from the
 /// first send until the last image is done) per image, and its latency.
 #[allow(clippy::print_stdout)]
-async fn measure_rates(
-    args: &InferenceBenchArgs,
-    model: &Arc<Model>,
-    base_batch: BatchConfig,
-    store: &Arc<dyn ObjectStore>,
-    bus: &Arc<dyn Bus>,
-    instances: &[InstanceStored],
-) -> anyhow::Result<()> {
+async fn measure_rates(args: &InferenceBenchArgs, setup: &Setup) -> anyhow::Result<()> {
+    let (base_batch, instances) = (setup.base_batch, &setup.instances);
     anyhow::ensure!(
         args.rates.iter().all(|rate| *rate > 0.0) && args.rate_seconds > 0.0,
         "--rates and --rate-seconds must be positive"
     );
-    let deps = Deps {
-        bus: Arc::clone(bus),
-        store: Arc::clone(store),
-        model: Arc::clone(model),
-        batcher: Batcher::start(Arc::clone(model), base_batch),
-        namespace: bench_namespace(),
-    };
+    let deps = setup.deps(base_batch);
     println!();
     println!(
         "offered load ({} s each; batches up to {}, max wait {} ms; ONNX Runtime threads {}): CPU is this process's, every thread",
