@@ -271,6 +271,8 @@ impl Receiver {
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
+                    // A round that fails stops the other senders with it.
+                    .kill_on_drop(true)
                     .spawn()
                     .context("cannot run dcmtk's storescu (scripts/bootstrap installs dcmtk)")?,
             );
