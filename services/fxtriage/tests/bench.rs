@@ -372,7 +372,10 @@ fn ingest_benchmark_compares_with_storescp_on_the_same_files() {
             .iter()
             .map(|word| word.trim_end_matches('x').parse().expect("a number"))
             .collect();
-        assert!(figures.iter().all(|value| *value > 0.0), "{printed}");
+        // The rates and the ratio are positive; the memory rise may be 0 MiB
+        // (instances buffered in a file, on a machine that had the pages already).
+        assert!(figures[..3].iter().all(|value| *value > 0.0), "{printed}");
+        assert!(figures[3] >= 0.0, "{printed}");
     }
     let alone = figure(&printed, "the local store's durable write alone");
     assert_eq!(alone.len(), 1, "{printed}");

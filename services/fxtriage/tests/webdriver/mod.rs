@@ -19,6 +19,9 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// The key of an element reference in WebDriver answers.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// The key under which `wait_for` reports a script that found the page not yet
+/// rendered (a `TypeError`), instead of failing the wait.
+const NOT_YET: &str = "fxtriage_not_yet";
 
 /// Whether Chromium and chromedriver are installed (`scripts/bootstrap` installs
 /// them). Missing, the test is skipped with a message, unless the real stack is
@@ -208,14 +211,27 @@ impl Browser {
             .await
     }
 
-    /// Polls `body` until it returns something truthy, and returns that. On
-    /// timeout: a screenshot `browser-failure.png`, the page's text, and a panic.
+    /// Polls `body` until it returns something truthy, and returns that. A
+    /// `TypeError` (an element the page has not rendered yet, such as the study
+    /// header while the study loads) counts as "not yet" and is kept for the
+    /// report. On timeout: a screenshot `browser-failure.png`, the page's text,
+    /// the last such error, and a panic.
     pub async fn wait_for(&self, what: &str, body: &str, args: Value) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let guarded = format!(
+            "try {{ return (function () {{ {body} }}).apply(null, arguments); }} \
+             catch (error) {{ if (error instanceof TypeError) \
+             return {{ {NOT_YET}: String(error) }}; throw error; }}"
+        );
+        let mut last_error = None;
         loop {
-            let value = self.script(body, args.clone()).await;
+            let value = self.script(&guarded, args.clone()).await;
+            if let Some(error) = value.get(NOT_YET) {
+                last_error = Some(error.to_string());
+            }
             let truthy = match &value {
                 Value::Null => false,
+                Value::Object(fields) if fields.contains_key(NOT_YET) => false,
                 Value::Bool(flag) => *flag,
                 Value::String(text) => !text.is_empty(),
                 Value::Array(items) => !items.is_empty(),
@@ -231,8 +247,9 @@ impl Browser {
                     .script("return document.body.innerText;", json!([]))
                     .await;
                 panic!(
-                    "the page never showed {what} within 30 s (screenshot {}):\n{}",
+                    "the page never showed {what} within 30 s (screenshot {}; last script error: {}):\n{}",
                     screenshot.display(),
+                    last_error.as_deref().unwrap_or("none"),
                     text.as_str().unwrap_or_default()
                 );
             }
