@@ -142,6 +142,75 @@ pub(crate) fn level_for(columns: u32, rows: u32, size: u32, levels: u32) -> u32 
         .unwrap_or(0)
 }
 
+/// The image size a JPEG 2000 codestream declares in its SIZ marker
+/// (columns, rows: Xsiz - XOsiz, Ysiz - YOsiz), or `None` without a
+/// readable SIZ right after SOC.
+pub(crate) fn declared_size(codestream: &[u8]) -> Option<(u32, u32)> {
+    let start = codestream
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    // SOC, SIZ, Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz (4 bytes each).
+    let field = |index: usize| -> Option<u32> {
+        let at = start + 8 + 4 * index;
+        Some(u32::from_be_bytes(
+            codestream.get(at..at + 4)?.try_into().ok()?,
+        ))
+    };
+    Some((
+        field(0)?.checked_sub(field(2)?)?,
+        field(1)?.checked_sub(field(3)?)?,
+    ))
+}
+
+/// Before any JPEG 2000 frame of `object` is decoded: its codestream must
+/// declare the data set's Rows and Columns. A frame claiming another size (a
+/// decompression bomb claims a huge one) is refused with both sizes, without
+/// decoding it: OpenJPEG would allocate what the codestream declares.
+pub(crate) fn check_declared_size(object: &DefaultDicomObject) -> Result<(), PixelError> {
+    let transfer_syntax = object.meta().transfer_syntax().trim_end_matches('\0');
+    if !JPEG_2000.contains(&transfer_syntax) {
+        return Ok(());
+    }
+    let Some(element) = object.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Ok(());
+    };
+    let Value::PixelSequence(sequence) = element.value() else {
+        return Ok(());
+    };
+    let (rows, columns) = (
+        unsigned(object, tags::ROWS).unwrap_or(0),
+        unsigned(object, tags::COLUMNS).unwrap_or(0),
+    );
+    // Each frame starts a fragment with SOC; a codestream split over
+    // fragments has its main header (SIZ included) in the first.
+    for fragment in sequence.fragments() {
+        let bytes = fragment.as_slice();
+        if !bytes.starts_with(&[0xFF, 0x4F]) {
+            continue;
+        }
+        match declared_size(bytes) {
+            Some((width, height)) if (width, height) == (columns, rows) => {}
+            Some((width, height)) => {
+                return Err(PixelError::new(
+                    PixelErrorKind::DecodeFailed,
+                    format!(
+                        "transfer syntax {transfer_syntax}: the codestream declares {width}x{height}, the dataset says {columns}x{rows}; not decoded"
+                    ),
+                ));
+            }
+            None => {
+                return Err(PixelError::new(
+                    PixelErrorKind::DecodeFailed,
+                    format!(
+                        "transfer syntax {transfer_syntax}: a frame without a readable SIZ marker; not decoded"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The fewest wavelet decomposition levels any component has, from the main
 /// header's COD and COC segments (ISO/IEC 15444-1 A.6.1, A.6.2); `None` when
 /// the data is not a codestream this reader understands.
@@ -190,6 +259,17 @@ pub(crate) fn decomposition_levels(codestream: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_size_is_read_from_siz_less_its_offsets() {
+        let mut header = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+        for value in [1000_u32, 800, 10, 20, 1000, 800, 0, 0] {
+            header.extend_from_slice(&value.to_be_bytes());
+        }
+        assert_eq!(declared_size(&header), Some((990, 780)));
+        assert_eq!(declared_size(&header[..20]), None, "cut short");
+        assert_eq!(declared_size(b"not a codestream"), None);
+    }
 
     #[test]
     fn the_level_is_the_smallest_not_smaller_than_the_input() {

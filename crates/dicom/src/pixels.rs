@@ -222,6 +222,7 @@ pub struct ModelImage {
 /// to original pixels exact.
 pub fn decode_for_input(bytes: &[u8], size: u32) -> Result<(ModelImage, WindowSource), PixelError> {
     let object = open(bytes)?;
+    crate::j2k::check_declared_size(&object)?;
     if let Some(reduced) = crate::j2k::decode_reduced(&object, size)? {
         return Ok(reduced);
     }
@@ -289,6 +290,7 @@ fn decode_object(
             format!("transfer syntax {transfer_syntax}: {error}"),
         )
     };
+    crate::j2k::check_declared_size(object)?;
     let decoded = object.decode_pixel_data().map_err(|error| {
         let text = error.to_string();
         let kind = if unsupported_transfer_syntax(&transfer_syntax)

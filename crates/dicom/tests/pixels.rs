@@ -488,3 +488,75 @@ fn other_images_are_decoded_at_full_resolution() {
         assert_eq!(image.image, full, "{name}");
     }
 }
+
+/// A JPEG 2000 main header (SOC, SIZ, COD, then EOC) declaring
+/// `width`x`height`, 16-bit greyscale, 5 decomposition levels.
+fn j2k_header(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0x4F, 0xFF, 0x51];
+    bytes.extend_from_slice(&41_u16.to_be_bytes()); // Lsiz: 38 + 3 per component
+    bytes.extend_from_slice(&0_u16.to_be_bytes()); // Rsiz
+    for value in [width, height, 0, 0, width, height, 0, 0] {
+        bytes.extend_from_slice(&value.to_be_bytes()); // image, offset, tile, tile offset
+    }
+    bytes.extend_from_slice(&1_u16.to_be_bytes()); // Csiz
+    bytes.extend_from_slice(&[15, 1, 1]); // 16 bits unsigned, no subsampling
+    bytes.extend_from_slice(&[0xFF, 0x52, 0, 12, 0, 0, 0, 1, 0, 5, 4, 4, 0, 1]); // COD
+    bytes.extend_from_slice(&[0xFF, 0xD9]); // EOC
+    bytes
+}
+
+/// Part 10 bytes in JPEG 2000 (lossless) whose one frame is `codestream`,
+/// with Rows and Columns `side`.
+fn j2k_file(side: u16, codestream: Vec<u8>) -> Vec<u8> {
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_object::meta::FileMetaTableBuilder;
+    let mut dataset = SyntheticInstance {
+        rows: side,
+        columns: side,
+        ..SyntheticInstance::wrist()
+    }
+    .dataset();
+    dataset.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        dicom_core::value::Value::PixelSequence(PixelFragmentSequence::new(
+            Vec::<u32>::new(),
+            vec![codestream],
+        )),
+    ));
+    let file = dataset
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.4.90"))
+        .expect("meta");
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).expect("write");
+    bytes
+}
+
+/// A JPEG 2000 frame claiming 60000x60000 (OpenJPEG would allocate what it
+/// declares: 14 GB of samples) in a 512x512 data set is refused from its
+/// header with both sizes, on every decoding path, before any decoding. The
+/// process would not survive the allocation, so reaching the assertion is
+/// the proof of the bound.
+#[test]
+fn a_jpeg_2000_frame_claiming_another_size_is_refused_without_decoding() {
+    let bomb = j2k_file(512, j2k_header(60_000, 60_000));
+    for result in [
+        decode_for_input(&bomb, 256).map(|_| ()),
+        decode_windowed(&bomb).map(|_| ()),
+        decode_windowed_per_value(&bomb).map(|_| ()),
+    ] {
+        let error = result.expect_err("refused");
+        assert_eq!(error.kind, PixelErrorKind::DecodeFailed, "{error}");
+        assert!(
+            error.to_string().contains("declares 60000x60000")
+                && error.to_string().contains("says 512x512"),
+            "{error}"
+        );
+    }
+    // The same header declaring the data set's own size passes the check and
+    // reaches OpenJPEG, which finds no code blocks: a decoding error, not
+    // the size refusal.
+    let honest = j2k_file(512, j2k_header(512, 512));
+    let error = decode_windowed(&honest).expect_err("no image data");
+    assert!(!error.to_string().contains("declares"), "{error}");
+}
