@@ -38,6 +38,7 @@ pub struct InstanceInfo {
 
 /// Parses a Part 10 file held in memory (with or without the 128-byte preamble).
 pub fn inspect_bytes(bytes: &[u8]) -> Result<InstanceInfo, Rejection> {
+    crate::structure::check_bytes(bytes)?;
     inspect_reader(bytes)
 }
 
@@ -49,7 +50,16 @@ pub fn inspect_file(path: &Path) -> Result<InstanceInfo, Rejection> {
             format!("cannot open {}: {error}", path.display()),
         )
     })?;
-    inspect_reader(std::io::BufReader::new(file))
+    let size = file.metadata().ok().map(|metadata| metadata.len());
+    let mut reader = std::io::BufReader::new(file);
+    crate::structure::check(&mut reader, size, crate::structure::Limits::default())?;
+    std::io::Seek::rewind(&mut reader).map_err(|error| {
+        Rejection::new(
+            RejectionKind::Unreadable,
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })?;
+    inspect_reader(reader)
 }
 
 fn inspect_reader(reader: impl Read) -> Result<InstanceInfo, Rejection> {

@@ -10,6 +10,7 @@ pub mod pixels;
 pub mod radiograph;
 mod rules;
 pub mod sr;
+pub mod structure;
 pub mod synthetic;
 mod validate;
 

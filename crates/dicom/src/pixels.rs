@@ -4,8 +4,6 @@
 //! letterbox to the model's square input with the transform kept, so that
 //! detections map back to original pixels.
 
-use std::io::Read;
-
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -254,10 +252,12 @@ pub fn decode_windowed_per_value(bytes: &[u8]) -> Result<(GreyImage, WindowSourc
     decode_object(&object, Path::PerValue)
 }
 
-fn open(reader: impl Read) -> Result<DefaultDicomObject, PixelError> {
+fn open(bytes: &[u8]) -> Result<DefaultDicomObject, PixelError> {
+    crate::structure::check_bytes(bytes)
+        .map_err(|rejection| PixelError::new(PixelErrorKind::Unreadable, rejection.to_string()))?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
-        .from_reader(reader)
+        .from_reader(bytes)
         .map_err(|error| PixelError::new(PixelErrorKind::Unreadable, error.to_string()))
 }
 

@@ -22,9 +22,9 @@
 //!   cover the site in the URL (as for a site that does not exist), 403 when the
 //!   token's role may not store (STOW-RS needs `sender` or `admin`; see
 //!   `fxtriage_sites::credentials`), 406 for an `Accept` without
-//!   `application/dicom+json`, 413 for a body over [`StowLimits::max_request_bytes`],
-//!   415 for another media type.
-//! - A request that ends early (malformed multipart, size limit) after some
+//!   `application/dicom+json`, 413 for a body over [`StowLimits::max_request_bytes`]
+//!   or more parts than [`StowLimits::max_parts`], 415 for another media type.
+//! - A request that ends early (malformed multipart, size or part limit) after some
 //!   instances were stored is answered like a complete one (202), with a Failed
 //!   SOP item without UIDs that says where it stopped, so the sender still learns
 //!   what was stored. If nothing was stored it is a plain 400 or 413.
@@ -83,6 +83,11 @@ pub struct StowLimits {
     pub memory_threshold_bytes: u64,
     /// Where large parts are spooled; the system's temporary directory if `None`.
     pub spool_dir: Option<PathBuf>,
+    /// The most parts one request may hold: each costs a line in the answer
+    /// and, for a refused instance, a quarantine record, so 100,000 tiny parts
+    /// would cost far more than their bytes. A request with more is read up to
+    /// this many and answered 413 (what was stored before is listed).
+    pub max_parts: usize,
 }
 
 impl Default for StowLimits {
@@ -91,6 +96,7 @@ impl Default for StowLimits {
             max_request_bytes: 4 * 1024 * 1024 * 1024,
             memory_threshold_bytes: 8 * 1024 * 1024,
             spool_dir: None,
+            max_parts: 1000,
         }
     }
 }
@@ -218,6 +224,7 @@ async fn store(
             spool_dir: state.limits.spool_dir.clone(),
         },
         max_request_bytes: state.limits.max_request_bytes,
+        max_parts: state.limits.max_parts,
     };
     transaction.run(body, boundary).instrument(span).await
 }
@@ -242,12 +249,14 @@ struct Transaction<'a> {
     expected_study: Option<&'a str>,
     part_limits: PartLimits,
     max_request_bytes: u64,
+    max_parts: usize,
 }
 
 /// Why the request's parts stopped before its end.
 enum CutShort {
     Malformed(String),
     TooLarge,
+    TooManyParts,
 }
 
 impl From<multer::Error> for CutShort {
@@ -277,6 +286,10 @@ impl Transaction<'_> {
                 }
             };
             let part_number = response.outcomes.len() + 1;
+            if part_number > self.max_parts {
+                cut_short = Some(CutShort::TooManyParts);
+                break;
+            }
             let part_type = header_text(field.headers(), CONTENT_TYPE).map(str::to_owned);
             if !media_type::is_dicom_part(part_type.as_deref()) {
                 response.outcomes.push(PartOutcome::Failed(Failure {
@@ -321,6 +334,14 @@ impl Transaction<'_> {
                     format!(
                         "the request is larger than the limit of {} bytes",
                         self.max_request_bytes
+                    ),
+                ),
+                CutShort::TooManyParts => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-many-parts",
+                    format!(
+                        "the request has more than {} parts; send fewer per request",
+                        self.max_parts
                     ),
                 ),
             };

@@ -939,3 +939,87 @@ async fn an_unavailable_store_is_answered_503_with_out_of_resources() {
     assert_eq!(text(&failed[0], "00081155"), instance.sop_instance_uid);
     assert!(server.published().await.is_empty());
 }
+
+/// A body of 100,000 tiny parts (about 7 MB) is read up to the part limit
+/// and answered 413 with the reason: nothing is stored or quarantined for
+/// the parts beyond it, and the service answers the next request.
+#[tokio::test]
+async fn a_request_of_100000_parts_is_answered_413_at_the_part_limit() {
+    let Some(server) = serve(StowLimits::default()).await else {
+        return;
+    };
+    let part: (&str, &[u8]) = ("text/plain", b"x");
+    let body = multipart(&vec![part; 100_000]);
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(server.tokens.st_marys.as_str()),
+            "multipart/related; boundary=fxtriage-test-boundary",
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+    let message = response.text().await.expect("text");
+    assert!(
+        message.contains("more than 1000 parts") && message.contains("read up to part 1001"),
+        "{message}"
+    );
+    assert_eq!(server.object_count().await, 0);
+    // Nothing else disturbed: the next request is stored.
+    let instance = small_wrist();
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(server.tokens.st_marys.as_str()),
+            DICOM_MULTIPART,
+            dicom_parts(&[&instance.to_part10()]),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+/// Hostile structure in a part is refused with its reason and quarantined
+/// like any unreadable instance, while the valid part beside it is stored:
+/// sequences nested 10,000 deep (the parser would overflow the service's
+/// stack and abort it) and an element declaring 4 GiB in a few hundred bytes.
+#[tokio::test]
+async fn parts_built_to_break_the_parser_fail_alone_with_their_reason() {
+    let Some(server) = serve(StowLimits::default()).await else {
+        return;
+    };
+    let valid = small_wrist();
+    let mut nested = small_wrist().to_part10();
+    for _ in 0..10_000 {
+        nested.extend_from_slice(&[
+            0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    let mut declared = small_wrist().to_part10();
+    declared.extend_from_slice(&[
+        0x11, 0x00, 0x10, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
+    ]);
+    declared.extend_from_slice(&[0; 16]);
+    let response = server
+        .post(
+            "st-marys/studies",
+            Some(server.tokens.st_marys.as_str()),
+            DICOM_MULTIPART,
+            dicom_parts(&[&nested, &valid.to_part10(), &declared]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let dataset = dicom_json(response).await;
+    let stored = sequence(&dataset, "00081199");
+    assert_eq!(stored.len(), 1, "{dataset}");
+    assert_eq!(text(&stored[0], "00081155"), valid.sop_instance_uid);
+    let failed = sequence(&dataset, "00081198");
+    assert_eq!(failed.len(), 2, "{dataset}");
+    for (item, reason) in failed
+        .iter()
+        .zip(["nested deeper than 64 levels", "declares 4294967280 bytes"])
+    {
+        assert_eq!(text(item, "00091001"), "unreadable", "{dataset}");
+        assert!(text(item, "00091002").contains(reason), "{dataset}");
+    }
+}

@@ -29,7 +29,13 @@ impl HeaderUids {
     pub async fn read(source: &InstanceSource) -> Option<Self> {
         let source = source.clone();
         tokio::task::spawn_blocking(move || match &source {
-            InstanceSource::Memory(bytes) => Self::from_reader(bytes.as_ref()),
+            InstanceSource::Memory(bytes) => {
+                // Unchecked input: its structure is walked within bounds
+                // before the parser recurses into it.
+                fxtriage_dicom::structure::check_header(bytes.as_ref(), Some(bytes.len() as u64))
+                    .ok()?;
+                Self::from_reader(bytes.as_ref())
+            }
             InstanceSource::File { path, .. } => Self::from_file(path),
         })
         .await
@@ -39,7 +45,11 @@ impl HeaderUids {
 
     fn from_file(path: &Path) -> Option<Self> {
         let file = std::fs::File::open(path).ok()?;
-        Self::from_reader(std::io::BufReader::new(file))
+        let size = file.metadata().ok().map(|metadata| metadata.len());
+        let mut reader = std::io::BufReader::new(file);
+        fxtriage_dicom::structure::check_header(&mut reader, size).ok()?;
+        std::io::Seek::rewind(&mut reader).ok()?;
+        Self::from_reader(reader)
     }
 
     fn from_reader(reader: impl Read) -> Option<Self> {
