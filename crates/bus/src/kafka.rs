@@ -29,6 +29,10 @@ use crate::offsets::OffsetTracker;
 use crate::stall::{Observation, StallDetector};
 use crate::{Bus, BusError, BusErrorKind, Consumer, Delivery, Headers, Received, Record};
 
+/// The consumers' `fetch.wait.max.ms` unless the deployment sets its own
+/// (`FXTRIAGE_KAFKA_PROPERTIES`).
+pub const FETCH_WAIT_MAX_MS: &str = "100";
+
 #[derive(Clone)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -249,9 +253,21 @@ impl Bus for KafkaBus {
         let context = GroupContext {
             tracker: Arc::clone(&tracker),
         };
-        let consumer: StreamConsumer<GroupContext> = self
+        let mut config = self.config.client_config();
+        if !self
             .config
-            .client_config()
+            .properties
+            .iter()
+            .any(|(name, _)| name == "fetch.wait.max.ms")
+        {
+            // How long the broker may hold a fetch while it has nothing new.
+            // librdkafka's 500 ms default is what a new message waits on a
+            // broker that holds every fetch that long (tansu does): twice per
+            // study on its way to the worklist (instances, then findings).
+            // 100 ms costs a few idle fetches a second per consumer.
+            config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+        }
+        let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
