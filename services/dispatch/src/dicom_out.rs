@@ -58,13 +58,32 @@ impl StoreError {
 
 /// Stores `dataset` (SOP Class and Instance UIDs inside) on `peer`.
 pub async fn store(peer: &DicomPeer, dataset: &InMemDicomObject) -> Result<Stored, StoreError> {
-    tokio::time::timeout(STORE_TIMEOUT, store_unbounded(peer, dataset))
+    let mut stored = None;
+    store_all(peer, std::slice::from_ref(dataset), |_, status| {
+        stored = Some(status);
+    })
+    .await?;
+    Ok(stored.expect("one object stored, one status"))
+}
+
+/// Stores `datasets` on `peer` in order over one association (as a modality
+/// sends a study), with one presentation context per SOP class; `stored` hears
+/// of each object as its C-STORE response arrives (its index and status). The
+/// first object not stored ends the association with its error; the ones
+/// before it are stored. `STORE_TIMEOUT` bounds each object.
+pub async fn store_all(
+    peer: &DicomPeer,
+    datasets: &[InMemDicomObject],
+    stored: impl FnMut(usize, Stored),
+) -> Result<(), StoreError> {
+    let bound = STORE_TIMEOUT * u32::try_from(datasets.len().max(1)).unwrap_or(u32::MAX);
+    tokio::time::timeout(bound, store_unbounded(peer, datasets, stored))
         .await
         .unwrap_or_else(|_| {
             Err(StoreError::Retry(format!(
                 "no answer from {} within {} s",
                 describe(peer),
-                STORE_TIMEOUT.as_secs()
+                bound.as_secs()
             )))
         })
 }
@@ -86,21 +105,34 @@ fn uid(dataset: &InMemDicomObject, tag: Tag) -> Result<String, StoreError> {
 
 async fn store_unbounded(
     peer: &DicomPeer,
-    dataset: &InMemDicomObject,
-) -> Result<Stored, StoreError> {
-    let sop_class = uid(dataset, tags::SOP_CLASS_UID)?;
-    let sop_instance = uid(dataset, tags::SOP_INSTANCE_UID)?;
+    datasets: &[InMemDicomObject],
+    mut stored: impl FnMut(usize, Stored),
+) -> Result<(), StoreError> {
+    let mut objects = Vec::with_capacity(datasets.len());
+    for dataset in datasets {
+        objects.push((
+            dataset,
+            uid(dataset, tags::SOP_CLASS_UID)?,
+            uid(dataset, tags::SOP_INSTANCE_UID)?,
+        ));
+    }
+    let mut classes: Vec<&str> = objects.iter().map(|(_, class, _)| class.as_str()).collect();
+    classes.sort_unstable();
+    classes.dedup();
     let address = format!("{}:{}", peer.host, peer.port);
-    let association = ClientAssociationOptions::new()
+    let mut options = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.as_str())
-        .called_ae_title(peer.ae_title.as_str())
-        .with_presentation_context(
-            sop_class.as_str(),
+        .called_ae_title(peer.ae_title.as_str());
+    for class in &classes {
+        options = options.with_presentation_context(
+            *class,
             vec![
                 uids::EXPLICIT_VR_LITTLE_ENDIAN,
                 uids::IMPLICIT_VR_LITTLE_ENDIAN,
             ],
-        )
+        );
+    }
+    let association = options
         .connection_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .establish_async(address.as_str())
@@ -121,8 +153,9 @@ async fn store_unbounded(
         }
         Err(dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => {
             return Err(StoreError::Refused(format!(
-                "{} does not accept SOP class {sop_class}",
-                describe(peer)
+                "{} does not accept SOP class {}",
+                describe(peer),
+                classes.join(", ")
             )));
         }
         Err(error) => {
@@ -133,32 +166,13 @@ async fn store_unbounded(
             )));
         }
     };
-    let Some(context) = association
+    // The accepted contexts, each with the SOP class it was proposed for.
+    let accepted: Vec<_> = association
         .presentation_contexts()
         .iter()
-        .find(|context| context.reason == PresentationContextResultReason::Acceptance)
+        .filter(|context| context.reason == PresentationContextResultReason::Acceptance)
         .cloned()
-    else {
-        let _ = association.abort().await;
-        return Err(StoreError::Refused(format!(
-            "{} does not accept SOP class {sop_class}",
-            describe(peer)
-        )));
-    };
-    let transfer_syntax = TransferSyntaxRegistry
-        .get(context.transfer_syntax.trim_end_matches('\0'))
-        .ok_or_else(|| {
-            StoreError::Refused(format!(
-                "{} chose transfer syntax {}, which fxtriage cannot write",
-                describe(peer),
-                context.transfer_syntax
-            ))
-        })?;
-    let mut encoded = Vec::new();
-    dataset
-        .write_dataset_with_ts(&mut encoded, transfer_syntax)
-        .map_err(|error| StoreError::Refused(format!("cannot encode the object: {error}")))?;
-
+        .collect();
     let lost = |error: &(dyn std::error::Error + 'static)| {
         StoreError::Retry(format!(
             "the association with {} broke: {}",
@@ -166,31 +180,63 @@ async fn store_unbounded(
             crate::chain(error)
         ))
     };
-    let message_id = 1;
-    association
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: context.id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: store_request(message_id, &sop_class, &sop_instance),
-            }],
-        })
-        .await
-        .map_err(|error| lost(&error))?;
-    {
-        let mut writer = association.send_pdata(context.id);
-        writer
-            .write_all(&encoded)
+    for (index, (dataset, sop_class, sop_instance)) in objects.iter().enumerate() {
+        let Some(context) = accepted
+            .iter()
+            .find(|context| context.abstract_syntax.trim_end_matches('\0') == sop_class.as_str())
+        else {
+            let _ = association.abort().await;
+            return Err(StoreError::Refused(format!(
+                "{} does not accept SOP class {sop_class}",
+                describe(peer)
+            )));
+        };
+        let transfer_syntax = TransferSyntaxRegistry
+            .get(context.transfer_syntax.trim_end_matches('\0'))
+            .ok_or_else(|| {
+                StoreError::Refused(format!(
+                    "{} chose transfer syntax {}, which fxtriage cannot write",
+                    describe(peer),
+                    context.transfer_syntax
+                ))
+            })?;
+        let mut encoded = Vec::new();
+        dataset
+            .write_dataset_with_ts(&mut encoded, transfer_syntax)
+            .map_err(|error| StoreError::Refused(format!("cannot encode the object: {error}")))?;
+        let message_id = u16::try_from(index % usize::from(u16::MAX)).unwrap_or(0) + 1;
+        association
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: context.id,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: store_request(message_id, sop_class, sop_instance),
+                }],
+            })
             .await
             .map_err(|error| lost(&error))?;
-        writer.finish().await.map_err(|error| lost(&error))?;
+        {
+            let mut writer = association.send_pdata(context.id);
+            writer
+                .write_all(&encoded)
+                .await
+                .map_err(|error| lost(&error))?;
+            writer.finish().await.map_err(|error| lost(&error))?;
+        }
+        let response = receive_command(&mut association)
+            .await
+            .map_err(|error| lost(error.as_ref()))?;
+        match interpret(peer, &response) {
+            Ok(status) => stored(index, status),
+            Err(error) => {
+                let _ = association.release().await;
+                return Err(error);
+            }
+        }
     }
-    let response = receive_command(&mut association)
-        .await
-        .map_err(|error| lost(error.as_ref()))?;
     let _ = association.release().await;
-    interpret(peer, &response)
+    Ok(())
 }
 
 /// The C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian.

@@ -17,7 +17,7 @@ use fxtriage_core::policy::AiResult;
 use fxtriage_core::{BoundingBox, Detection};
 use fxtriage_dicom::sr::{Algorithm, ImageResult, StudyContext, StudyReport};
 use fxtriage_dicom::synthetic::SyntheticInstance;
-use fxtriage_dispatch::dicom_out::{StoreError, store};
+use fxtriage_dispatch::dicom_out::{StoreError, store, store_all};
 use fxtriage_sites::destinations::{DicomObject, DicomPeer};
 
 const THIS_TEST: &str = "the_report_is_stored_once_per_content_on_storescp";
@@ -198,4 +198,32 @@ async fn store_on_storescp() {
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("PredecessorDocumentsSequence"), "{dump}");
     assert!(dump.contains(&first.sop_instance_uid()), "{dump}");
+
+    // Several objects of two SOP classes over one association, each heard of
+    // in order as its response arrives.
+    let image = SyntheticInstance {
+        rows: 64,
+        columns: 64,
+        ..SyntheticInstance::wrist()
+    };
+    let mut revision_two = revision.clone();
+    revision_two.images[0].detections[0].bounding_box.x_max = 80.0;
+    revision_two.supersedes = Some(revision.sop_instance_uid());
+    let mut heard = Vec::new();
+    store_all(
+        &peer,
+        &[image.dataset(), revision_two.dataset()],
+        |index, stored| heard.push((index, stored.status)),
+    )
+    .await
+    .expect("both stored over one association");
+    assert_eq!(heard, [(0, 0), (1, 0)]);
+    let names = received(directory.path());
+    assert_eq!(names.len(), 4, "{names:?}");
+    for uid in [&image.sop_instance_uid, &revision_two.sop_instance_uid()] {
+        assert!(
+            names.iter().any(|name| name.contains(uid.as_str())),
+            "{uid}: {names:?}"
+        );
+    }
 }

@@ -1,9 +1,12 @@
-//! `fxtriage bench decode`, `bench inference` and `bench worklist` run end to
-//! end on small settings and print every figure they promise; the decoding
-//! benchmark compares like with like (its baseline makes the same model input); the worklist benchmark
-//! leaves the seeded items, the applied findings, one audit row per page read and
-//! no usable token behind. (The figures themselves are measured by running the
-//! benchmarks, not asserted here.)
+//! `fxtriage bench decode`, `bench ingest`, `bench inference`, `bench pipeline`
+//! and `bench worklist` run end to end on small settings and print every
+//! figure they promise; the decoding benchmark compares like with like (its
+//! baseline makes the same model input); the pipeline benchmark gets every
+//! study it sends onto the worklist in both deployments and drops its
+//! databases; the worklist benchmark leaves the seeded items, the applied
+//! findings, one audit row per page read and no usable token behind. (The
+//! figures themselves are measured by running the benchmarks, not asserted
+//! here.)
 
 mod support;
 
@@ -445,4 +448,107 @@ fn inference_benchmark_runs_the_models_of_realistic_size() {
             .expect("a parameter count");
         assert!(stated > parameters, "{name}: {stated} parameters");
     }
+}
+
+/// A short pipeline benchmark on both deployments: the distributed mode as
+/// separate processes on the local stack and standalone, each fed by C-STORE
+/// at two small rates. Every image sent is acknowledged and every study
+/// reaches the worklist analysed (a study never listed would leave the row
+/// without a drain time and skip the next rate); each process's CPU share
+/// is reported; each deployment's database is gone afterwards.
+#[test]
+fn pipeline_benchmark_measures_both_deployments_from_c_store_to_worklist() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let databases = || {
+        let url = value(&environment, "FXTRIAGE_DATABASE_URL").to_owned();
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async move {
+                let client = fxtriage_db::DbConfig::from_url(&url)
+                    .expect("URL")
+                    .connect()
+                    .await
+                    .expect("connect");
+                client
+                    .query(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'fxtriage_bench_%'",
+                        &[],
+                    )
+                    .await
+                    .expect("list databases")
+                    .iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect::<std::collections::BTreeSet<_>>()
+            })
+    };
+    let before = databases();
+    let model = repository_path("models/fxtriage-demo")
+        .display()
+        .to_string();
+    let printed = bench(
+        &[
+            "pipeline",
+            "--rates",
+            "4,8",
+            "--duration-s",
+            "3",
+            "--images-per-study",
+            "2",
+            "--image-side",
+            "96",
+            "--model",
+            &model,
+        ],
+        environment.iter().cloned(),
+    );
+    for (mode, processes) in [
+        ("distributed", &["ingest", "inference", "prioritizer"][..]),
+        ("standalone", &["standalone"][..]),
+    ] {
+        let rows: Vec<&str> = printed
+            .lines()
+            .filter(|line| line.starts_with(&format!("{mode} ")))
+            .collect();
+        assert_eq!(rows.len(), 2, "{printed}");
+        for (row, (rate, images)) in rows.iter().zip([("4", "12"), ("8", "24")]) {
+            let words: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(words[1], rate, "{printed}");
+            // sent/s, p50, p99, max, drain: numbers; then every image sent.
+            for word in &words[2..7] {
+                let value: f64 = word.parse().unwrap_or_else(|_| panic!("{row}"));
+                assert!(value >= 0.0, "{row}");
+            }
+            let p50: f64 = words[3].parse().expect("p50");
+            let max: f64 = words[5].parse().expect("max");
+            assert!(p50 > 0.0 && max >= p50, "{row}");
+            assert_eq!(words[7], images, "{printed}");
+            for process in processes
+                .iter()
+                .chain(&["tansu", "weed", "postgres", "load generator"])
+            {
+                assert!(row.contains(&format!("{process} ")), "{process}: {row}");
+            }
+        }
+        let peaks: Vec<&str> = printed
+            .lines()
+            .filter(|line| line.starts_with("  peak resident memory: "))
+            .collect();
+        for process in processes {
+            assert!(
+                peaks
+                    .iter()
+                    .any(|line| line.contains(&format!("{process} "))),
+                "{process}: {printed}"
+            );
+        }
+        assert!(
+            printed.contains(&format!("{mode}: highest rate sustained"))
+                || printed.contains(&format!("{mode}: no rate sustained")),
+            "{printed}"
+        );
+    }
+    assert!(!printed.contains("not on the worklist"), "{printed}");
+    assert_eq!(databases(), before, "the benchmark's databases are dropped");
 }

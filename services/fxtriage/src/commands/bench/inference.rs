@@ -28,7 +28,7 @@ use fxtriage_proto::v1::{FindingStatus, InstanceRef, InstanceStored};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::Samples;
+use super::{Samples, process_cpu_time};
 use crate::clients::{BusArgs, StoreArgs};
 use crate::model_args::ModelArgs;
 
@@ -424,26 +424,6 @@ async fn pipeline_round(
     Ok((started.elapsed(), stages))
 }
 
-/// This process's CPU time so far, every thread, user and system: utime and
-/// stime of /proc/self/stat, in Linux's fixed 100 ticks per second.
-fn process_cpu_time() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("cannot read /proc/self/stat")?;
-    // Fields after the command name (which may hold spaces) start at field 3;
-    // utime and stime are fields 14 and 15.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("/proc/self/stat without a command name")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> anyhow::Result<u64> {
-        fields
-            .get(index)
-            .and_then(|value| value.parse().ok())
-            .context("/proc/self/stat without CPU times")
-    };
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
-}
-
 /// Images sent at each of `--rates` for `--rate-seconds`, each through the
 /// same path as the rounds; the process's CPU time over the period (from the
 /// first send until the last image is done) per image, and its latency.
@@ -474,7 +454,7 @@ async fn measure_rates(args: &InferenceBenchArgs, setup: &Setup) -> anyhow::Resu
         let count = ((rate * args.rate_seconds).round() as usize).max(1);
         let interval = Duration::from_secs_f64(1.0 / rate);
         let mut tasks = JoinSet::new();
-        let cpu_before = process_cpu_time()?;
+        let cpu_before = process_cpu_time("self")?;
         let started = Instant::now();
         for index in 0..count {
             tokio::time::sleep_until((started + interval * index as u32).into()).await;
@@ -487,7 +467,7 @@ async fn measure_rates(args: &InferenceBenchArgs, setup: &Setup) -> anyhow::Resu
             latency.push(outcome.context("a benchmark task failed")??.total);
         }
         let elapsed = started.elapsed();
-        let cpu = process_cpu_time()?.saturating_sub(cpu_before);
+        let cpu = process_cpu_time("self")?.saturating_sub(cpu_before);
         println!(
             "  {rate:>10.1} {:>9.1} {:>18.2} {:>16.2} {:>8.2}",
             count as f64 / elapsed.as_secs_f64(),

@@ -28,7 +28,7 @@ use fxtriage_objstore::{LocalDirStore, ObjectStore};
 use fxtriage_proto::Namespace;
 use tokio_util::sync::CancellationToken;
 
-use super::Samples;
+use super::{Samples, memory, reset_peak_memory};
 use crate::clients::StoreArgs;
 
 const BASELINE: &str = include_str!("ingest_baseline.sh");
@@ -257,8 +257,8 @@ impl Receiver {
     /// at the start).
     async fn round(&self, senders: &[PathBuf], expected: usize) -> anyhow::Result<(Duration, u64)> {
         let before = self.announced.load(Ordering::SeqCst);
-        reset_peak_memory();
-        let resident = memory("VmRSS")?;
+        reset_peak_memory("self");
+        let resident = memory("self", "VmRSS")?;
         let started = Instant::now();
         let mut children = Vec::new();
         for directory in senders {
@@ -298,7 +298,7 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok((elapsed, memory("VmHWM")?.saturating_sub(resident)))
+        Ok((elapsed, memory("self", "VmHWM")?.saturating_sub(resident)))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -306,25 +306,6 @@ impl Receiver {
         self.server.await??;
         Ok(())
     }
-}
-
-/// Resets this process's peak resident memory (Linux: "5" to clear_refs).
-fn reset_peak_memory() {
-    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
-        tracing::warn!(%error, "cannot reset the peak resident memory; the figure covers the whole run");
-    }
-}
-
-/// A memory figure of this process from /proc/self/status, in bytes: `VmHWM`
-/// (the peak resident memory since the last reset) or `VmRSS` (now).
-fn memory(field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kilobytes: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/self/status"))?;
-    Ok(kilobytes * 1024)
 }
 
 #[allow(clippy::print_stdout)]

@@ -1,4 +1,4 @@
-//! `fxtriage bench decode`, `bench ingest`, `bench inference` and `bench worklist`: load
+//! `fxtriage bench decode`, `bench ingest`, `bench inference`, `bench pipeline` and `bench worklist`: load
 //! generators that print throughput and latency figures. Performance targets live here, not in
 //! timed tests. Each figure is a median over repeated rounds or a percentile
 //! over every request, and each pipeline figure is printed next to a baseline
@@ -7,9 +7,12 @@
 pub mod decode;
 pub mod inference;
 pub mod ingest;
+pub mod pipeline;
 pub mod worklist;
 
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use clap::{Args, Subcommand};
 
@@ -32,6 +35,11 @@ pub enum BenchCommand {
     /// C-STORE instances per second into fxtriage's SCP, next to dcmtk's
     /// storescp on the same files from the same senders.
     Ingest(ingest::IngestBenchArgs),
+    /// The whole product fed by C-STORE at fixed rates: latency from C-STORE
+    /// success to the worklist, the highest rate sustained, CPU per instance
+    /// of each process; distributed (separate processes on the local stack)
+    /// and standalone.
+    Pipeline(pipeline::PipelineBenchArgs),
     /// Worklist reads per second with their latency over the HTTP API, and
     /// instances and findings applied per second, on a seeded database.
     Worklist(worklist::WorklistBenchArgs),
@@ -42,8 +50,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::Inference(args) => inference::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Worklist(args) => worklist::run(args).await,
     }
+}
+
+/// The CPU time so far of process `pid` (a number, or `self`), every thread,
+/// user and system: utime and stime of /proc/PID/stat, in Linux's fixed 100
+/// ticks per second.
+pub fn process_cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // Fields after the command name (which may hold spaces) start at field 3;
+    // utime and stime are fields 14 and 15.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("{path} without a command name"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .with_context(|| format!("{path} without CPU times"))
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// Sorted samples, for percentiles.
@@ -88,6 +119,28 @@ impl Samples {
     pub fn median(&mut self) -> f64 {
         self.quantile(0.5)
     }
+}
+
+/// Resets the peak resident memory of process `pid` (a number, or `self`):
+/// "5" to its clear_refs (Linux).
+pub fn reset_peak_memory(pid: &str) {
+    if let Err(error) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        tracing::warn!(%error, pid, "cannot reset the peak resident memory; the figure covers the whole run");
+    }
+}
+
+/// A memory figure of process `pid` (a number, or `self`) from
+/// /proc/PID/status, in bytes: `VmHWM` (the peak resident memory since the
+/// last reset) or `VmRSS` (now).
+pub fn memory(pid: &str, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in {path}"))?;
+    Ok(kilobytes * 1024)
 }
 
 /// A small deterministic generator (SplitMix64) for the load generators' choices.
