@@ -220,23 +220,33 @@ fn meta_transfer_syntax<R: Read>(source: &mut Source<R>) -> Result<Option<String
     Ok(None)
 }
 
-/// VRs whose explicit header has 2 reserved bytes and a 4-byte length.
+/// Whether an explicit VR header has 2 reserved bytes and a 4-byte length:
+/// every VR but the 21 of PS3.5 Table 7.1-2, and (as dicom-rs reads it) any
+/// code that is not a VR, which the parser takes for UN.
 fn long_form(vr: &[u8; 2]) -> bool {
-    matches!(
+    !matches!(
         vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     )
 }
 
@@ -398,7 +408,8 @@ fn walk<R: Read>(
                     return Ok(());
                 }
                 (
-                    VR::from_binary(vr),
+                    // What the parser takes an unknown code for.
+                    Some(VR::from_binary(vr).unwrap_or(VR::UN)),
                     encoding.u32([rest[2], rest[3], rest[4], rest[5]]),
                 )
             } else {
