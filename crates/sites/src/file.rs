@@ -129,10 +129,27 @@ impl Existing {
     }
 }
 
+/// The largest sites file accepted: room for thousands of sites (a national
+/// network's thousand sites with their destinations take about 2 MiB), while
+/// what is parsed, and held by whoever reads it, stays bounded.
+pub const MAX_FILE_BYTES: usize = 8 << 20;
+
 /// Parses and checks `text` against what `existing` holds (with `prune`, the
 /// sites the file does not name are going away); every error, with its line,
 /// or the file.
 pub fn parse(text: &str, existing: &Existing, prune: bool) -> Result<RegistryFile, InvalidFile> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(InvalidFile {
+            errors: vec![FileError {
+                line: 0,
+                message: format!(
+                    "the sites file has {} bytes, more than the limit of {} MiB",
+                    text.len(),
+                    MAX_FILE_BYTES >> 20
+                ),
+            }],
+        });
+    }
     let lines = Lines(text);
     let mut errors: Vec<FileError> = Vec::new();
     let error_at = |errors: &mut Vec<FileError>, span: Option<Range<usize>>, message: String| {

@@ -198,7 +198,13 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate_group));
     let admin_routes = Router::new()
         .route("/sites", get(admin::get_sites))
-        .route("/sites/apply", post(admin::post_apply))
+        .route(
+            "/sites/apply",
+            // The sites file's own bound, not axum's 2 MiB default.
+            post(admin::post_apply).layer(axum::extract::DefaultBodyLimit::max(
+                fxtriage_sites::file::MAX_FILE_BYTES,
+            )),
+        )
         .route("/sites/{site}", get(admin::get_site))
         .route("/tokens", get(admin::get_tokens).post(admin::post_token))
         .route(

@@ -90,6 +90,16 @@ pub async fn apply_file(
     options: ApplyOptions,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
+    // Refused by its size before it is read into memory.
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the sites file {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= fxtriage_sites::file::MAX_FILE_BYTES as u64,
+        "{}: the sites file has {size} bytes, more than the limit of {} MiB",
+        path.display(),
+        fxtriage_sites::file::MAX_FILE_BYTES >> 20
+    );
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the sites file {}", path.display()))?;
     match store::apply_text(pool, &text, options).await {
