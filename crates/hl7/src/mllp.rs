@@ -13,6 +13,8 @@ pub enum FrameError {
     Closed(bool),
     #[error("a message is longer than {0} bytes")]
     TooLong(usize),
+    #[error("no start of a message (0x0B) within {0} bytes")]
+    NoStart(usize),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -35,19 +37,26 @@ pub async fn write_message<W: tokio::io::AsyncWrite + Unpin>(
     writer.flush().await
 }
 
-/// Reads the next message (bytes before a start byte are skipped), at most
-/// `max_length` bytes long, so that a peer cannot make it grow without bound.
+/// Reads the next message, at most `max_length` bytes long, so that a peer
+/// cannot make it grow without bound; up to `max_length` bytes before a start
+/// byte are skipped, more end the read. Reads a byte at a time: give it a
+/// buffered reader.
 pub async fn read_message<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     max_length: usize,
 ) -> Result<Vec<u8>, FrameError> {
     let mut byte = [0_u8; 1];
+    let mut skipped = 0_usize;
     loop {
         if reader.read(&mut byte).await? == 0 {
             return Err(FrameError::Closed(false));
         }
         if byte[0] == START {
             break;
+        }
+        skipped += 1;
+        if skipped > max_length {
+            return Err(FrameError::NoStart(max_length));
         }
     }
     let mut message = Vec::new();
@@ -74,6 +83,22 @@ pub async fn read_message<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bytes_without_a_start_are_skipped_only_up_to_the_bound() {
+        let mut junk = vec![b'x'; 100];
+        junk.extend_from_slice(&frame(b"MSH|late"));
+        let mut stream: &[u8] = &junk;
+        assert!(matches!(
+            read_message(&mut stream, 50).await,
+            Err(FrameError::NoStart(50))
+        ));
+        let mut stream: &[u8] = &junk;
+        assert_eq!(
+            read_message(&mut stream, 100).await.expect("read"),
+            b"MSH|late"
+        );
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_are_bounded() {

@@ -38,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// A connection with no message for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Connections open at once; one more is closed as soon as it is accepted
+/// (a RIS keeps one or a few). Each holds at most one message being read.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Listens on `address` until `shutdown`; returns the bound address and the task.
 pub async fn serve(
@@ -55,6 +58,10 @@ pub async fn serve(
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if connections.len() >= MAX_CONNECTIONS => {
+                        tracing::warn!(%peer, limit = MAX_CONNECTIONS, "HL7 connection refused: too many open");
+                        drop(stream);
+                    }
                     Ok((stream, peer)) => {
                         connections.spawn(connection(
                             stream,
@@ -78,13 +85,14 @@ pub async fn serve(
 }
 
 async fn connection(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
     pool: Pool,
     registry: SiteRegistry,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut stream = tokio::io::BufReader::new(stream);
     loop {
         let read = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -92,14 +100,18 @@ async fn connection(
         };
         let raw = match read {
             Ok(Ok(raw)) => raw,
-            Ok(Err(mllp::FrameError::Closed(false))) | Err(_) => return,
+            Ok(Err(mllp::FrameError::Closed(false))) => return,
+            Err(_) => {
+                tracing::info!(%peer, seconds = IDLE_TIMEOUT.as_secs(), "HL7 connection closed: no complete message in time");
+                return;
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%peer, %error, "HL7 connection closed");
                 return;
             }
         };
         let ack = handle(&pool, &registry, &peer.to_string(), &raw).await;
-        if mllp::write_message(&mut stream, ack.as_bytes())
+        if mllp::write_message(stream.get_mut(), ack.as_bytes())
             .await
             .is_err()
         {
