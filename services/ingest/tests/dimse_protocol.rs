@@ -244,6 +244,27 @@ async fn a_data_set_without_a_command_aborts_that_association_only() {
     scp.stop().await;
 }
 
+/// A P-DATA PDU claiming 4 GiB on an established association is refused from
+/// its 6-byte header (the length fxtriage announced is 64 KiB): the abort
+/// arrives without another byte sent, so nothing was read or allocated for
+/// the claimed length, and the next association is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdu_claiming_4_gib_is_aborted_from_its_header() {
+    let scp = Scp::start().await;
+    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+    assert_eq!(association.acceptor_max_pdu_length(), 65_536);
+    association
+        .inner_stream()
+        .write_all(&[0x04, 0x00, 0xFF, 0xFF, 0xFF, 0xFF])
+        .await
+        .expect("write");
+    let answer = association.receive().await;
+    assert!(ended_by_the_scp(&answer), "the SCP aborts: {answer:?}");
+    scu::echo(&scp).await;
+    assert!(scp.is_running());
+    scp.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_dropped_connections_never_stop_the_server() {
     let scp = Scp::start().await;

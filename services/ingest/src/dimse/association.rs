@@ -160,6 +160,14 @@ pub(crate) async fn serve_association(
             Ok(other) => {
                 break Ending::Violation(format!("unexpected {}", other.short_description()));
             }
+            // A PDU over the length we announced is refused from its header,
+            // before its bytes are read or anything is allocated for them.
+            Err(
+                error @ dicom_ul::association::Error::ReceivePdu {
+                    source: dicom_ul::pdu::ReadError::PduTooLarge { .. },
+                    ..
+                },
+            ) => break Ending::Violation(error_chain(&error)),
             Err(error) => break Ending::Lost(error_chain(&error)),
         };
         for value in values {
