@@ -150,7 +150,14 @@ pub enum ParseError {
     Encoding(String),
     #[error("segment {0} has an invalid id {1:?}")]
     SegmentId(usize, String),
+    #[error("the message has more than {0} fields and components")]
+    TooManyParts(usize),
 }
+
+/// Fields and components one message may hold. Each becomes a string of its
+/// own: without a bound, a 1 MiB message of delimiters would take about 50
+/// MiB once parsed. Real reports have hundreds.
+pub const MAX_PARTS: usize = 65_536;
 
 /// Reads an ER7 message with the standard delimiters. Segments end with a
 /// carriage return (a line feed, or CR LF, is accepted as well).
@@ -167,6 +174,15 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
         return Err(ParseError::Encoding(
             first.get(3..8).unwrap_or_default().to_owned(),
         ));
+    }
+    // Counted before anything is allocated for them.
+    let parts = text
+        .bytes()
+        .filter(|byte| matches!(byte, b'|' | b'^'))
+        .count()
+        + lines.len();
+    if parts > MAX_PARTS {
+        return Err(ParseError::TooManyParts(MAX_PARTS));
     }
     let mut segments = Vec::with_capacity(lines.len());
     for (index, line) in lines.iter().enumerate() {
@@ -334,7 +350,52 @@ mod tests {
         assert!(Ack::read("MSH|^~\\&|RIS\r").is_err());
     }
 
+    #[test]
+    fn a_message_of_a_million_delimiters_is_refused_before_it_is_split() {
+        let text = format!("MSH|^~\\&|{}", "|".repeat(1 << 20));
+        assert_eq!(
+            parse(&text).err(),
+            Some(ParseError::TooManyParts(MAX_PARTS))
+        );
+    }
+
+    fn report() -> String {
+        "MSH|^~\\&|RIS|NORTH_RIS|FXTRIAGE|FXTRIAGE|20261130120000||ORU^R01^ORU_R01|abc123|P|2.5.1\r\
+         PID|1||PAT1\r\
+         OBR|1|ACC-42|ACC-42|XR WRIST||||||||||||||||||||F\r\
+         OBX|1|TX|REPORT||No fracture.||||||F\r"
+            .to_owned()
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Arbitrary text, and a valid report with characters changed, are
+        /// answered (parsed within the bound, or refused), never a panic;
+        /// the same for reading an acknowledgement.
+        #[test]
+        fn hostile_messages_are_answered(
+            text in "\\PC*",
+            edits in proptest::collection::vec((0.0..1.0_f64, proptest::char::any()), 0..12),
+        ) {
+            let mut mutated: Vec<char> = report().chars().collect();
+            for (at, character) in edits {
+                let index = ((at * mutated.len() as f64) as usize).min(mutated.len() - 1);
+                mutated[index] = character;
+            }
+            let mutated: String = mutated.into_iter().collect();
+            for input in [text.as_str(), mutated.as_str()] {
+                if let Ok(parsed) = parse(input) {
+                    let parts: usize = parsed.segments.iter().flatten().map(Vec::len).sum();
+                    proptest::prop_assert!(parts <= MAX_PARTS);
+                }
+                let _ = Ack::read(input);
+            }
+        }
+
         #[test]
         fn escaping_round_trips(text in "\\PC*") {
             let plain: String = text.chars().filter(|c| !c.is_control()).collect();
