@@ -504,3 +504,86 @@ async fn a_store_the_pipeline_cannot_complete_asks_the_sender_to_retry() {
     assert!(scp.events(0, Duration::from_millis(100)).await.is_empty());
     scp.stop().await;
 }
+
+/// Randomised hostile PDUs (64 cases in CI; `PROPTEST_CASES` raises it): on
+/// a fresh connection or an established association, PDUs of any type with
+/// random contents and lengths (up to and past the announced maximum), some
+/// cut short. Each connection is answered or ended by the SCP, within its
+/// idle timeout, never by a crash; the SCP serves a C-ECHO after them all.
+#[test]
+fn randomised_hostile_pdus_never_stop_the_server() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use tokio::io::AsyncReadExt as _;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let scp = runtime.block_on(Scp::start_with(DimseOptions {
+        idle_timeout: Duration::from_secs(5),
+        ..DimseOptions::default()
+    }));
+    let pdu = (
+        prop_oneof![1_u8..=7, any::<u8>()],
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..256),
+            (0_u32..2_000_000).prop_map(|length| length.to_be_bytes().to_vec()),
+        ],
+        any::<bool>(),
+    );
+    let case = (any::<bool>(), prop::collection::vec(pdu, 1..4));
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    runner
+        .run(&case, |(associated, pdus)| {
+            runtime.block_on(async {
+                let mut bytes = Vec::new();
+                for (kind, body, honest_length) in pdus {
+                    bytes.extend_from_slice(&[kind, 0]);
+                    let length = if honest_length {
+                        body.len() as u32
+                    } else {
+                        u32::from_be_bytes([
+                            body.first().copied().unwrap_or(0),
+                            body.get(1).copied().unwrap_or(0),
+                            body.get(2).copied().unwrap_or(0),
+                            body.get(3).copied().unwrap_or(0),
+                        ])
+                    };
+                    bytes.extend_from_slice(&length.to_be_bytes());
+                    bytes.extend_from_slice(&body);
+                }
+                if associated {
+                    let mut association = associate(&scp, AE_TITLE, DX).await.expect("associate");
+                    let _ = association.inner_stream().write_all(&bytes).await;
+                    // Answered, ended, or left waiting for more: in each case
+                    // the SCP ends it by its idle timeout at the latest.
+                    let _ = tokio::time::timeout(Duration::from_secs(30), association.receive())
+                        .await
+                        .expect("the SCP ends a hostile association by its idle timeout");
+                } else {
+                    let mut socket = tokio::net::TcpStream::connect(scp.address)
+                        .await
+                        .expect("connect");
+                    let _ = socket.write_all(&bytes).await;
+                    let mut answer = [0_u8; 1024];
+                    tokio::time::timeout(Duration::from_secs(30), async {
+                        while matches!(socket.read(&mut answer).await, Ok(read) if read > 0) {}
+                    })
+                    .await
+                    .expect("the SCP answers or ends a hostile connection");
+                }
+            });
+            prop_assert!(scp.is_running());
+            Ok(())
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    runtime.block_on(async {
+        scu::echo(&scp).await;
+        scp.stop().await;
+    });
+}
