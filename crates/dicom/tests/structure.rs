@@ -5,53 +5,14 @@
 //! data set inflating beyond its bound. Real files of every kind pydicom's
 //! test data holds, which the parser reads, pass the walk unchanged.
 
-use std::io::Write as _;
+mod bombs;
+
 use std::path::{Path, PathBuf};
 
-use dicom_core::value::PrimitiveValue;
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
+use bombs::{declaring_4_gib, deflated_zeros, file_with_tail, nested};
+
 use fxtriage_dicom::structure::{self, Limits};
-use fxtriage_dicom::synthetic::part10;
 use fxtriage_dicom::{RejectionKind, inspect_bytes, inspect_file};
-
-/// A small valid file (SOP class and instance only) with `tail` appended
-/// after its last element, in Explicit VR Little Endian.
-fn file_with_tail(tail: &[u8]) -> Vec<u8> {
-    let dataset = InMemDicomObject::from_element_iter([
-        DataElement::new(
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.1.1"),
-        ),
-        DataElement::new(
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from("1.2.3.4"),
-        ),
-    ]);
-    let mut bytes = part10(dataset);
-    bytes.extend_from_slice(tail);
-    bytes
-}
-
-/// `depth` Content Sequences, each holding one item, nested, all of
-/// undefined length.
-fn nested(depth: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(depth * 24);
-    for _ in 0..depth {
-        bytes.extend_from_slice(&[
-            0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-        ]);
-        bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-    }
-    for _ in 0..depth {
-        bytes.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
-        bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-    }
-    bytes
-}
 
 /// On a thread with tokio's default blocking stack (2 MiB), as ingest parses.
 fn on_a_service_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -82,12 +43,7 @@ fn sequences_nested_10000_deep_are_refused_before_the_parser_recurses() {
 
 #[test]
 fn an_element_declaring_4_gib_in_a_small_file_is_refused_without_allocating_it() {
-    // A private OB element declaring 0xFFFFFFF0 bytes, followed by 16.
-    let mut tail = vec![
-        0x11, 0x00, 0x10, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
-    ];
-    tail.extend_from_slice(&[0; 16]);
-    let bomb = file_with_tail(&tail);
+    let bomb = file_with_tail(&declaring_4_gib());
     let rejection = inspect_bytes(&bomb).expect_err("refused");
     assert!(
         rejection
@@ -135,23 +91,6 @@ fn too_many_elements_are_refused() {
     );
 }
 
-/// The file meta group for `transfer_syntax`, preamble included.
-fn meta(transfer_syntax: &str) -> Vec<u8> {
-    let mut value = transfer_syntax.as_bytes().to_vec();
-    if value.len() % 2 == 1 {
-        value.push(0);
-    }
-    let mut group = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I'];
-    group.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    group.extend_from_slice(&value);
-    let mut bytes = vec![0; 128];
-    bytes.extend_from_slice(b"DICM");
-    bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
-    bytes.extend_from_slice(&(group.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&group);
-    bytes
-}
-
 #[test]
 fn a_deflated_data_set_inflating_beyond_its_bound_is_refused_in_bounded_memory() {
     const INFLATED: usize = 64 << 20;
@@ -160,21 +99,8 @@ fn a_deflated_data_set_inflating_beyond_its_bound_is_refused_in_bounded_memory()
         ..Limits::default()
     };
     // One OB element declaring 64 MiB of zeros, deflated to about 64 KiB.
-    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder
-        .write_all(&[0x11, 0x00, 0x10, 0x10, b'O', b'B', 0, 0])
-        .expect("deflate");
-    encoder
-        .write_all(&(INFLATED as u32).to_le_bytes())
-        .expect("deflate");
-    let zeros = vec![0_u8; 1 << 20];
-    for _ in 0..INFLATED >> 20 {
-        encoder.write_all(&zeros).expect("deflate");
-    }
-    let mut bomb = meta("1.2.840.10008.1.2.1.99");
-    let meta_length = bomb.len();
-    bomb.extend_from_slice(&encoder.finish().expect("deflate"));
-    assert!(bomb.len() - meta_length < 1 << 20, "a small file");
+    let bomb = deflated_zeros(INFLATED as u32);
+    assert!(bomb.len() < 1 << 20, "a small file");
     let rejection =
         structure::check(bomb.as_slice(), Some(bomb.len() as u64), limits).expect_err("refused");
     assert_eq!(rejection.kind, RejectionKind::InstanceTooLarge);

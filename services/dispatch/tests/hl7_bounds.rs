@@ -55,6 +55,17 @@ fn closed(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// Writes `prefix`, then filler until more than `MAX_MESSAGE_BYTES` went out
+/// or the listener stopped reading.
+fn flood(stream: &mut TcpStream, prefix: &[u8]) {
+    let _ = stream.write_all(prefix);
+    let chunk = vec![b'x'; 64 << 10];
+    let mut sent = 0;
+    while sent <= MAX_MESSAGE_BYTES && stream.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peer_is_bounded_and_the_others_are_served() {
     let Some(database) = FreshDatabase::create("fxt_dispatch_hl7_bounds").await else {
@@ -98,31 +109,14 @@ async fn a_hostile_peer_is_bounded_and_the_others_are_served() {
 
         // A message that never ends: cut once it passes the bound.
         let mut endless = connect(address);
-        endless
-            .write_all(&[fxtriage_hl7::mllp::START])
-            .expect("start");
-        let chunk = vec![b'x'; 64 << 10];
-        let mut sent = 0;
-        while sent <= MAX_MESSAGE_BYTES {
-            if endless.write_all(&chunk).is_err() {
-                break;
-            }
-            sent += chunk.len();
-        }
+        flood(&mut endless, &[fxtriage_hl7::mllp::START]);
         assert!(
             closed(&mut endless),
             "the endless message ends its connection"
         );
-
         // Bytes that never start a message: the same.
         let mut junk = connect(address);
-        let mut sent = 0;
-        while sent <= MAX_MESSAGE_BYTES {
-            if junk.write_all(&chunk).is_err() {
-                break;
-            }
-            sent += chunk.len();
-        }
+        flood(&mut junk, &[]);
         assert!(
             closed(&mut junk),
             "endless bytes before a start end their connection"

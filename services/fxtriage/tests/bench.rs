@@ -473,7 +473,7 @@ fn pipeline_benchmark_measures_both_deployments_from_c_store_to_worklist() {
                     .expect("connect");
                 client
                     .query(
-                        "SELECT datname FROM pg_database WHERE datname LIKE 'fxtriage_bench_%'",
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'fxtriage\\_pipeline\\_bench\\_%'",
                         &[],
                     )
                     .await

@@ -116,7 +116,7 @@ struct Database {
 impl Database {
     async fn create(server_url: &str) -> anyhow::Result<Self> {
         let server = fxtriage_db::DbConfig::from_url(server_url)?;
-        let name = format!("fxtriage_bench_{}", std::process::id())
+        let name = format!("fxtriage_pipeline_bench_{}", std::process::id())
             + "_"
             + &new_uid().replace('.', "")[4..16];
         server
@@ -276,8 +276,9 @@ impl Deployment {
         let dimse_port = free_port()?;
         let model = args.model.display().to_string();
         let mut environment = vec![("FXTRIAGE_DATABASE_URL", database_url.to_owned())];
-        let mut processes = Vec::new();
-        Ok(match mode {
+        // Each process: its name, its arguments, and where it says it is ready.
+        let mut plan: Vec<(&'static str, Vec<String>, String)> = Vec::new();
+        match mode {
             Mode::Distributed => {
                 ensure!(
                     std::env::var_os("FXTRIAGE_KAFKA_BROKERS").is_some()
@@ -314,17 +315,7 @@ impl Deployment {
                             health.clone(),
                         ],
                     };
-                    let mut process = Process::start(name, &arguments, &environment, work.path())?;
-                    process
-                        .wait_ready(&format!("http://{health}/health/ready"))
-                        .await?;
-                    processes.push(process);
-                }
-                Self {
-                    processes,
-                    dimse_port,
-                    database_url: database_url.to_owned(),
-                    _work: work,
+                    plan.push((name, arguments, health));
                 }
             }
             Mode::Standalone => {
@@ -344,19 +335,22 @@ impl Deployment {
                     "--stow-address".into(),
                     format!("127.0.0.1:{}", free_port()?),
                 ];
-                let mut process =
-                    Process::start("standalone", &arguments, &environment, work.path())?;
-                process
-                    .wait_ready(&format!("http://{http}/health/ready"))
-                    .await?;
-                processes.push(process);
-                Self {
-                    processes,
-                    dimse_port,
-                    database_url: database_url.to_owned(),
-                    _work: work,
-                }
+                plan.push(("standalone", arguments, http));
             }
+        }
+        let mut processes = Vec::new();
+        for (name, arguments, ready_at) in plan {
+            let mut process = Process::start(name, &arguments, &environment, work.path())?;
+            process
+                .wait_ready(&format!("http://{ready_at}/health/ready"))
+                .await?;
+            processes.push(process);
+        }
+        Ok(Self {
+            processes,
+            dimse_port,
+            database_url: database_url.to_owned(),
+            _work: work,
         })
     }
 
