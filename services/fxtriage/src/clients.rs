@@ -32,12 +32,18 @@ pub struct BusArgs {
     /// Extra librdkafka client properties, `KEY=VALUE`, for what a managed
     /// cluster needs (security.protocol, sasl.mechanism, ssl.ca.location, ...) or
     /// for diagnosis (debug=cgrp); repeat the flag, or separate them by commas in
-    /// the variable. Values are never logged when the key names a secret.
+    /// the variable (an empty variable, or an empty item between commas, sets
+    /// nothing). Values are never logged when the key names a secret.
     #[arg(long = "kafka-property", env = "FXTRIAGE_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property, hide_env_values = true)]
-    pub kafka_properties: Vec<(String, String)>,
+    pub kafka_properties: Vec<Option<(String, String)>>,
 }
 
-fn parse_property(text: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE`, or `None` for an empty item (a variable set to "" by a
+/// deployment's template must not stop the service).
+fn parse_property(text: &str) -> Result<Option<(String, String)>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
@@ -45,7 +51,7 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
     if key.is_empty() {
         return Err(format!("{text:?} has no key"));
     }
-    Ok((key.to_owned(), value.trim().to_owned()))
+    Ok(Some((key.to_owned(), value.trim().to_owned())))
 }
 
 impl BusArgs {
@@ -53,7 +59,7 @@ impl BusArgs {
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
         let mut config = KafkaConfig::new(&self.kafka_brokers, client_id);
         config.replication_factor = self.topic_replication;
-        config.properties = self.kafka_properties.clone();
+        config.properties = self.kafka_properties.iter().flatten().cloned().collect();
         let bus = KafkaBus::connect(config)?;
         bus.check(Duration::from_secs(15))
             .await
@@ -178,5 +184,42 @@ impl SitesFileArgs {
             tracing::info!(file = %path.display(), "{line}");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        bus: BusArgs,
+    }
+
+    fn properties(arguments: &[&str]) -> Result<Vec<(String, String)>, clap::Error> {
+        let parsed = Command::try_parse_from(
+            ["fxtriage", "--kafka-brokers", "127.0.0.1:9092"]
+                .iter()
+                .chain(arguments),
+        )?;
+        Ok(parsed.bus.kafka_properties.into_iter().flatten().collect())
+    }
+
+    #[test]
+    fn kafka_properties_are_read_and_an_empty_one_sets_nothing() {
+        assert_eq!(
+            properties(&["--kafka-property", " fetch.wait.max.ms = 50 "]).expect("parsed"),
+            [("fetch.wait.max.ms".to_owned(), "50".to_owned())]
+        );
+        // As FXTRIAGE_KAFKA_PROPERTIES="" (a template's default) reads.
+        assert_eq!(properties(&["--kafka-property", ""]).expect("parsed"), []);
+        let refused = properties(&["--kafka-property", "no-equals-sign"]).expect_err("refused");
+        assert!(
+            refused.to_string().contains("is not KEY=VALUE"),
+            "{refused}"
+        );
     }
 }
