@@ -4,7 +4,9 @@
 //! Studies sent by C-STORE (dcmtk's dcmsend) reach the site's worklist exactly
 //! once each, analysed, in policy order; invalid ones end in quarantine; what a
 //! consumer of the worklist topic sees has every change once in effect and in
-//! order; nothing is dead-lettered that the test did not send as poison.
+//! order; a poison message on the instances and on the findings topic is
+//! dead-lettered once by each of its consumers while the rest flows; nothing
+//! else is dead-lettered.
 
 mod support;
 
@@ -446,19 +448,20 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
         return;
     };
     let client = deployment.stack.client().await;
-    // A poison message on the instances topic: both of its consumers dead-letter it
-    // (kind malformed-message) and move on.
+    // A poison message on the instances topic and one on the findings topic:
+    // each consumer dead-letters it (kind malformed-message) once and moves on.
     let poison = "poison-e2e";
-    deployment
-        .stack
-        .kafka()
-        .await
-        .produce(
-            &deployment.stack.namespace.instances_topic(),
-            Record::new(poison, b"\xff\xffnot an InstanceStored".to_vec()),
-        )
-        .await
-        .expect("produce the poison message");
+    let findings_poison = "poison-e2e-finding";
+    let kafka = deployment.stack.kafka().await;
+    for (topic, key) in [
+        (deployment.stack.namespace.instances_topic(), poison),
+        (deployment.stack.namespace.findings_topic(), findings_poison),
+    ] {
+        kafka
+            .produce(&topic, Record::new(key, b"\xff\xffnot a message".to_vec()))
+            .await
+            .expect("produce the poison message");
+    }
 
     let inputs = deployment.directory.path().join("studies");
     let studies = write_studies(&inputs, 20, true);
@@ -480,19 +483,27 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
         "each image recorded once"
     );
     assert_quarantined(&deployment, 2).await;
-    deployment.check_topics(&client, &[poison]).await;
+    deployment
+        .check_topics(&client, &[poison, findings_poison])
+        .await;
 
-    // Each consumer of the instances topic counted the poison message once, and
-    // no service counted any other dead letter.
+    // Each consumer counted each poison message of its topics once, and no
+    // service counted any other dead letter.
     let instances_topic = deployment.stack.namespace.instances_topic();
-    for name in ["inference", "prioritizer"] {
-        let counted = dead_letters_counted(&deployment.health_address(name)).await;
-        let expected = BTreeMap::from([(
-            (instances_topic.clone(), "malformed-message".to_owned()),
-            1.0,
-        )]);
-        assert_eq!(counted, expected, "dead letters counted by {name}");
-    }
+    let findings_topic = deployment.stack.namespace.findings_topic();
+    let malformed = |topic: &String| ((topic.clone(), "malformed-message".to_owned()), 1.0);
+    let counted = dead_letters_counted(&deployment.health_address("inference")).await;
+    assert_eq!(
+        counted,
+        BTreeMap::from([malformed(&instances_topic)]),
+        "dead letters counted by inference"
+    );
+    let counted = dead_letters_counted(&deployment.health_address("prioritizer")).await;
+    assert_eq!(
+        counted,
+        BTreeMap::from([malformed(&instances_topic), malformed(&findings_topic)]),
+        "dead letters counted by the prioritizer"
+    );
     let counted = dead_letters_counted(&deployment.health_address("ingest")).await;
     assert!(counted.is_empty(), "ingest dead-lettered {counted:?}");
     let dead_lettered = read_topics(
@@ -506,6 +517,19 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
         dead_lettered.len(),
         2,
         "the poison message is dead-lettered once by each consumer group: {:?}",
+        describe_dead_letters(&dead_lettered)
+    );
+    let dead_lettered = read_topics(
+        &kafka,
+        &deployment.stack.namespace,
+        &[topics::dead_letter_topic(&findings_topic)],
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        dead_lettered.len(),
+        1,
+        "the poisoned finding is dead-lettered once, by the prioritizer: {:?}",
         describe_dead_letters(&dead_lettered)
     );
     deployment.stop().await;
