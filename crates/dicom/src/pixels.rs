@@ -220,7 +220,6 @@ pub struct ModelImage {
 /// to original pixels exact.
 pub fn decode_for_input(bytes: &[u8], size: u32) -> Result<(ModelImage, WindowSource), PixelError> {
     let object = open(bytes)?;
-    crate::j2k::check_declared_size(&object)?;
     if let Some(reduced) = crate::j2k::decode_reduced(&object, size)? {
         return Ok(reduced);
     }
@@ -252,13 +251,18 @@ pub fn decode_windowed_per_value(bytes: &[u8]) -> Result<(GreyImage, WindowSourc
     decode_object(&object, Path::PerValue)
 }
 
+/// Parses the file for decoding, after the checks every decoding path needs:
+/// its structure walked within bounds, and a JPEG 2000 frame declaring the
+/// data set's size.
 fn open(bytes: &[u8]) -> Result<DefaultDicomObject, PixelError> {
     crate::structure::check_bytes(bytes)
         .map_err(|rejection| PixelError::new(PixelErrorKind::Unreadable, rejection.to_string()))?;
-    OpenFileOptions::new()
+    let object = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .from_reader(bytes)
-        .map_err(|error| PixelError::new(PixelErrorKind::Unreadable, error.to_string()))
+        .map_err(|error| PixelError::new(PixelErrorKind::Unreadable, error.to_string()))?;
+    crate::j2k::check_declared_size(&object)?;
+    Ok(object)
 }
 
 pub(crate) fn first_decimal(object: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
@@ -290,7 +294,6 @@ fn decode_object(
             format!("transfer syntax {transfer_syntax}: {error}"),
         )
     };
-    crate::j2k::check_declared_size(object)?;
     let decoded = object.decode_pixel_data().map_err(|error| {
         let text = error.to_string();
         let kind = if unsupported_transfer_syntax(&transfer_syntax)

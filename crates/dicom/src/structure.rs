@@ -65,6 +65,51 @@ const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
 
+/// What the walk reads from: values are skipped, without reading them where
+/// the input allows (a slice advances, a file seeks).
+pub trait Input: Read {
+    /// Skips `count` bytes; how many there were.
+    fn skip_bytes(&mut self, count: u64) -> io::Result<u64>;
+}
+
+impl Input for &[u8] {
+    fn skip_bytes(&mut self, count: u64) -> io::Result<u64> {
+        let skipped = usize::try_from(count).unwrap_or(usize::MAX).min(self.len());
+        *self = &self[skipped..];
+        Ok(skipped as u64)
+    }
+}
+
+/// A file of known size: the walk never skips past its end (a value longer
+/// than what remains is refused first), so a seek stands for the read.
+impl Input for io::BufReader<std::fs::File> {
+    fn skip_bytes(&mut self, count: u64) -> io::Result<u64> {
+        self.seek_relative(i64::try_from(count).unwrap_or(i64::MAX))?;
+        Ok(count)
+    }
+}
+
+impl<T: Input + ?Sized> Input for &mut T {
+    fn skip_bytes(&mut self, count: u64) -> io::Result<u64> {
+        (**self).skip_bytes(count)
+    }
+}
+
+/// A stream that can only be read through (an inflated data set).
+struct Streamed<R>(R);
+
+impl<R: Read> Read for Streamed<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buffer)
+    }
+}
+
+impl<R: Read> Input for Streamed<R> {
+    fn skip_bytes(&mut self, count: u64) -> io::Result<u64> {
+        io::copy(&mut (&mut self.0).take(count), &mut io::sink())
+    }
+}
+
 fn refused(reason: String) -> Rejection {
     Rejection::new(RejectionKind::Unreadable, reason)
 }
@@ -75,19 +120,20 @@ pub fn check_bytes(bytes: &[u8]) -> Result<(), Rejection> {
 }
 
 /// Checks the file read from `reader`, `size` bytes long when known.
-pub fn check(reader: impl Read, size: Option<u64>, limits: Limits) -> Result<(), Rejection> {
+/// A file's `size` must be given (it bounds what is skipped by seeking).
+pub fn check(reader: impl Input, size: Option<u64>, limits: Limits) -> Result<(), Rejection> {
     check_inner(reader, size, limits, false)
 }
 
 /// Checks the file read from `reader` up to its top-level Pixel Data, for a
 /// parser that reads only the header (`read_until` Pixel Data): a file cut
 /// short in its pixels still has a header worth reading.
-pub fn check_header(reader: impl Read, size: Option<u64>) -> Result<(), Rejection> {
+pub fn check_header(reader: impl Input, size: Option<u64>) -> Result<(), Rejection> {
     check_inner(reader, size, Limits::default(), true)
 }
 
 fn check_inner(
-    reader: impl Read,
+    reader: impl Input,
     size: Option<u64>,
     limits: Limits,
     header_only: bool,
@@ -117,8 +163,10 @@ fn check_inner(
     };
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
         let inflated = Source {
-            reader: flate2::read::DeflateDecoder::new(source.reader)
-                .take(limits.max_inflated_bytes + 1),
+            reader: Streamed(
+                flate2::read::DeflateDecoder::new(source.reader)
+                    .take(limits.max_inflated_bytes + 1),
+            ),
             position: 0,
             size: None,
         };
@@ -150,8 +198,13 @@ impl<R: Read> Source<R> {
     }
 
     /// Skips `count` bytes; false when the input ended first.
-    fn skip(&mut self, count: u64) -> Result<bool, Rejection> {
-        let skipped = io::copy(&mut (&mut self.reader).take(count), &mut io::sink())
+    fn skip(&mut self, count: u64) -> Result<bool, Rejection>
+    where
+        R: Input,
+    {
+        let skipped = self
+            .reader
+            .skip_bytes(count)
             .map_err(|error| refused(format!("cannot read the file: {error}")))?;
         self.position += skipped;
         Ok(skipped == count)
@@ -294,7 +347,7 @@ struct Frame {
     encoding: Encoding,
 }
 
-fn walk<R: Read>(
+fn walk<R: Input>(
     mut source: Source<R>,
     encoding: Encoding,
     limits: Limits,
@@ -473,7 +526,7 @@ fn walk<R: Read>(
 /// Skips the value of `tag`; the input ending first is refused (the parser
 /// would allocate the declared length before finding out). `inflated`: the
 /// limits of a deflated data set.
-fn skip<R: Read>(
+fn skip<R: Input>(
     source: &mut Source<R>,
     tag: Tag,
     length: u32,
