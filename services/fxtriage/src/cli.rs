@@ -6,10 +6,18 @@ use fxtriage_telemetry::{LogFormat, TelemetryConfig};
 
 use crate::commands;
 
+/// The crate version and the git revision it was built from, as `fxtriage --version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("FXTRIAGE_GIT_REVISION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fxtriage",
-    version,
+    version = VERSION,
     about = "Fracture triage for radiology worklists: ingest X-ray studies, detect likely fractures, read them first.",
     long_about = None
 )]

@@ -1,5 +1,6 @@
 //! The operator commands of the built binary: `quarantine list` prints what ingest
-//! refused; `import` prints a summary and fails when files remain to be imported.
+//! refused; `import` prints a summary and fails when files remain to be imported;
+//! `--version` names the version and the revision built.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -230,4 +231,28 @@ async fn import_prints_a_summary_and_a_second_run_skips_what_is_stored() {
     let summary = stdout(&failed);
     assert!(summary.contains("failed (retryable):  1"), "{summary}");
     database.drop_database().await;
+}
+
+/// `fxtriage --version` prints the crate version and the git revision the binary
+/// was built from: the commit checked out here (CI builds a clone), so a support
+/// request can name exactly what runs.
+#[test]
+fn version_names_the_revision_built() {
+    let output = fxtriage(&["--version"]);
+    assert!(output.status.success(), "{output:?}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run git");
+    assert!(
+        head.status.success(),
+        "the tests run in a git checkout: {head:?}"
+    );
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert_eq!(head.len(), 12, "{head}");
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("fxtriage {} (revision {head})", env!("CARGO_PKG_VERSION"))
+    );
 }
