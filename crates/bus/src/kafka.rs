@@ -100,8 +100,27 @@ impl fmt::Debug for KafkaConfig {
 
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when it hits a fatal error (see [`KafkaBus::produce`]).
+    producer: std::sync::RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
+}
+
+/// Counter: Kafka producers replaced after a fatal error.
+pub const PRODUCERS_REPLACED: &str = "fxtriage_kafka_producers_replaced_total";
+
+/// The idempotent producer of every service.
+fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
+    config
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(config_error)
 }
 
 impl fmt::Debug for KafkaBus {
@@ -138,29 +157,64 @@ impl KafkaBus {
     /// Creates the producer and admin clients. Connections are made lazily; call
     /// [`KafkaBus::check`] to find out whether the brokers answer.
     pub fn connect(config: KafkaConfig) -> Result<Self, BusError> {
-        let producer: FutureProducer = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(config_error)?;
+        let producer = create_producer(&config)?;
         let admin: AdminClient<DefaultClientContext> =
             config.client_config().create().map_err(config_error)?;
         Ok(Self {
             config,
-            producer,
+            producer: std::sync::RwLock::new(producer),
             admin,
         })
     }
 
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// After a produce failed with `used`: an idempotent producer that hit a
+    /// fatal error (the broker fenced it or lost its producer state, as a broker
+    /// restarted without that state does) fails every later message, so it is
+    /// replaced by a new one, once, and the caller's retry goes through the new
+    /// producer. Messages it held fail; their callers retry them too.
+    fn replace_if_fatal(&self, used: &FutureProducer, error: &KafkaError) {
+        let fatal = rdkafka::producer::Producer::client(used)
+            .fatal_error()
+            .or_else(|| {
+                // Fenced: librdkafka does not always flag it fatal, but the
+                // producer's identity is refused for good.
+                (error.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced))
+                    .then(|| (RDKafkaErrorCode::ProducerFenced, error.to_string()))
+            });
+        let Some((code, reason)) = fatal else {
+            return;
+        };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let same = rdkafka::producer::Producer::client(&*current).native_ptr()
+            == rdkafka::producer::Producer::client(used).native_ptr();
+        if !same {
+            return; // another caller replaced it already
+        }
+        match create_producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "the Kafka producer hit a fatal error; replaced by a new one");
+                metrics::counter!(PRODUCERS_REPLACED).increment(1);
+                *current = fresh;
+            }
+            Err(error) => {
+                tracing::error!(%error, ?code, %reason, "the Kafka producer hit a fatal error and cannot be replaced");
+            }
+        }
+    }
+
     /// Asks a broker for cluster metadata; fails when none answers within `timeout`.
     pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || {
             rdkafka::producer::Producer::client(&producer)
                 .fetch_metadata(None, Timeout::After(timeout))
@@ -226,8 +280,8 @@ impl Bus for KafkaBus {
             .key(&record.key)
             .payload(&record.payload)
             .headers(headers);
-        match self
-            .producer
+        let producer = self.producer();
+        match producer
             .send(message, Timeout::After(self.config.delivery_timeout))
             .await
         {
@@ -235,11 +289,14 @@ impl Bus for KafkaBus {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Err((error, _unsent)) => Err(BusError::Produce {
-                topic: topic.to_owned(),
-                kind: produce_error_kind(&error),
-                message: error.to_string(),
-            }),
+            Err((error, _unsent)) => {
+                self.replace_if_fatal(&producer, &error);
+                Err(BusError::Produce {
+                    topic: topic.to_owned(),
+                    kind: produce_error_kind(&error),
+                    message: error.to_string(),
+                })
+            }
         }
     }
 
@@ -252,6 +309,7 @@ impl Bus for KafkaBus {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let context = GroupContext {
             tracker: Arc::clone(&tracker),
+            group: group.to_owned(),
         };
         let mut config = self.config.client_config();
         if !self
@@ -269,6 +327,9 @@ impl Bus for KafkaBus {
         }
         let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
+            // Statistics (consumer lag per partition) every few seconds; see
+            // `GroupContext::stats`.
+            .set("statistics.interval.ms", "5000")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             // The application decides what is done: offsets are stored on acknowledgement only.
@@ -307,10 +368,17 @@ impl Bus for KafkaBus {
         }))
     }
 
+    async fn health_check(&self) -> Result<(), BusError> {
+        self.check(HEALTH_CHECK_TIMEOUT).await
+    }
+
     fn describe(&self) -> String {
         format!("kafka at {}", self.config.brokers)
     }
 }
+
+/// How long a readiness check waits for a broker's metadata.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// While the consumer lives: every `interval`, looks whether this member holds
 /// no partitions while its group makes no progress on waiting messages, and
@@ -426,6 +494,7 @@ fn observe_group(
 /// Commits acknowledged positions before partitions move to another member.
 struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
+    group: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -443,7 +512,27 @@ fn commit_stored(consumer: &impl rdkafka::consumer::Consumer<GroupContext>) {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// The lag of each partition this member consumes as a gauge; 0 for the
+    /// partitions it knows but does not consume (another member reports them),
+    /// so `max by (group, topic, partition)` gives the group's lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, described) in &statistics.topics {
+            for (partition, state) in &described.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                metrics::gauge!(
+                    fxtriage_telemetry::metrics::names::CONSUMER_LAG,
+                    "group" => self.group.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string(),
+                )
+                .set(state.consumer_lag.max(0) as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

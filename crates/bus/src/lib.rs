@@ -126,6 +126,12 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
         Ok(delivery)
     }
 
+    /// Whether the bus answers (for readiness): a broker gives the cluster's
+    /// metadata in a few seconds. The in-process bus always answers.
+    async fn health_check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// A short description for logs, without credentials.
     fn describe(&self) -> String;
 }

@@ -39,10 +39,11 @@ pub enum Check {
     DeleteIsIdempotent,
     PutFileRoundTrips,
     UnusualCharactersInKeysRoundTrip,
+    HealthCheckAnswers,
 }
 
 impl Check {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::LargeObjectRoundTrips,
         Self::EmptyObjectRoundTrips,
         Self::MissingKeyIsNotFound,
@@ -51,6 +52,7 @@ impl Check {
         Self::DeleteIsIdempotent,
         Self::PutFileRoundTrips,
         Self::UnusualCharactersInKeysRoundTrip,
+        Self::HealthCheckAnswers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Check {
             Self::DeleteIsIdempotent => "delete_is_idempotent",
             Self::PutFileRoundTrips => "put_file_round_trips",
             Self::UnusualCharactersInKeysRoundTrip => "unusual_characters_in_keys_round_trip",
+            Self::HealthCheckAnswers => "health_check_answers",
         }
     }
 
@@ -82,6 +85,7 @@ impl Check {
             Self::UnusualCharactersInKeysRoundTrip => {
                 unusual_characters_in_keys_round_trip(store, prefix).await
             }
+            Self::HealthCheckAnswers => health_check_answers(store).await,
         }
     }
 }
@@ -388,6 +392,16 @@ fn key_under(prefix: &str, name: &str) -> ObjectKey {
     let key = format!("{prefix}{name}");
     ObjectKey::parse(&key)
         .unwrap_or_else(|error| panic!("the conformance suite built a bad key: {error}"))
+}
+
+/// A working store passes its readiness check, repeatedly, without writing.
+pub async fn health_check_answers(store: &dyn ObjectStore) {
+    for _ in 0..3 {
+        store
+            .health_check()
+            .await
+            .unwrap_or_else(|error| panic!("health check of {}: {error}", store.describe()));
+    }
 }
 
 async fn put(store: &dyn ObjectStore, key: &ObjectKey, body: Bytes) {

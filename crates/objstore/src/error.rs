@@ -33,6 +33,7 @@ pub enum Operation {
     Head,
     Delete,
     List,
+    Check,
 }
 
 impl fmt::Display for Operation {
@@ -44,6 +45,7 @@ impl fmt::Display for Operation {
             Self::Head => "head",
             Self::Delete => "delete",
             Self::List => "list",
+            Self::Check => "check",
         })
     }
 }

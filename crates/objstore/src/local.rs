@@ -311,6 +311,21 @@ impl ObjectStore for LocalDirStore {
         .await
     }
 
+    async fn health_check(&self) -> Result<(), ObjectStoreError> {
+        // The root is created on first use; a root that cannot be created (or
+        // is a file) is what makes the store unavailable.
+        let root = self.root.clone();
+        run_blocking(Operation::Check, String::new(), move || {
+            fs::create_dir_all(&root).map_err(|source| ObjectStoreError::Io {
+                operation: Operation::Check,
+                key: String::new(),
+                path: root,
+                source,
+            })
+        })
+        .await
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, ObjectStoreError> {
         let path = self.object_path(key)?;
         let owned_key = key.to_string();

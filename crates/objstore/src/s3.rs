@@ -163,6 +163,16 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn health_check(&self) -> Result<(), ObjectStoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|error| sdk_error(&self.bucket, Operation::Check, "", error))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, ObjectStoreError> {
         let response = self
             .client

@@ -45,6 +45,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// in S3: `"a/b"` matches `"a/b/c"` and `"a/bc"`), sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError>;
 
+    /// Whether the store answers (for readiness): the bucket or directory is
+    /// reachable. Cheap: it reads no object.
+    async fn health_check(&self) -> Result<(), ObjectStoreError>;
+
     /// Where the objects live, for logs: `s3://bucket at http://host:port`,
     /// `dir:/var/lib/fxtriage/objects`. Never contains credentials.
     fn describe(&self) -> String;

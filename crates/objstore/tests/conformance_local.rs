@@ -51,6 +51,11 @@ async fn unusual_characters_in_keys_round_trip() {
     check_in_fresh_directory(Check::UnusualCharactersInKeysRoundTrip).await;
 }
 
+#[tokio::test]
+async fn health_check_answers() {
+    check_in_fresh_directory(Check::HealthCheckAnswers).await;
+}
+
 /// Every check in one store, held the way services hold it, so checks that
 /// pass alone also pass together.
 #[tokio::test]
@@ -58,4 +63,22 @@ async fn all_checks_share_one_store() {
     let directory = tempfile::tempdir().expect("cannot create a temporary directory");
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(directory.path().to_owned()));
     conformance::run_all(store.as_ref()).await;
+}
+
+/// A root that cannot be a directory (a file is in the way) fails the health
+/// check with the path, so readiness names the problem.
+#[tokio::test]
+async fn health_check_fails_when_the_root_cannot_be_a_directory() {
+    let directory = tempfile::tempdir().expect("cannot create a temporary directory");
+    let blocked = directory.path().join("objects");
+    std::fs::write(&blocked, b"not a directory").expect("write a file");
+    let store = LocalDirStore::new(blocked.clone());
+    let error = store
+        .health_check()
+        .await
+        .expect_err("a file where the root should be");
+    assert!(
+        error.to_string().contains(&blocked.display().to_string()),
+        "{error}"
+    );
 }

@@ -89,6 +89,11 @@ async fn unusual_characters_in_keys_round_trip() {
 }
 
 #[tokio::test]
+async fn health_check_answers() {
+    check_against_s3(Check::HealthCheckAnswers).await;
+}
+
+#[tokio::test]
 async fn wrong_secret_is_a_permanent_error() {
     let Some(store) = store_from_env("wrong_secret_is_a_permanent_error").await else {
         return;
@@ -113,5 +118,52 @@ async fn wrong_secret_is_a_permanent_error() {
         .expect_err("a wrong secret must be rejected");
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
     assert!(error.to_string().contains(key.as_str()), "{error}");
+    assert!(!error.to_string().contains("not-the-secret"), "{error}");
+}
+
+/// Readiness sees a server that does not answer and credentials it refuses.
+#[tokio::test]
+async fn health_check_fails_when_unreachable_or_refused() {
+    let Some(store) = store_from_env("health_check_fails_when_unreachable_or_refused").await else {
+        return;
+    };
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let connect = |endpoint: String, secret: String| {
+        S3Store::connect(S3Config {
+            endpoint: Some(endpoint),
+            bucket: store.bucket().to_owned(),
+            region: env_value("FXTRIAGE_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+            path_style: true,
+            credentials: S3Credentials::Static {
+                access_key_id: env_value("FXTRIAGE_S3_ACCESS_KEY_ID")
+                    .unwrap_or_else(|| "fxtriage".to_owned()),
+                secret_access_key: secret,
+            },
+        })
+    };
+    let unreachable = connect(
+        format!("http://127.0.0.1:{closed_port}"),
+        env_value("FXTRIAGE_S3_SECRET_ACCESS_KEY").unwrap_or_default(),
+    )
+    .await
+    .expect("connect does not talk to the server");
+    let error = unreachable
+        .health_check()
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    let refused = connect(
+        env_value("FXTRIAGE_S3_ENDPOINT").expect("endpoint"),
+        "not-the-secret".to_owned(),
+    )
+    .await
+    .expect("connect does not talk to the server");
+    let error = refused
+        .health_check()
+        .await
+        .expect_err("a wrong secret must be refused");
     assert!(!error.to_string().contains("not-the-secret"), "{error}");
 }

@@ -3,9 +3,10 @@
 //! Live: the process is running and serving. Ready: its start-up finished and its
 //! dependencies answered, so it should receive work.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -13,22 +14,61 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-/// Shared readiness flag; a service sets it once it can take work and clears it
-/// while draining on shutdown.
+/// Whether a service should receive work: its own state (set once it can take
+/// work, cleared while draining on shutdown) and the state of each dependency it
+/// watches (the broker, the object store, the database). Ready only when it has
+/// started and every watched dependency answers; `/health/ready` names the ones
+/// that do not.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    started: AtomicBool,
+    /// Dependency name -> why it is unavailable; absent when it answers.
+    unavailable: Mutex<BTreeMap<&'static str, String>>,
+}
 
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The service's own state: it can take work (or no longer can).
     pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.started.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records whether `dependency` answers: `Err` with why when it does not.
+    pub fn set_dependency(&self, dependency: &'static str, state: Result<(), String>) {
+        let mut unavailable = self
+            .0
+            .unavailable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match state {
+            Ok(()) => {
+                unavailable.remove(dependency);
+            }
+            Err(why) => {
+                unavailable.insert(dependency, why);
+            }
+        }
+    }
+
+    /// The dependencies that do not answer, with why.
+    pub fn unavailable(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .unavailable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(name, why)| (*name, why.clone()))
+            .collect()
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.started.load(Ordering::SeqCst) && self.unavailable().is_empty()
     }
 }
 
@@ -57,12 +97,18 @@ async fn metrics() -> impl axum::response::IntoResponse {
     )
 }
 
-async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {
     if readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let mut body = "not ready\n".to_owned();
+    if !readiness.0.started.load(Ordering::SeqCst) {
+        body.push_str("starting or draining\n");
+    }
+    for (dependency, why) in readiness.unavailable() {
+        body.push_str(&format!("{dependency} unavailable: {why}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// Binds `address`, returning the bound address (useful with port 0) and a task
@@ -130,6 +176,25 @@ mod tests {
         assert_eq!(status("/health/live").await, 200);
         assert_eq!(status("/health/ready").await, 503);
         readiness.set_ready(true);
+        assert_eq!(status("/health/ready").await, 200);
+        // A dependency that does not answer makes it unready, and is named.
+        readiness.set_dependency("object store", Err("connection refused".into()));
+        assert_eq!(status("/health/ready").await, 503);
+        let body = client
+            .get(format!("http://{address}/health/ready"))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            body.contains("object store unavailable: connection refused"),
+            "{body}"
+        );
+        readiness.set_dependency("bus", Ok(()));
+        assert_eq!(status("/health/ready").await, 503);
+        readiness.set_dependency("object store", Ok(()));
         assert_eq!(status("/health/ready").await, 200);
         shutdown.cancel();
         task.await.expect("join").expect("serve ends cleanly");

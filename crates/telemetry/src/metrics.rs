@@ -11,14 +11,25 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder; a second call changes nothing.
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms with buckets (not summaries), so they aggregate across
+        // replicas in PromQL.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(names::INFERENCE_BATCH_SIZE.to_owned()),
+                    &BATCH_SIZE_BUCKETS,
+                )
+            })
+            .expect("the buckets are not empty")
+            .build_recorder();
         let handle = recorder.handle();
         if let Err(error) = metrics::set_global_recorder(recorder) {
             // Another recorder was installed first (a test harness): keep it.
@@ -59,7 +70,49 @@ pub mod names {
     /// and `destination`.
     pub const DELIVERIES_OLDEST_PENDING_SECONDS: &str =
         "fxtriage_deliveries_oldest_pending_seconds";
+    /// Gauge: 1 while a dependency the service watches answers, 0 while it does
+    /// not, labelled `dependency` (`bus`, `object-store`, `database`).
+    pub const DEPENDENCY_UP: &str = "fxtriage_dependency_up";
+    /// Counter: instances ingest handled, labelled `channel` (`dimse`,
+    /// `stow-rs`, `import`), `outcome` (`stored`, `refused`: quarantined,
+    /// `unavailable`: refused with a retryable status) and `reason` (the
+    /// rejection kind, or the stage that was unavailable; empty when stored).
+    pub const INGEST_INSTANCES: &str = "fxtriage_ingest_instances_total";
+    /// Counter: bytes of instances stored, labelled `channel`.
+    pub const INGEST_BYTES: &str = "fxtriage_ingest_bytes_total";
+    /// Histogram: seconds to write one instance into the object store.
+    pub const INGEST_STORE_SECONDS: &str = "fxtriage_ingest_store_seconds";
+    /// Histogram: seconds to announce one instance on the bus (until confirmed).
+    pub const INGEST_PUBLISH_SECONDS: &str = "fxtriage_ingest_publish_seconds";
+    /// Counter: DICOM associations, labelled `outcome` (`accepted`, `rejected`).
+    pub const INGEST_ASSOCIATIONS: &str = "fxtriage_ingest_associations_total";
+    /// Counter: images inference handled, labelled `outcome` (`analysed`,
+    /// `failed`, `not-eligible`) and `kind` (the failure kind; empty otherwise).
+    pub const INFERENCE_IMAGES: &str = "fxtriage_inference_images_total";
+    /// Histogram: seconds per image in each stage, labelled `stage` (`fetch`,
+    /// `decode`, `preprocess`, `queue`, `inference`).
+    pub const INFERENCE_STAGE_SECONDS: &str = "fxtriage_inference_stage_seconds";
+    /// Histogram: images per model run.
+    pub const INFERENCE_BATCH_SIZE: &str = "fxtriage_inference_batch_size";
+    /// Gauge: images being fetched, decoded, analysed or published.
+    pub const INFERENCE_IN_FLIGHT: &str = "fxtriage_inference_in_flight";
+    /// Counter: messages the prioritizer applied to the worklist, labelled
+    /// `event` (`instance`, `finding`).
+    pub const PRIORITIZER_APPLIED: &str = "fxtriage_prioritizer_applied_total";
+    /// Histogram: seconds to apply one message (its database transaction).
+    pub const PRIORITIZER_APPLY_SECONDS: &str = "fxtriage_prioritizer_apply_seconds";
+    /// Gauge: messages waiting past a consumer group's position, labelled
+    /// `group`, `topic` and `partition` (from librdkafka's statistics).
+    pub const CONSUMER_LAG: &str = "fxtriage_consumer_lag";
 }
+
+/// Upper bounds (seconds) of every latency histogram.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Upper bounds of the batch size histogram.
+pub const BATCH_SIZE_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// Registers the help texts of [`names`] with the installed recorder.
 pub fn describe() {
@@ -86,5 +139,59 @@ pub fn describe() {
     metrics::describe_gauge!(
         names::DELIVERIES_OLDEST_PENDING_SECONDS,
         "Age of the oldest waiting result delivery, by site and destination."
+    );
+    metrics::describe_gauge!(
+        names::DEPENDENCY_UP,
+        "1 while a dependency of the service (bus, object-store, database) answers its readiness check, else 0."
+    );
+    metrics::describe_counter!(
+        names::INGEST_INSTANCES,
+        "Instances handled by ingest, by channel, outcome (stored, refused, unavailable) and reason."
+    );
+    metrics::describe_counter!(
+        names::INGEST_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of instances stored by ingest, by channel."
+    );
+    metrics::describe_histogram!(
+        names::INGEST_STORE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to write one instance into the object store."
+    );
+    metrics::describe_histogram!(
+        names::INGEST_PUBLISH_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to announce one instance on the bus, until confirmed."
+    );
+    metrics::describe_counter!(
+        names::INGEST_ASSOCIATIONS,
+        "DICOM associations, by outcome (accepted, rejected)."
+    );
+    metrics::describe_counter!(
+        names::INFERENCE_IMAGES,
+        "Images handled by inference, by outcome (analysed, failed, not-eligible) and failure kind."
+    );
+    metrics::describe_histogram!(
+        names::INFERENCE_STAGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time per image in each inference stage (fetch, decode, preprocess, queue, inference)."
+    );
+    metrics::describe_histogram!(names::INFERENCE_BATCH_SIZE, "Images per model run.");
+    metrics::describe_gauge!(
+        names::INFERENCE_IN_FLIGHT,
+        "Images being fetched, decoded, analysed or published."
+    );
+    metrics::describe_counter!(
+        names::PRIORITIZER_APPLIED,
+        "Messages applied to the worklist by the prioritizer, by event."
+    );
+    metrics::describe_histogram!(
+        names::PRIORITIZER_APPLY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to apply one message to the worklist (its transaction)."
+    );
+    metrics::describe_gauge!(
+        names::CONSUMER_LAG,
+        "Messages waiting past a consumer group's position, by group, topic and partition."
     );
 }

@@ -99,6 +99,8 @@ async fn collect_batches(
                 .map(|job| (job.image, (job.enqueued, job.reply)))
                 .unzip();
             let batch_size = images.len() as u32;
+            metrics::histogram!(fxtriage_telemetry::metrics::names::INFERENCE_BATCH_SIZE)
+                .record(f64::from(batch_size));
             if config.pad_to_max_batch {
                 let blank = vec![0.0; images[0].len()];
                 images.resize(config.max_batch.max(images.len()), blank);

@@ -16,6 +16,7 @@ use fxtriage_proto::v1::{
     Detection, Finding, FindingStatus, InstanceStored, ModelIdentity, StageTimings,
 };
 use fxtriage_proto::{ConsumerGroup, Namespace};
+use fxtriage_telemetry::metrics::names;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -69,8 +70,11 @@ pub async fn consume(
         let deps = deps.clone();
         let consumer = Arc::clone(&consumer);
         let shutdown = shutdown.clone();
+        let gauge = metrics::gauge!(names::INFERENCE_IN_FLIGHT);
+        gauge.increment(1.0);
         in_flight.spawn(async move {
             handle(&deps, consumer.as_ref(), &message, &shutdown).await;
+            gauge.decrement(1.0);
             drop(permit);
         });
     }
@@ -105,10 +109,15 @@ async fn handle(
         };
         if !instance.eligible {
             // Not for the model; the prioritizer keeps the study at clinical priority.
+            images_counted("not-eligible", "");
             acknowledge(consumer, message);
             return;
         }
-        let finding = analyse_instance(deps, &instance).await;
+        let Some(finding) = analyse_unless_shut_down(deps, &instance, shutdown).await else {
+            // Shutting down while the store was unavailable: redelivered later.
+            return;
+        };
+        record_finding_metrics(&finding);
         let record = Record::new(
             message.key.clone().unwrap_or_default(),
             finding.encode_to_vec(),
@@ -120,6 +129,36 @@ async fn handle(
     }
     .instrument(span)
     .await;
+}
+
+fn images_counted(outcome: &'static str, kind: &str) {
+    metrics::counter!(
+        names::INFERENCE_IMAGES,
+        "outcome" => outcome,
+        "kind" => kind.to_owned(),
+    )
+    .increment(1);
+}
+
+/// The image's outcome and, when analysed, the time of each stage.
+fn record_finding_metrics(finding: &Finding) {
+    if finding.status == FindingStatus::Analysed as i32 {
+        images_counted("analysed", "");
+    } else {
+        images_counted("failed", &finding.failure_kind);
+    }
+    if let Some(timings) = &finding.timings {
+        for (stage, micros) in [
+            ("fetch", timings.fetch_us),
+            ("decode", timings.decode_us),
+            ("preprocess", timings.preprocess_us),
+            ("queue", timings.queue_us),
+            ("inference", timings.inference_us),
+        ] {
+            metrics::histogram!(names::INFERENCE_STAGE_SECONDS, "stage" => stage)
+                .record(micros as f64 / 1e6);
+        }
+    }
 }
 
 fn acknowledge(consumer: &dyn Consumer, message: &Received) {
@@ -167,34 +206,80 @@ async fn produce_until_confirmed(
     }
 }
 
-async fn fetch(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, (String, String)> {
-    let key = ObjectKey::parse(key)
-        .map_err(|error| ("invalid-object-key".to_owned(), error.to_string()))?;
+/// Why an image could not be fetched.
+enum FetchFailure {
+    /// It never will be: (failure kind, reason).
+    Permanent(String, String),
+    /// Shutdown came while the store was unavailable.
+    ShutDown,
+}
+
+/// Reads the stored image. While the store is unavailable (down, unreachable,
+/// overloaded) it waits and tries again, with backoff up to
+/// [`FETCH_RETRY_MAX`], for as long as that lasts: the image was stored and will
+/// be readable again, and a finding "not analysed" would send a possible
+/// fracture to the back of the list for an outage of a few seconds. The message
+/// stays in flight meanwhile (the store is down for every image alike), and
+/// readiness reports the store. Only a missing object or an invalid key fails
+/// the image.
+async fn fetch(
+    store: &dyn ObjectStore,
+    key: &str,
+    shutdown: &CancellationToken,
+) -> Result<Vec<u8>, FetchFailure> {
+    let key = ObjectKey::parse(key).map_err(|error| {
+        FetchFailure::Permanent("invalid-object-key".to_owned(), error.to_string())
+    })?;
     let mut backoff = Duration::from_millis(200);
-    for attempt in 1..=4 {
+    let mut attempt: u64 = 0;
+    loop {
+        attempt += 1;
         match store.get(&key).await {
             Ok(bytes) => return Ok(bytes.to_vec()),
             Err(error) if error.is_not_found() => {
-                return Err(("object-missing".into(), error.to_string()));
-            }
-            Err(error) if attempt == 4 => {
-                return Err(("object-store-unavailable".into(), error.to_string()));
+                return Err(FetchFailure::Permanent(
+                    "object-missing".into(),
+                    error.to_string(),
+                ));
             }
             Err(error) => {
-                tracing::warn!(%error, attempt, "fetching the image failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                // Logged at the first attempts, then once a minute or so.
+                if attempt <= 3 || attempt.is_multiple_of(12) {
+                    tracing::warn!(%error, attempt, "fetching the image failed; retrying");
+                }
+                metrics::counter!(FETCH_RETRIES).increment(1);
             }
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(FetchFailure::ShutDown),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(FETCH_RETRY_MAX);
     }
-    Err((
-        "object-store-unavailable".into(),
-        "retries exhausted".into(),
-    ))
 }
+
+/// The longest wait between two attempts to fetch an image from an unavailable store.
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Counter: fetches of a stored image retried because the store did not answer.
+pub const FETCH_RETRIES: &str = "fxtriage_inference_fetch_retries_total";
 
 /// The finding for one instance: analysed, or failed with a specific reason.
 pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding {
+    match analyse_unless_shut_down(deps, instance, &CancellationToken::new()).await {
+        Some(finding) => finding,
+        None => unreachable!("a token that is never cancelled"),
+    }
+}
+
+/// The finding for one instance, analysed or failed with a specific reason;
+/// `None` when `shutdown` came while the object store was unavailable (the
+/// message is then left unacknowledged, for redelivery).
+async fn analyse_unless_shut_down(
+    deps: &Deps,
+    instance: &InstanceStored,
+    shutdown: &CancellationToken,
+) -> Option<Finding> {
     let manifest = &deps.model.manifest;
     let mut finding = Finding {
         instance: instance.instance.clone(),
@@ -206,58 +291,61 @@ pub async fn analyse_instance(deps: &Deps, instance: &InstanceStored) -> Finding
         ..Default::default()
     };
     let fetch_started = Instant::now();
-    let bytes = match fetch(deps.store.as_ref(), &instance.object_key).await {
+    let bytes = match fetch(deps.store.as_ref(), &instance.object_key, shutdown).await {
         Ok(bytes) => bytes,
-        Err((kind, reason)) => {
-            return failed(
+        Err(FetchFailure::ShutDown) => return None,
+        Err(FetchFailure::Permanent(kind, reason)) => {
+            return Some(failed(
                 finding,
                 &kind,
                 format!("cannot fetch {}: {reason}", instance.object_key),
-            );
+            ));
         }
     };
     let fetch_us = fetch_started.elapsed().as_micros() as u64;
-    match analyse(
-        bytes,
-        &deps.batcher,
-        deps.model.input_size(),
-        &manifest.output.classes,
+    Some(
+        match analyse(
+            bytes,
+            &deps.batcher,
+            deps.model.input_size(),
+            &manifest.output.classes,
+        )
+        .await
+        {
+            Ok(analysis) => {
+                finding.status = FindingStatus::Analysed as i32;
+                finding.probability = analysis.probability;
+                finding.detections = analysis.detections.iter().map(Detection::from).collect();
+                finding.timings = Some(StageTimings {
+                    fetch_us,
+                    decode_us: analysis.decode_us,
+                    preprocess_us: analysis.preprocess_us,
+                    queue_us: analysis.timing.queue_us,
+                    decode_wait_us: analysis.decode_wait_us,
+                    inference_us: analysis.timing.inference_us,
+                    postprocess_us: 0,
+                    batch_size: analysis.timing.batch_size,
+                });
+                finding.image_rows = analysis.rows;
+                finding.image_columns = analysis.columns;
+                finding.analysed_at = Some(SystemTime::now().into());
+                tracing::info!(
+                    probability = analysis.probability,
+                    boxes = finding.detections.len(),
+                    "image analysed"
+                );
+                finding
+            }
+            Err(error) => {
+                let kind = error.kind();
+                let reason = match &error {
+                    AnalysisError::Pixels(pixels) => format!("cannot decode the image: {pixels}"),
+                    AnalysisError::Model(model) => model.to_string(),
+                };
+                failed(finding, kind, reason)
+            }
+        },
     )
-    .await
-    {
-        Ok(analysis) => {
-            finding.status = FindingStatus::Analysed as i32;
-            finding.probability = analysis.probability;
-            finding.detections = analysis.detections.iter().map(Detection::from).collect();
-            finding.timings = Some(StageTimings {
-                fetch_us,
-                decode_us: analysis.decode_us,
-                preprocess_us: analysis.preprocess_us,
-                queue_us: analysis.timing.queue_us,
-                decode_wait_us: analysis.decode_wait_us,
-                inference_us: analysis.timing.inference_us,
-                postprocess_us: 0,
-                batch_size: analysis.timing.batch_size,
-            });
-            finding.image_rows = analysis.rows;
-            finding.image_columns = analysis.columns;
-            finding.analysed_at = Some(SystemTime::now().into());
-            tracing::info!(
-                probability = analysis.probability,
-                boxes = finding.detections.len(),
-                "image analysed"
-            );
-            finding
-        }
-        Err(error) => {
-            let kind = error.kind();
-            let reason = match &error {
-                AnalysisError::Pixels(pixels) => format!("cannot decode the image: {pixels}"),
-                AnalysisError::Model(model) => model.to_string(),
-            };
-            failed(finding, kind, reason)
-        }
-    }
 }
 
 fn failed(mut finding: Finding, kind: &str, reason: String) -> Finding {

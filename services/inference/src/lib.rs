@@ -44,6 +44,16 @@ pub async fn run(
     let model = config.model;
     let store = Arc::clone(clients.store("inference")?);
     let readiness = health::Readiness::new();
+    let watcher = fxtriage_clients::watch_dependencies(
+        &clients,
+        fxtriage_clients::Watched {
+            bus: true,
+            store: true,
+            database: false,
+        },
+        readiness.clone(),
+        shutdown.clone(),
+    );
     let (bound, health_task) = health::serve(
         config.health_address,
         health::router(readiness.clone()),
@@ -64,6 +74,7 @@ pub async fn run(
     let consumed = consumer::consume(deps, config.max_in_flight, shutdown.clone()).await;
     readiness.set_ready(false);
     shutdown.cancel();
+    watcher.await.context("the dependency watcher failed")?;
     health_task
         .await
         .context("the health server task failed")??;

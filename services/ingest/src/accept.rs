@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use fxtriage_bus::{Bus, Record};
@@ -21,6 +21,7 @@ use fxtriage_objstore::{ObjectKey, ObjectStore, ObjectStoreError};
 use fxtriage_proto::Message as _;
 use fxtriage_proto::Namespace;
 use fxtriage_proto::v1::{InstanceRef, InstanceStored};
+use fxtriage_telemetry::metrics::names;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
@@ -165,9 +166,28 @@ impl Ingestor {
         sender: &Sender,
     ) -> Result<Stored, IngestError> {
         let span = tracing::info_span!("ingest.accept", site = %site.id, via = sender.channel(), sop_instance_uid = tracing::field::Empty);
-        self.accept_in_span(site, source, sender, &span)
+        let bytes = source.len();
+        let outcome = self
+            .accept_in_span(site, source, sender, &span)
             .instrument(span.clone())
-            .await
+            .await;
+        let channel = sender.channel();
+        let (label, reason) = match &outcome {
+            Ok(_) => {
+                metrics::counter!(names::INGEST_BYTES, "channel" => channel).increment(bytes);
+                ("stored", "")
+            }
+            Err(IngestError::Rejected { rejection, .. }) => ("refused", rejection.kind.as_str()),
+            Err(IngestError::Unavailable { stage, .. }) => ("unavailable", *stage),
+        };
+        metrics::counter!(
+            names::INGEST_INSTANCES,
+            "channel" => channel,
+            "outcome" => label,
+            "reason" => reason,
+        )
+        .increment(1);
+        outcome
     }
 
     async fn accept_in_span(
@@ -202,6 +222,7 @@ impl Ingestor {
                 message: error.to_string(),
             }
         })?;
+        let storing = Instant::now();
         source
             .put_into(self.store.as_ref(), &object_key)
             .await
@@ -209,6 +230,7 @@ impl Ingestor {
                 stage: "object store",
                 message: error.to_string(),
             })?;
+        metrics::histogram!(names::INGEST_STORE_SECONDS).record(storing.elapsed());
 
         let event = instance_stored(
             site,
@@ -221,7 +243,10 @@ impl Ingestor {
             sender,
         );
         let record = Record::new(uids.study_instance.as_str(), event.encode_to_vec());
-        if let Err(error) = self.bus.produce(&self.instances_topic, record).await {
+        let publishing = Instant::now();
+        let published = self.bus.produce(&self.instances_topic, record).await;
+        metrics::histogram!(names::INGEST_PUBLISH_SECONDS).record(publishing.elapsed());
+        if let Err(error) = published {
             // Unannounced, the object must not look stored (an import would skip it as a
             // duplicate); the sender retries and stores it again.
             if let Err(cleanup) = self.store.delete(&object_key).await {

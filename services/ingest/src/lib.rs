@@ -45,6 +45,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let database = clients.database("ingest")?.clone();
+    let readiness = health::Readiness::new();
+    // Ready only while what it stores into and announces on answers: during an
+    // outage it refuses with a retryable status, and says so here. The database
+    // is not watched: C-STORE works without it (the site registry is kept in
+    // memory), and STOW-RS answers 503 with Retry-After itself when it cannot
+    // check a token.
+    let watcher = fxtriage_clients::watch_dependencies(
+        &clients,
+        fxtriage_clients::Watched {
+            bus: true,
+            store: true,
+            database: false,
+        },
+        readiness.clone(),
+        shutdown.clone(),
+    );
     let ingestor = Ingestor::new(
         Arc::clone(clients.store("ingest")?),
         clients.bus,
@@ -56,7 +72,6 @@ pub async fn run(
             .await
             .context("cannot read the site registry")?,
     };
-    let readiness = health::Readiness::new();
     let router = stow::router(ingestor.clone(), sites.clone(), database)
         .merge(health::router(readiness.clone()));
     let (http_bound, http_task) = health::serve(config.http_address, router, shutdown.clone())
@@ -80,6 +95,7 @@ pub async fn run(
     readiness.set_ready(false);
     let dimse_outcome = dimse_task.await.context("the DIMSE server task failed")?;
     let http_outcome = http_task.await.context("the HTTP server task failed")?;
+    watcher.await.context("the dependency watcher failed")?;
     dimse_outcome?;
     http_outcome?;
     tracing::info!("ingest stopped");

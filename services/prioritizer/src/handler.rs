@@ -78,12 +78,25 @@ impl Prioritizer {
         let study = incoming.image().study_instance_uid.to_string();
         let policy = self.sites.current().policy(&site);
         let policy = &policy;
-        let outcome = match &incoming {
-            Incoming::Instance(instance) => apply_instance(&self.pool, policy, instance).await,
-            Incoming::Finding(finding) => apply_finding(&self.pool, policy, finding).await,
+        let applying = std::time::Instant::now();
+        let (event, outcome) = match &incoming {
+            Incoming::Instance(instance) => (
+                "instance",
+                apply_instance(&self.pool, policy, instance).await,
+            ),
+            Incoming::Finding(finding) => {
+                ("finding", apply_finding(&self.pool, policy, finding).await)
+            }
         };
         match outcome {
             Ok(applied) => {
+                metrics::histogram!(fxtriage_telemetry::metrics::names::PRIORITIZER_APPLY_SECONDS)
+                    .record(applying.elapsed());
+                metrics::counter!(
+                    fxtriage_telemetry::metrics::names::PRIORITIZER_APPLIED,
+                    "event" => event
+                )
+                .increment(1);
                 if !matches!(applied, Applied::Recorded) {
                     // A change just committed, or (for a duplicate) one a crash left
                     // unpublished.

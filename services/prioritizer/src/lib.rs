@@ -69,6 +69,16 @@ pub async fn run(
     // Stops this service's tasks also when the consumer ends on its own.
     let stop = shutdown.child_token();
     let readiness = health::Readiness::new();
+    let watcher = fxtriage_clients::watch_dependencies(
+        &clients,
+        fxtriage_clients::Watched {
+            bus: true,
+            store: false,
+            database: true,
+        },
+        readiness.clone(),
+        stop.clone(),
+    );
     let (bound, health_task) = health::serve(
         config.health_address,
         health::router(readiness.clone()),
@@ -95,8 +105,10 @@ pub async fn run(
     let prioritizer = Prioritizer::new(clients.bus, pool, sites, clients.namespace);
     let consumed = run_consumer(prioritizer, config.consumer, readiness, stop.clone()).await;
     stop.cancel();
+    let watched = watcher.await.context("the dependency watcher failed");
     let relayed = relay.await.context("the outbox relay task failed");
     let served = health_task.await.context("the health server task failed")?;
+    watched?;
     relayed?;
     consumed.context("the prioritizer consumer failed")?;
     served.context("the health server failed")?;

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod changes;
+pub mod deployment;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -45,6 +46,8 @@ pub struct Stack {
     /// What the test's processes get: the stack's settings with this test's
     /// database URL and namespace.
     pub environment: Vec<(String, String)>,
+    /// What the test named it after.
+    pub prefix: String,
     pub namespace: Namespace,
     pub database: FreshDatabase,
     /// The database's connection settings.
@@ -54,7 +57,12 @@ pub struct Stack {
 impl Stack {
     /// A namespace and a database named after `prefix`, or `None` (skipped).
     pub async fn start(prefix: &str) -> Option<Self> {
-        let mut environment = stack_env()?;
+        Some(Self::start_on(prefix, stack_env()?).await)
+    }
+
+    /// A namespace and a database named after `prefix` on the servers that
+    /// `environment` names (the settings of [`STACK_SETTINGS`]).
+    pub async fn start_on(prefix: &str, mut environment: Vec<(String, String)>) -> Self {
         let namespace = fxtriage_testkit::unique_namespace(prefix);
         let server = value(&environment, "FXTRIAGE_DATABASE_URL");
         let database =
@@ -66,12 +74,13 @@ impl Stack {
         environment.retain(|(key, _)| key != "FXTRIAGE_DATABASE_URL");
         environment.push(("FXTRIAGE_DATABASE_URL".into(), database.url.clone()));
         environment.push(("FXTRIAGE_NAMESPACE".into(), namespace.name().to_owned()));
-        Some(Self {
+        Self {
             environment,
+            prefix: prefix.to_owned(),
             namespace,
             database,
             database_config,
-        })
+        }
     }
 
     pub fn setting(&self, name: &str) -> String {
@@ -455,4 +464,72 @@ impl Standalone {
             .unwrap_or_else(|| panic!("standalone.json has no {key}"))
             .to_owned()
     }
+}
+
+/// The text of `/metrics` at `address`.
+pub async fn scrape(address: &str) -> String {
+    reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The sum of the samples of `name` (exactly: not `name_bucket`) in the text
+/// `exposition` whose labels include every one of `labels`.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
+            match rest.split_once("} ") {
+                Some(split) => split,
+                None => continue,
+            }
+        } else if let Some(value) = rest.strip_prefix(' ') {
+            ("", value)
+        } else {
+            continue; // another metric whose name starts with `name`
+        };
+        let matches = labels
+            .iter()
+            .all(|(label, wanted)| label_text.contains(&format!("{label}=\"{wanted}\"")));
+        if matches {
+            let value: f64 = value.trim().parse().expect("a sample value");
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// `promtool check metrics` of `exposition` (the Prometheus project's own
+/// linter: names, units, types, help texts); panics with what it says.
+pub fn promtool_check_metrics(service: &str, exposition: &str) {
+    use std::io::Write as _;
+    if !stack::tool("promtool", "prometheus") {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics refuses {service}'s metrics:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -244,6 +244,7 @@ async fn run_association(
     let association = match established {
         Ok(association) => association,
         Err(AssociationError::Rejected { association_rj, .. }) => {
+            associations_counted("rejected");
             tracing::warn!(
                 %peer,
                 called_ae_title = requested_ae_title.as_deref().unwrap_or(""),
@@ -265,6 +266,7 @@ async fn run_association(
         let _ = association.abort().await;
         return;
     };
+    associations_counted("accepted");
     let calling_ae_title = association.peer_ae_title().to_owned();
     let accepted_contexts = association
         .presentation_contexts()
@@ -290,6 +292,14 @@ async fn run_association(
     serve_association(association, context, shutdown).await;
 }
 
+fn associations_counted(outcome: &'static str) {
+    metrics::counter!(
+        fxtriage_telemetry::metrics::names::INGEST_ASSOCIATIONS,
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
 /// Answers an association request over the limit with A-ASSOCIATE-RJ (transient,
 /// local limit exceeded), so the sender knows to retry later.
 async fn refuse_over_limit(
@@ -311,6 +321,7 @@ async fn refuse_over_limit(
     let Ok(Ok(Pdu::AssociationRQ(_))) = request else {
         return;
     };
+    associations_counted("rejected");
     let rejection = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(
