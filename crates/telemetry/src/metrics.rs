@@ -73,7 +73,7 @@ pub mod names {
     /// Gauge: 1 while a dependency the service watches answers, 0 while it does
     /// not, labelled `dependency` (`bus`, `object-store`, `database`).
     pub const DEPENDENCY_UP: &str = "fxtriage_dependency_up";
-    /// Counter: instances ingest handled, labelled `channel` (`dimse`,
+    /// Counter: instances ingest handled, labelled `site`, `channel` (`dimse`,
     /// `stow-rs`, `import`), `outcome` (`stored`, `refused`: quarantined,
     /// `unavailable`: refused with a retryable status) and `reason` (the
     /// rejection kind, or the stage that was unavailable; empty when stored).
@@ -146,7 +146,7 @@ pub fn describe() {
     );
     metrics::describe_counter!(
         names::INGEST_INSTANCES,
-        "Instances handled by ingest, by channel, outcome (stored, refused, unavailable) and reason."
+        "Instances handled by ingest, by site, channel, outcome (stored, refused, unavailable) and reason."
     );
     metrics::describe_counter!(
         names::INGEST_BYTES,

@@ -189,23 +189,31 @@ async fn render_worklist_sizes(pool: &Pool, out: &mut String) -> Result<(), Stri
             "SELECT site_id, \
                  CASE WHEN state = 'claimed' AND claim_expires_at <= now() THEN 'open' \
                       ELSE state END AS effective_state, \
-                 count(*) AS items, count(*) FILTER (WHERE deadline < now()) AS overdue \
+                 count(*) AS items, count(*) FILTER (WHERE deadline < now()) AS overdue, \
+                 EXTRACT(EPOCH FROM now() - min(arrived_at))::float8 AS oldest \
              FROM studies WHERE state IN ('open', 'claimed') GROUP BY 1, 2",
             &[],
         )
         .await
         .map_err(|error| error.to_string())?;
     let mut sizes: BTreeMap<(String, &'static str), (i64, i64)> = BTreeMap::new();
+    // The longest any open item of each site has waited since it arrived.
+    let mut oldest: BTreeMap<String, f64> = BTreeMap::new();
     for site in &sites {
         let site: String = site.get(0);
         for state in ["open", "claimed"] {
             sizes.insert((site.clone(), state), (0, 0));
         }
+        oldest.insert(site, 0.0);
     }
     for row in &counts {
         let site: String = row.get("site_id");
         let state: &str = row.get("effective_state");
         let state = if state == "open" { "open" } else { "claimed" };
+        if state == "open" {
+            let waited: Option<f64> = row.get("oldest");
+            oldest.insert(site.clone(), waited.unwrap_or(0.0).max(0.0));
+        }
         sizes.insert((site, state), (row.get("items"), row.get("overdue")));
     }
     header(
@@ -231,6 +239,19 @@ async fn render_worklist_sizes(pool: &Pool, out: &mut String) -> Result<(), Stri
         let _ = writeln!(
             out,
             "fxtriage_worklist_overdue_items{{site=\"{}\",state=\"{state}\"}} {overdue}",
+            escape(site)
+        );
+    }
+    header(
+        out,
+        "fxtriage_worklist_oldest_waiting_seconds",
+        "gauge",
+        "How long the open item that arrived first has waited, by site (0 when none is open).",
+    );
+    for (site, waited) in &oldest {
+        let _ = writeln!(
+            out,
+            "fxtriage_worklist_oldest_waiting_seconds{{site=\"{}\"}} {waited}",
             escape(site)
         );
     }

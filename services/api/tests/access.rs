@@ -283,9 +283,15 @@ async fn probes_and_metrics_answer_without_a_token() {
         return;
     };
     for index in 1..=3 {
+        // The last one arrived two hours ago: the oldest open item.
+        let arrived_at = if index == 3 {
+            now() - time::Duration::hours(2)
+        } else {
+            now()
+        };
         add_study(
             &api.pool,
-            &StudySpec::new(&format!("1.5.6.{index}"), Urgency::Outpatient, now()),
+            &StudySpec::new(&format!("1.5.6.{index}"), Urgency::Outpatient, arrived_at),
         )
         .await;
     }
@@ -322,5 +328,16 @@ async fn probes_and_metrics_answer_without_a_token() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
     assert!(!text.contains("1.5.6"), "no UID in any label");
+    let oldest = |site: &str| -> f64 {
+        let prefix = format!("fxtriage_worklist_oldest_waiting_seconds{{site=\"{site}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no oldest waiting time for {site} in\n{text}"))
+            .parse()
+            .expect("seconds")
+    };
+    let demo = oldest("demo");
+    assert!((7_190.0..7_800.0).contains(&demo), "two hours: {demo}");
+    assert_eq!(oldest("other"), 0.0, "nothing open at the other site");
     api.finish().await;
 }

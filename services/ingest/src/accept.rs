@@ -182,6 +182,7 @@ impl Ingestor {
         };
         metrics::counter!(
             names::INGEST_INSTANCES,
+            "site" => site.id.to_string(),
             "channel" => channel,
             "outcome" => label,
             "reason" => reason,

@@ -16,6 +16,7 @@ use fxtriage_proto::ConsumerGroup;
 use fxtriage_telemetry::health::Readiness;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::handler::{Handled, Prioritizer};
 
@@ -144,6 +145,28 @@ fn acknowledge(
 /// Handles `received` until it is applied or dead-lettered, retrying transient
 /// failures with backoff; `None` if shutdown came first.
 async fn handle_until_done(
+    prioritizer: Prioritizer,
+    received: Received,
+    options: ConsumerOptions,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> (Received, Option<Handled>) {
+    // The message's work joins the trace of whoever produced it (ingest for an
+    // instance, inference for a finding), so one trace follows an image from
+    // C-STORE to the worklist.
+    let span = tracing::info_span!(
+        "prioritizer.apply",
+        topic = %received.topic,
+        partition = received.partition,
+        offset = received.offset
+    );
+    fxtriage_telemetry::propagation::continue_trace(&span, &received.headers);
+    handle_in_span(prioritizer, received, options, readiness, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     prioritizer: Prioritizer,
     received: Received,
     options: ConsumerOptions,
