@@ -1,16 +1,24 @@
-"""The checks of scripts/check-chart that read files: the values schema, and
-the facts of the chart's renders. Needs PyYAML and jsonschema (both come with
-kubernetes-validate).
+"""The checks of scripts/check-chart that read files: the values schema, the
+facts of the chart's renders, and the alerts and dashboards. Needs PyYAML and
+jsonschema (both come with kubernetes-validate).
 
   check-chart.py schema VALUES_SCHEMA_JSON
       draft 7, and additionalProperties false on every object it defines
   check-chart.py split OUT_DIR RENDER...
       writes each render's objects to OUT_DIR/NAME.core, its CRD objects
-      (ServiceMonitors, unknown to kubernetes-validate) to OUT_DIR/NAME.crd
-  check-chart.py facts RENDER_DIR
+      (ServiceMonitors, PrometheusRules: unknown to kubernetes-validate) to
+      OUT_DIR/NAME.crd
+  check-chart.py facts RENDER_DIR CHART_DIR
       RENDER_DIR holds one `helm template` output per values file, named after
       it (minimal-values.yaml, ...); prints one line per fact, "ok FACT
       (detail)" or "FACT: what is wrong"
+  check-chart.py monitoring CHART_DIR README_MD OUT_RULES
+      the alerts (CHART_DIR/monitoring/alerts.yaml: labels, annotations,
+      runbooks), their tests (a firing and a silent case for each), the
+      dashboards (CHART_DIR/monitoring/dashboards/*.json), and every metric
+      name they use against the Metrics table of README_MD; writes the
+      dashboards' queries as recording rules to OUT_RULES for `promtool check
+      rules`. Prints one line per check, like facts.
 
 Exits 1 when a check fails.
 """
@@ -76,6 +84,18 @@ NO_ROOT = "no container runs as root: runAsNonRoot, a non-zero UID, read-only ro
 CRD_GROUPS = ("monitoring.coreos.com/",)
 COMPONENTS = ("ingest", "inference", "prioritizer", "api", "dispatch")
 
+# The alerts and dashboards, relative to the chart.
+ALERTS = "monitoring/alerts.yaml"
+ALERT_TESTS = "monitoring/alerts_test.yaml"
+DASHBOARDS = "monitoring/dashboards"
+DASHBOARD_FILES = ("inference.json", "pipeline-overview.json", "site-worklists.json")
+# The recording rule templates/prometheusrule.yaml rebuilds from
+# monitoring.prometheusRule.workingHours, and how.
+WORKING_HOURS_RULE = "fxtriage:working_hours"
+WORKING_HOURS_EXPR = ("vector(1) and on () (hour() >= {startHour} < {endHour})"
+                      " and on () (day_of_week() >= {firstDay} <= {lastDay})")
+DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+
 # What the chart's ServiceMonitors may hold: a strict subset of the Prometheus
 # Operator's CRD (monitoring.coreos.com/v1), whose full schema is not
 # obtainable here.
@@ -119,6 +139,57 @@ SERVICE_MONITOR_SCHEMA = {
                             "scheme": {"enum": ["http", "https"]},
                             "interval": {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
                             "scrapeTimeout": {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+# What the chart's PrometheusRule may hold: a strict subset of the Prometheus
+# Operator's CRD (monitoring.coreos.com/v1).
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array", "minItems": 1,
+                    "items": {
+                        "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "rules": {
+                                "type": "array", "minItems": 1,
+                                "items": {
+                                    "type": "object", "additionalProperties": False, "required": ["expr"],
+                                    "properties": {
+                                        "record": {"type": "string", "pattern": r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": DURATION},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                    # A recording rule or an alert, and only an
+                                    # alert waits (for) and has annotations.
+                                    "oneOf": [
+                                        {"required": ["record"],
+                                         "not": {"anyOf": [{"required": ["alert"]}, {"required": ["for"]},
+                                                           {"required": ["annotations"]}]}},
+                                        {"required": ["alert"], "not": {"required": ["record"]}},
+                                    ],
+                                },
+                            },
                         },
                     },
                 },
@@ -403,6 +474,114 @@ def check_render(facts, name, docs):
                     f"{name}: ServiceMonitors for {sorted(m['metadata']['name'] for m in monitors)}")
 
 
+def values_of(chart_dir, name):
+    """The chart's default values with those of ci/NAME.yaml or examples/NAME.yaml over them (maps merged)."""
+    def merge(base, over):
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    values = yaml.safe_load(open(os.path.join(chart_dir, "values.yaml")))
+    for folder in ("ci", "examples"):
+        path = os.path.join(chart_dir, folder, name + ".yaml")
+        if os.path.exists(path):
+            return merge(values, yaml.safe_load(open(path)) or {})
+    raise AssertionError(f"no values file for the render {name}")
+
+
+def alert_jobs(groups):
+    """The job names the alerts on `up` use."""
+    jobs = set()
+    for group in groups:
+        for rule in group["rules"]:
+            for expr in re.findall(r'\bup\{([^}]*)\}', rule["expr"]):
+                for operator, value in re.findall(r'job\s*(=~|=)\s*"([^"]*)"', expr):
+                    jobs.update(value.split("|") if operator == "=~" else [value])
+    return jobs
+
+
+def check_monitoring_objects(facts, chart_dir, renders):
+    alerts = yaml.safe_load(open(os.path.join(chart_dir, ALERTS)))
+    fact = (f"PrometheusRule (a CRD kubernetes-validate does not know): valid against a strict subset of "
+            f"monitoring.coreos.com/v1; its groups are {ALERTS}'s, {WORKING_HOURS_RULE} built from the values; "
+            f"its alerts on up name the ServiceMonitors' jobs")
+    validator = jsonschema.Draft7Validator(PROMETHEUS_RULE_SCHEMA)
+    defaults = values_of(chart_dir, "minimal-values")["monitoring"]["prometheusRule"]["workingHours"]
+    in_file = [rule["expr"] for group in alerts["groups"] for rule in group["rules"]
+               if rule.get("record") == WORKING_HOURS_RULE]
+    facts.check(fact, in_file == [WORKING_HOURS_EXPR.format(**defaults)],
+                f"{ALERTS}: {WORKING_HOURS_RULE} is {in_file}, the chart's defaults build "
+                f"{WORKING_HOURS_EXPR.format(**defaults)!r}")
+    details = []
+    for name, docs in renders.items():
+        rules = [obj for obj in docs if obj["kind"] == "PrometheusRule"]
+        enabled = values_of(chart_dir, name)["monitoring"]["prometheusRule"]["enabled"]
+        if not facts.check(fact, len(rules) == (1 if enabled else 0),
+                           f"{name}: {len(rules)} PrometheusRules, monitoring.prometheusRule.enabled {enabled}"):
+            continue
+        for rule in rules:
+            errors = sorted(validator.iter_errors(rule), key=lambda error: list(error.path))
+            facts.check(fact, not errors, f"{name} {ident(rule)}: " + "; ".join(
+                f"{'.'.join(map(str, error.path))}: {error.message}" for error in errors[:3]))
+            hours = values_of(chart_dir, name)["monitoring"]["prometheusRule"]["workingHours"]
+            expected = yaml.safe_load(open(os.path.join(chart_dir, ALERTS)))["groups"]
+            for group in expected:
+                for item in group["rules"]:
+                    if item.get("record") == WORKING_HOURS_RULE:
+                        item["expr"] = WORKING_HOURS_EXPR.format(**hours)
+            rendered = rule.get("spec", {}).get("groups")
+            if rendered != expected:
+                def rules_of(groups):
+                    return {(group.get("name"), item.get("alert") or item.get("record")): item
+                            for group in groups or [] for item in group.get("rules", [])}
+                got, want = rules_of(rendered), rules_of(expected)
+                different = sorted(f"{group}/{item}" for group, item in set(got) | set(want)
+                                   if got.get((group, item)) != want.get((group, item)))
+                facts.check(fact, False, f"{name} {ident(rule)}: spec.groups differ from {ALERTS} "
+                            f"in {', '.join(different) or 'the groups themselves'}")
+            else:
+                same = hours == defaults
+                details.append(f"{name}: " + ("the file's own" if same else
+                               f"{hours['startHour']:02d}-{hours['endHour']:02d} UTC, days {hours['firstDay']}-{hours['lastDay']}"))
+        monitors = [obj for obj in docs if obj["kind"] == "ServiceMonitor"]
+        services = [obj for obj in docs if obj["kind"] == "Service"]
+        if rules and monitors:
+            jobs = set()
+            for monitor in monitors:
+                label = monitor["spec"].get("jobLabel")
+                for service in services:
+                    if selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"].get("labels", {})):
+                        jobs.add(service["metadata"]["labels"].get(label, service["metadata"]["name"]))
+            used = alert_jobs(rules[0]["spec"]["groups"])
+            facts.check(fact, used == jobs, f"{name}: the alerts on up name jobs {sorted(used)}, "
+                        f"the ServiceMonitors make {sorted(jobs)}")
+    facts.detail(fact, "; ".join(details))
+
+    fact = f"dashboards ConfigMap: exactly the files of {DASHBOARDS}/, unchanged, labelled for Grafana's sidecar"
+    files = {name: open(os.path.join(chart_dir, DASHBOARDS, name)).read()
+             for name in sorted(os.listdir(os.path.join(chart_dir, DASHBOARDS))) if name.endswith(".json")}
+    for name, docs in renders.items():
+        config = values_of(chart_dir, name)["monitoring"]["dashboards"]
+        maps = [obj for obj in docs if obj["kind"] == "ConfigMap"
+                and obj["metadata"]["labels"].get("app.kubernetes.io/component") == "monitoring"]
+        if not facts.check(fact, len(maps) == (1 if config["enabled"] else 0),
+                           f"{name}: {len(maps)} dashboard ConfigMaps, monitoring.dashboards.enabled {config['enabled']}"):
+            continue
+        for config_map in maps:
+            data = config_map.get("data", {})
+            facts.check(fact, data == files, f"{name} {ident(config_map)} holds {sorted(data)}, "
+                        f"not {sorted(files)} as they are")
+            labels = config_map["metadata"]["labels"]
+            facts.check(fact, all(labels.get(key) == value for key, value in config["labels"].items()),
+                        f"{name} {ident(config_map)}: labels {labels}, values ask for {config['labels']}")
+            size = sum(len(text.encode()) for text in data.values())
+            facts.check(fact, size < 512 * 1024, f"{name} {ident(config_map)}: {size} bytes of dashboards")
+            facts.detail(fact, f"{', '.join(sorted(data))}, {size} bytes")
+
+
 def inference_container(docs):
     for obj, spec, _ in pod_specs(docs):
         if obj["kind"] == "Deployment" and obj["metadata"]["name"].endswith("-inference"):
@@ -440,22 +619,24 @@ def check_values_files(facts, renders):
                     and "-gpu:" not in container["image"],
                     f"{name}: GPU in the render or provider {env_of(container)['FXTRIAGE_EXECUTION_PROVIDER']}")
 
-    fact = "minimal values: five Deployments, the migration Job, network policies and four budgets by default; no Ingress, HPA or ServiceMonitor"
+    fact = "minimal values: five Deployments, the migration Job, network policies and four budgets by default; no Ingress, HPA, ServiceMonitor, PrometheusRule or dashboards"
     counts = kinds(renders["minimal-values"])
     facts.check(fact, counts.get("Deployment") == 5 and counts.get("Job") == 1 and counts.get("NetworkPolicy") == 6
                 and counts.get("PodDisruptionBudget") == 4 and counts.get("ServiceAccount") == 1
-                and not any(kind in counts for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor")),
+                and not any(kind in counts for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor",
+                                                        "PrometheusRule", "ConfigMap")),
                 f"minimal-values: {counts}")
 
-    fact = "full values: Ingress with TLS (API and STOW-RS), HPA, five ServiceMonitors, five budgets, six network policies, the HL7 Service"
+    fact = "full values: Ingress with TLS (API and STOW-RS), HPA, five ServiceMonitors, the PrometheusRule, the dashboards ConfigMap, five budgets, six network policies, the HL7 Service"
     counts = kinds(renders["full-values"])
     names = {obj["metadata"]["name"] for obj in renders["full-values"]}
     facts.check(fact, counts.get("Ingress") == 2 and counts.get("HorizontalPodAutoscaler") == 1
-                and counts.get("ServiceMonitor") == 5 and counts.get("PodDisruptionBudget") == 5
+                and counts.get("ServiceMonitor") == 5 and counts.get("PrometheusRule") == 1
+                and counts.get("ConfigMap") == 1 and counts.get("PodDisruptionBudget") == 5
                 and counts.get("NetworkPolicy") == 6 and "fxtriage-dispatch-hl7" in names,
                 f"full-values: {counts}")
 
-    fact = "NHS example: SASL_SSL with the SASL user from a Secret, sslmode=verify-full, S3 in eu-west-2, TLS ingress, ServiceMonitors, network policies"
+    fact = "NHS example: SASL_SSL with the SASL user from a Secret, sslmode=verify-full, S3 in eu-west-2, TLS ingress, ServiceMonitors, the PrometheusRule and dashboards, network policies"
     docs = renders["nhs-network-values"]
     for obj, spec, _ in pod_specs(docs):
         for container in containers(spec):
@@ -471,7 +652,8 @@ def check_values_files(facts, renders):
             if "FXTRIAGE_S3_REGION" in env:
                 facts.check(fact, env["FXTRIAGE_S3_REGION"]["value"] == "eu-west-2", f"{ident(obj)}: S3 region")
     counts = kinds(docs)
-    facts.check(fact, counts.get("Ingress") == 1 and counts.get("ServiceMonitor") == 5 and counts.get("NetworkPolicy") == 6,
+    facts.check(fact, counts.get("Ingress") == 1 and counts.get("ServiceMonitor") == 5 and counts.get("PrometheusRule") == 1
+                and counts.get("ConfigMap") == 1 and counts.get("NetworkPolicy") == 6,
                 f"nhs-network-values: {counts}")
 
 
@@ -521,7 +703,7 @@ def split(out_dir, renders):
     return 0
 
 
-def check_facts(render_dir):
+def check_facts(render_dir, chart_dir):
     renders = {os.path.splitext(os.path.basename(path))[0]: load(path)
                for path in sorted(glob.glob(os.path.join(render_dir, "*.yaml")))}
     expected = {"cpu-values", "gpu-values", "minimal-values", "full-values", "nhs-network-values"}
@@ -532,6 +714,170 @@ def check_facts(render_dir):
         check_render(facts, name, docs)
     facts.detail(NO_ROOT, f"{facts.containers} containers in {len(renders)} renders")
     check_values_files(facts, renders)
+    check_monitoring_objects(facts, chart_dir, renders)
+    return facts.report()
+
+
+def readme_metrics(readme):
+    """The metric names of the Metrics table of README.md (its "### Metrics" section)."""
+    text = open(readme).read()
+    section = re.search(r"^### Metrics\n(.*?)(?=^#{1,3} )", text, re.S | re.M)
+    if not section:
+        return set()
+    table = [line for line in section.group(1).splitlines() if line.startswith("|")]
+    return set(re.findall(r"\bfxtriage_[a-zA-Z0-9_]+", "\n".join(table)))
+
+
+def metric_names(text):
+    """The fxtriage metric names a query uses, without a histogram's _bucket, _sum or _count."""
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\bfxtriage_[a-zA-Z0-9_]+", text)}
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return anchor.replace(" ", "-")
+
+
+def grafana_to_promql(expr):
+    """A Grafana query as plain PromQL: its intervals 5m, every other variable a literal."""
+    expr = re.sub(r"\$\{?__(rate_interval|interval|range)(:\w+)?\}?", "5m", expr)
+    return re.sub(r"\$\{\w+(:\w+)?\}|\$\w+", "x", expr)
+
+
+def check_monitoring(chart_dir, readme, out_rules):
+    facts = Facts()
+    known = readme_metrics(readme)
+    fact = "README.md's Metrics table read"
+    facts.check(fact, len(known) >= 10, f"{readme}: {len(known)} metric names in the table under ### Metrics")
+    facts.detail(fact, f"{len(known)} metric names")
+    used = {}  # file -> metric names
+
+    # The alerts: labels, annotations, a runbook that exists.
+    alerts_path = os.path.join(chart_dir, ALERTS)
+    alerts = yaml.safe_load(open(alerts_path))
+    chart_readme = os.path.join(chart_dir, "README.md")
+    anchors = {github_anchor(line.lstrip("#")) for line in open(chart_readme) if re.match(r"#{1,6} ", line)}
+    fact = (f"{ALERTS}: every alert has a severity (critical, warning), a summary, a description and a runbook "
+            f"that is a heading of the chart's README.md")
+    names = []
+    for group in alerts.get("groups", []):
+        for rule in group.get("rules", []):
+            used.setdefault(ALERTS, set()).update(metric_names(rule.get("expr", "")))
+            if "alert" not in rule:
+                continue
+            name = rule["alert"]
+            names.append(name)
+            annotations = rule.get("annotations", {})
+            facts.check(fact, rule.get("labels", {}).get("severity") in ("critical", "warning"),
+                        f"{name}: severity {rule.get('labels', {}).get('severity')!r}")
+            missing = [key for key in ("summary", "description", "runbook") if not annotations.get(key)]
+            facts.check(fact, not missing, f"{name}: no {', '.join(missing)}")
+            runbook = annotations.get("runbook", "")
+            path, _, anchor = runbook.partition("#")
+            facts.check(fact, path == "helm/fxtriage/README.md" and anchor in anchors,
+                        f"{name}: runbook {runbook!r} is not a heading of helm/fxtriage/README.md")
+    facts.check(fact, len(names) == len(set(names)), f"alert names repeat: {names}")
+    facts.detail(fact, f"{len(names)} alerts")
+
+    # Their tests: a case where each fires and one where it stays silent.
+    tests = yaml.safe_load(open(os.path.join(chart_dir, ALERT_TESTS)))
+    fact = f"{ALERT_TESTS}: each alert has a case where it fires and one where it must not"
+    fires, silent = set(), set()
+    for test in tests.get("tests", []):
+        for series in test.get("input_series", []):
+            used.setdefault(ALERT_TESTS, set()).update(metric_names(series["series"]))
+        for case in test.get("promql_expr_test", []):
+            used.setdefault(ALERT_TESTS, set()).update(metric_names(case["expr"]))
+        for case in test.get("alert_rule_test", []):
+            (fires if case.get("exp_alerts") else silent).add(case["alertname"])
+    facts.check(fact, tests.get("rule_files") == [os.path.basename(ALERTS)], f"rule_files {tests.get('rule_files')}")
+    for name in names:
+        facts.check(fact, name in fires and name in silent,
+                    f"{name}: {'no firing case' if name not in fires else 'no silent case'}")
+    facts.check(fact, (fires | silent) <= set(names), f"tests of unknown alerts {sorted((fires | silent) - set(names))}")
+
+    # The dashboards.
+    fact = (f"{DASHBOARDS}/*.json: parse, schemaVersion 39, a ${{datasource}} Prometheus variable every query uses, "
+            f"no external links, unique uids and panel ids")
+    found = sorted(name for name in os.listdir(os.path.join(chart_dir, DASHBOARDS)))
+    facts.check(fact, found == sorted(DASHBOARD_FILES), f"{DASHBOARDS}: {found}, expected {sorted(DASHBOARD_FILES)}")
+    groups, uids, queries = [], [], 0
+    for file_name in found:
+        path = f"{DASHBOARDS}/{file_name}"
+        try:
+            board = json.load(open(os.path.join(chart_dir, path)))
+        except ValueError as error:
+            facts.check(fact, False, f"{path}: {error}")
+            continue
+        uids.append(board.get("uid"))
+        facts.check(fact, board.get("schemaVersion") == 39, f"{path}: schemaVersion {board.get('schemaVersion')}")
+        variables = board.get("templating", {}).get("list", [])
+        facts.check(fact, any(var.get("name") == "datasource" and var.get("type") == "datasource"
+                              and var.get("query") == "prometheus" for var in variables),
+                    f"{path}: no datasource variable of type prometheus")
+        facts.check(fact, not board.get("links") and "__inputs" not in board, f"{path}: links {board.get('links')}")
+        strings = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+            elif isinstance(node, str):
+                strings.append(node)
+        walk(board)
+        external = [text for text in strings if re.search(r"https?://", text)]
+        facts.check(fact, not external, f"{path}: external addresses {external[:3]}")
+        panels = [panel for panel in board.get("panels", [])]
+        panels += [inner for panel in panels for inner in panel.get("panels", [])]
+        ids = [panel.get("id") for panel in panels]
+        facts.check(fact, len(ids) == len(set(ids)), f"{path}: panel ids repeat")
+        rules = []
+        # Record names unique across the dashboards (promtool lints repeats).
+        prefix = "dashboard:" + re.sub(r"\W", "_", file_name.removesuffix(".json")) + ":"
+        for var in variables:
+            if var.get("type") != "query":
+                continue
+            query = var.get("query")
+            query = query.get("query", "") if isinstance(query, dict) else query or ""
+            facts.check(fact, var.get("datasource", {}).get("uid") == "${datasource}",
+                        f"{path}: variable {var.get('name')} does not use ${{datasource}}")
+            inner = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", query)
+            selector = inner.group(1) if inner else query
+            used.setdefault(path, set()).update(metric_names(selector))
+            rules.append({"record": f"{prefix}variable_{var['name']}", "expr": grafana_to_promql(selector)})
+        for panel in panels:
+            if panel.get("type") == "row":
+                continue
+            facts.check(fact, panel.get("datasource", {}).get("uid") == "${datasource}",
+                        f"{path}: panel {panel.get('id')} {panel.get('title')!r} does not use ${{datasource}}")
+            facts.check(fact, not panel.get("links"), f"{path}: panel {panel.get('id')} has links")
+            for target in panel.get("targets", []):
+                facts.check(fact, target.get("datasource", {}).get("uid") == "${datasource}" and target.get("expr"),
+                            f"{path}: panel {panel.get('id')} query {target.get('refId')} has no expr or another data source")
+                used.setdefault(path, set()).update(metric_names(target.get("expr", "")))
+                rules.append({"record": f"{prefix}panel_{panel.get('id')}_{target.get('refId')}",
+                              "expr": grafana_to_promql(target.get("expr", ""))})
+                for operator, jobs in re.findall(r'job\s*(=~|=)\s*"([^"]*)"', target.get("expr", "")):
+                    facts.check(fact, set(jobs.split("|")) <= set(COMPONENTS),
+                                f"{path}: panel {panel.get('id')} names jobs {jobs}, the ServiceMonitors make {COMPONENTS}")
+        queries += len(rules)
+        groups.append({"name": path, "rules": rules})
+    facts.check(fact, len(uids) == len(set(uids)) and all(uids), f"dashboard uids {uids}")
+    facts.detail(fact, f"{len(found)} dashboards, {queries} queries")
+    with open(out_rules, "w") as out:
+        out.write(f"# The queries of {DASHBOARDS}/*.json as recording rules, for promtool check rules.\n")
+        yaml.safe_dump({"groups": groups}, out, sort_keys=False, width=1000)
+
+    # Every metric name against README.md's table.
+    fact = "every fxtriage metric the alerts, their tests and the dashboards use is in README.md's Metrics table"
+    for path, names_used in sorted(used.items()):
+        unknown = sorted(names_used - known)
+        facts.check(fact, not unknown, f"{path}: unknown metric {', '.join(unknown)} (not in README.md's Metrics table)")
+    facts.detail(fact, f"{len(set().union(*used.values()))} names in {len(used)} files")
     return facts.report()
 
 
@@ -543,6 +889,8 @@ def main():
         return split(arguments[0], arguments[1:])
     if command == "facts":
         return check_facts(*arguments)
+    if command == "monitoring":
+        return check_monitoring(*arguments)
     print(f"unknown command {command}", file=sys.stderr)
     return 2
 

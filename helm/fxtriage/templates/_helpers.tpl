@@ -311,6 +311,13 @@ readinessProbe:
 {{- if and .Values.ingest.http.ingress.enabled (not .Values.ingest.http.ingress.hosts) -}}
 {{- fail "ingest.http.ingress.hosts: give at least one host when ingest.http.ingress.enabled" -}}
 {{- end -}}
+{{- $hours := .Values.monitoring.prometheusRule.workingHours -}}
+{{- if ge (int $hours.startHour) (int $hours.endHour) -}}
+{{- fail (printf "monitoring.prometheusRule.workingHours: startHour (%v) must be below endHour (%v)" $hours.startHour $hours.endHour) -}}
+{{- end -}}
+{{- if gt (int $hours.firstDay) (int $hours.lastDay) -}}
+{{- fail (printf "monitoring.prometheusRule.workingHours: firstDay (%v) is after lastDay (%v)" $hours.firstDay $hours.lastDay) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Objects ------------------------------------------------------------------ */}}
