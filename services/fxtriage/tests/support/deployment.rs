@@ -101,6 +101,8 @@ pub struct Deployment {
     pub dimse_port: u16,
     pub services: BTreeMap<&'static str, (Service, u16)>,
     starts: usize,
+    /// Runs the services from this image (podman) instead of the built binary.
+    image: Option<String>,
 }
 
 impl Deployment {
@@ -112,6 +114,11 @@ impl Deployment {
 
     /// The three services on `stack`.
     pub async fn start_with(stack: Stack) -> Self {
+        Self::start_from(stack, None).await
+    }
+
+    /// The three services on `stack`, run from `image` (podman) when given.
+    pub async fn start_from(stack: Stack, image: Option<String>) -> Self {
         let prefix = stack.prefix.clone();
         // FXTRIAGE_TEST_KEEP_LOGS keeps the services' logs after the test, to diagnose.
         let directory = tempfile::Builder::new()
@@ -141,7 +148,17 @@ impl Deployment {
             dimse_port: free_loopback_port(),
             services: BTreeMap::new(),
             starts: 0,
+            image,
         };
+        if deployment.image.is_some() {
+            // The image's non-root user reads the sites file in there.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                deployment.directory.path(),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .expect("chmod");
+        }
         // The prioritizer first, so its group exists before anything is announced.
         for name in ["prioritizer", "inference", "ingest"] {
             deployment.start_service(name).await;
@@ -156,7 +173,10 @@ impl Deployment {
             "inference" => vec![
                 "inference".into(),
                 "--model".into(),
+                // Canonical: the same path inside the image, where models/ is mounted.
                 repository_path("models/testdata/heatmap")
+                    .canonicalize()
+                    .expect("the test model")
                     .display()
                     .to_string(),
                 "--health-address".into(),
@@ -177,12 +197,27 @@ impl Deployment {
     pub async fn start_service(&mut self, name: &'static str) {
         let port = free_loopback_port();
         self.starts += 1;
-        let service = Service::start(
-            &format!("{name}-{}", self.starts),
-            &self.arguments(name, port),
-            &self.stack.environment,
-            self.directory.path(),
-        );
+        let name_and_start = format!("{name}-{}", self.starts);
+        let service = match &self.image {
+            None => Service::start(
+                &name_and_start,
+                &self.arguments(name, port),
+                &self.stack.environment,
+                self.directory.path(),
+            ),
+            // The sites file and the test models, at the same paths inside.
+            Some(image) => Service::start_in_image(
+                image,
+                &name_and_start,
+                &self.arguments(name, port),
+                &self.stack.environment,
+                &[
+                    self.directory.path(),
+                    &repository_path("models").canonicalize().expect("models"),
+                ],
+                self.directory.path(),
+            ),
+        };
         wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
         self.services.insert(name, (service, port));
     }

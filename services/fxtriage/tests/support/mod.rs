@@ -169,6 +169,38 @@ pub struct Service {
     pub name: String,
     pub child: ChildGuard,
     pub log: PathBuf,
+    /// The podman container it runs in, removed when the service is dropped.
+    pub container: Option<String>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(container) = &self.container {
+            let _ = podman()
+                .args(["rm", "--force", "--time", "0", container])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// podman with the settings it needs on these machines (scripts/build-image
+/// writes them): runc, and the ulimits the VM allows.
+pub fn podman() -> Command {
+    let tools = std::env::var_os("FXTRIAGE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(|cache| PathBuf::from(cache).join("fxtriage/tools"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/fxtriage/tools"))
+        })
+        .expect("HOME is set");
+    let mut command = Command::new("podman");
+    command.env("CONTAINERS_CONF", tools.join("containers.conf"));
+    command
 }
 
 impl Service {
@@ -210,6 +242,51 @@ impl Service {
             name: name.to_owned(),
             child,
             log,
+            container: None,
+        }
+    }
+
+    /// The service run from `image` with podman: the host's network (it binds
+    /// 127.0.0.1 as on the host), `mounts` read-only at the same paths, and only
+    /// the settings given (the image's own ONNX Runtime library).
+    pub fn start_in_image(
+        image: &str,
+        name: &str,
+        arguments: &[String],
+        environment: &[(String, String)],
+        mounts: &[&Path],
+        log_dir: &Path,
+    ) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let container = format!("fxtriage-test-{name}-{}", std::process::id());
+        let mut command = podman();
+        command.args(["run", "--rm", "--network", "host", "--name", &container]);
+        for mount in mounts {
+            command
+                .arg("--volume")
+                .arg(format!("{}:{}:ro", mount.display(), mount.display()));
+        }
+        for (key, value) in environment {
+            if key != "ORT_DYLIB_PATH" {
+                command.arg("--env").arg(format!("{key}={value}"));
+            }
+        }
+        command
+            .arg(image)
+            .args(arguments)
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = ChildGuard::spawn(name, &mut command).expect("spawn podman");
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+            container: Some(container),
         }
     }
 
