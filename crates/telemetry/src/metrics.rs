@@ -104,6 +104,9 @@ pub mod names {
     /// Gauge: messages waiting past a consumer group's position, labelled
     /// `group`, `topic` and `partition` (from librdkafka's statistics).
     pub const CONSUMER_LAG: &str = "fxtriage_consumer_lag";
+    /// Counter: malformed messages a reader skipped without dead-lettering
+    /// them (the API's worklist change fan-out), labelled `topic`.
+    pub const MALFORMED_SKIPPED: &str = "fxtriage_malformed_messages_skipped_total";
 }
 
 /// Upper bounds (seconds) of every latency histogram.
@@ -189,6 +192,10 @@ pub fn describe() {
         names::PRIORITIZER_APPLY_SECONDS,
         metrics::Unit::Seconds,
         "Time to apply one message to the worklist (its transaction)."
+    );
+    metrics::describe_counter!(
+        names::MALFORMED_SKIPPED,
+        "Malformed messages skipped without dead-lettering (the API's worklist change fan-out), by topic."
     );
     metrics::describe_gauge!(
         names::CONSUMER_LAG,

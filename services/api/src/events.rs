@@ -208,7 +208,18 @@ impl FanOut {
                             .unwrap_or_else(|_| "{}".into()),
                         site_id: change.site_id,
                     }),
-                    Err(error) => tracing::warn!(%error, "skipped a malformed WorklistChange"),
+                    // Skipped and counted, not dead-lettered: every API process
+                    // reads the topic in a group of its own, so each would copy
+                    // the poison to the dead-letter topic again; the change it
+                    // should have carried is in PostgreSQL all the same.
+                    Err(error) => {
+                        tracing::warn!(%error, "skipped a malformed WorklistChange");
+                        metrics::counter!(
+                            fxtriage_telemetry::metrics::names::MALFORMED_SKIPPED,
+                            "topic" => message.topic.clone(),
+                        )
+                        .increment(1);
+                    }
                 }
             }
             // Nothing here is durable: a change is as done as it will be.

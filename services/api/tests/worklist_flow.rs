@@ -904,6 +904,15 @@ async fn an_event_stream_receives_its_sites_changes_and_no_other() {
     };
     let (kind, _) = events.next(Duration::from_secs(5)).await.expect("ready");
     assert_eq!(kind, "ready");
+    // A poison message on the worklist topic first: skipped, and the changes
+    // after it still reach the stream.
+    api.bus
+        .produce(
+            &fxtriage_proto::Namespace::none().worklist_topic(),
+            fxtriage_bus::Record::new("1.17.1", b"\xff\xffnot a WorklistChange".to_vec()),
+        )
+        .await
+        .expect("produce the poison message");
 
     let other = api
         .post(
