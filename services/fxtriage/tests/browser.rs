@@ -709,24 +709,7 @@ impl StandaloneApp {
 
     /// `fxtriage tokens create ARGS` on the app's database: the new token.
     fn create_token(&self, arguments: &[&str]) -> String {
-        let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-            .args(["tokens", "create"])
-            .args(arguments)
-            .env("FXTRIAGE_DATABASE_URL", &self.database.url)
-            .output()
-            .expect("tokens create");
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        String::from_utf8(created.stdout)
-            .expect("utf-8")
-            .lines()
-            .rfind(|line| !line.trim().is_empty())
-            .expect("a token on stdout")
-            .trim()
-            .to_owned()
+        support::create_token(&self.database.url, arguments)
     }
 
     /// The worklist as the page asks for it: open and claimed studies, in order.

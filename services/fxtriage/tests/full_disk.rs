@@ -13,7 +13,9 @@ use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
 use fxtriage_dispatch::dicom_out::{self, Stored};
 use fxtriage_objstore::ObjectStore as _;
 use fxtriage_sites::destinations::DicomPeer;
-use support::{Service, Stack, free_loopback_port, object_keys, read_topics, wait_for_status};
+use support::{
+    Service, Stack, create_token, free_loopback_port, object_keys, read_topics, wait_for_status,
+};
 
 fn is_root() -> bool {
     Command::new("id")
@@ -76,26 +78,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn create_token(database_url: &str, site: &str) -> String {
-    let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-        .args(["tokens", "create", "--site", site, "--role", "sender"])
-        .env("FXTRIAGE_DATABASE_URL", database_url)
-        .output()
-        .expect("tokens create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    String::from_utf8(created.stdout)
-        .expect("utf-8")
-        .lines()
-        .rfind(|line| !line.trim().is_empty())
-        .expect("a token on stdout")
-        .trim()
-        .to_owned()
-}
-
 /// A STOW-RS request of one instance; returns the status and Retry-After.
 async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<String>) {
     let boundary = "fxtriage-full-disk-boundary";
@@ -151,7 +133,10 @@ async fn a_full_temporary_disk_is_refused_with_a_retryable_status_and_recovers()
         format!("[[site]]\nid = \"{site}\"\nae_titles = [\"{ae_title}\"]\n"),
     )
     .expect("sites file");
-    let token = create_token(&stack.setting("FXTRIAGE_DATABASE_URL"), &site);
+    let token = create_token(
+        &stack.setting("FXTRIAGE_DATABASE_URL"),
+        &["--site", &site, "--role", "sender"],
+    );
 
     let tmpfs = Tmpfs::mount(16);
     let (dimse_port, http_port) = (free_loopback_port(), free_loopback_port());

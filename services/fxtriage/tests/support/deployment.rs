@@ -321,6 +321,20 @@ impl Deployment {
         }
     }
 
+    /// Waits until `studies` are settled, then asserts each is listed once in
+    /// policy order and each image recorded once; returns the rows.
+    pub async fn settled_once(
+        &self,
+        client: &tokio_postgres::Client,
+        studies: &[Study],
+    ) -> Vec<tokio_postgres::Row> {
+        let rows = self.settled(client, studies).await;
+        assert_listed_once_in_policy_order(&rows, studies);
+        let (_, images, _, _) = self.progress(client).await;
+        assert_eq!(images, expected_images(studies), "each image recorded once");
+        rows
+    }
+
     /// Where each study that is not settled is: stored, quarantined,
     /// dead-lettered, recorded without a finding.
     pub async fn diagnose(&self, client: &tokio_postgres::Client, studies: &[Study]) -> String {

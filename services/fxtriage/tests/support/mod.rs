@@ -203,6 +203,17 @@ pub fn podman() -> Command {
     command
 }
 
+/// `NAME.log` in `log_dir`, opened to append a service's standard error.
+fn log_file(log_dir: &Path, name: &str) -> (PathBuf, std::fs::File) {
+    let log = log_dir.join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
+    (log, file)
+}
+
 impl Service {
     pub fn start(
         name: &str,
@@ -210,12 +221,7 @@ impl Service {
         environment: &[(String, String)],
         log_dir: &Path,
     ) -> Self {
-        let log = log_dir.join(format!("{name}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let (log, log_file) = log_file(log_dir, name);
         let mut command = Command::new(env!("CARGO_BIN_EXE_fxtriage"));
         // Only the settings given: nothing inherited from the test's own environment.
         for (key, _) in std::env::vars()
@@ -257,12 +263,7 @@ impl Service {
         mounts: &[&Path],
         log_dir: &Path,
     ) -> Self {
-        let log = log_dir.join(format!("{name}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let (log, log_file) = log_file(log_dir, name);
         let container = format!("fxtriage-test-{name}-{}", std::process::id());
         let mut command = podman();
         command.args(["run", "--rm", "--network", "host", "--name", &container]);
@@ -609,4 +610,27 @@ pub fn promtool_check_metrics(service: &str, exposition: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `fxtriage tokens create ARGUMENTS` against the database at `database_url`:
+/// the token it prints.
+pub fn create_token(database_url: &str, arguments: &[&str]) -> String {
+    let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["tokens", "create"])
+        .args(arguments)
+        .env("FXTRIAGE_DATABASE_URL", database_url)
+        .output()
+        .expect("tokens create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .lines()
+        .rfind(|line| !line.trim().is_empty())
+        .expect("a token on stdout")
+        .trim()
+        .to_owned()
 }
