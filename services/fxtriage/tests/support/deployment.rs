@@ -287,21 +287,29 @@ impl Deployment {
                 .iter()
                 .filter(|row| row.get::<_, String>(2) == "awaiting-analysis")
                 .count();
-            // A study may be classed before all its images are (one suspected
-            // image suffices): wait for every image's finding too.
-            let images_awaiting: i64 = client
+            // A study may be listed and classed before all its images are
+            // recorded (a message retried after a database outage can come
+            // late; one suspected image suffices for the class): wait for every
+            // image, and every image's finding, too.
+            let images = client
                 .query_one(
-                    "SELECT count(*) FROM instances WHERE site_id = $1 AND analysis = 'awaiting'",
+                    "SELECT count(*), count(*) FILTER (WHERE analysis = 'awaiting') \
+                     FROM instances WHERE site_id = $1",
                     &[&self.site],
                 )
                 .await
-                .expect("count")
-                .get(0);
-            if rows.len() == studies.len() && awaiting == 0 && images_awaiting == 0 {
+                .expect("count");
+            let (recorded, images_awaiting): (i64, i64) = (images.get(0), images.get(1));
+            let expected = expected_images(studies);
+            if rows.len() == studies.len()
+                && awaiting == 0
+                && recorded >= expected
+                && images_awaiting == 0
+            {
                 Progress::Done(rows)
             } else {
                 Progress::NotYet(format!(
-                    "{} of {} studies listed, {awaiting} awaiting analysis, {images_awaiting} images without a finding",
+                    "{} of {} studies listed, {awaiting} awaiting analysis, {recorded} of {expected} images recorded, {images_awaiting} images without a finding",
                     rows.len(),
                     studies.len()
                 ))
