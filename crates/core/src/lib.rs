@@ -5,6 +5,7 @@ mod detection;
 mod instance_key;
 pub mod policy;
 mod site;
+pub mod stats;
 mod uid;
 mod urgency;
 

@@ -21,6 +21,12 @@ pub struct InstanceInfo {
     pub modality: String,
     pub body_part: String,
     pub view_position: String,
+    /// PatientSex (M, F, O) and PatientAge ("045Y", "006M"): for the subgroups of
+    /// a model's evaluation. Patient data: never logged nor serialised.
+    #[serde(skip)]
+    pub patient_sex: String,
+    #[serde(skip)]
+    pub patient_age: String,
     pub laterality: String,
     pub accession_number: String,
     /// RequestedProcedurePriority, top level or in RequestAttributesSequence.
@@ -169,6 +175,8 @@ fn describe(object: &DefaultDicomObject) -> InstanceInfo {
         modality: uppercase(tags::MODALITY),
         body_part: uppercase(tags::BODY_PART_EXAMINED),
         view_position: uppercase(tags::VIEW_POSITION),
+        patient_sex: uppercase(tags::PATIENT_SEX),
+        patient_age: uppercase(tags::PATIENT_AGE),
         laterality,
         accession_number: text(object, tags::ACCESSION_NUMBER).unwrap_or_default(),
         requested_priority: requested_priority(object),

@@ -6,6 +6,7 @@ pub mod capture;
 mod inspect;
 mod j2k;
 pub mod overlay;
+pub mod picture;
 pub mod pixels;
 pub mod radiograph;
 mod rules;

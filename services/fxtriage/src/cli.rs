@@ -79,6 +79,8 @@ pub enum Command {
     Tokens(commands::tokens::TokensArgs),
     /// Run every service in one process with the in-process bus and a local data directory.
     Standalone(commands::standalone::StandaloneArgs),
+    /// Measure models: `models evaluate MODEL_DIR --dataset DIR`.
+    Models(commands::models::ModelsArgs),
     /// Write synthetic sample studies (radiographs with and without fractures) as DICOM files.
     Samples(commands::samples::SamplesArgs),
     /// Print a site's worklist in reading order.
@@ -100,6 +102,7 @@ impl Command {
             Command::Inference(_) => "fxtriage-inference",
             Command::Analyze(_) => "fxtriage-analyze",
             Command::Samples(_) => "fxtriage-samples",
+            Command::Models(_) => "fxtriage-models",
             Command::Worklist(_) => "fxtriage-worklist",
             Command::Prioritizer(_) => "fxtriage-prioritizer",
             Command::Api(_) => "fxtriage-api",

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use fxtriage_core::BoundingBox;
-use fxtriage_dicom::pixels::{PixelError, decode_for_input, letterbox_model};
+use fxtriage_dicom::pixels::{ModelImage, PixelError, decode_for_input, letterbox_model};
 
 use tokio::sync::Semaphore;
 
@@ -72,6 +72,25 @@ pub async fn analyse(
     input_size: u32,
     class_names: &[String],
 ) -> Result<Analysis, AnalysisError> {
+    analyse_decoded(
+        move || decode_for_input(&bytes, input_size).map(|(image, _window)| image),
+        batcher,
+        input_size,
+        class_names,
+    )
+    .await
+}
+
+/// Analyses the image `decode` returns (run on a blocking thread, holding one
+/// of the [`DECODERS`]): the same letterbox, batching and mapping of boxes as
+/// for a Part 10 file. `fxtriage models evaluate` decodes PNG and JPEG
+/// pictures this way.
+pub async fn analyse_decoded(
+    decode: impl FnOnce() -> Result<ModelImage, PixelError> + Send + 'static,
+    batcher: &Batcher,
+    input_size: u32,
+    class_names: &[String],
+) -> Result<Analysis, AnalysisError> {
     let waiting = Instant::now();
     let slot = DECODERS
         .acquire()
@@ -80,7 +99,7 @@ pub async fn analyse(
     let decode_wait = waiting.elapsed();
     let prepared = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let (image, _window) = decode_for_input(&bytes, input_size)?;
+        let image = decode()?;
         let decoded = Instant::now();
         let (input, transform) = letterbox_model(&image, input_size);
         Ok::<_, PixelError>((

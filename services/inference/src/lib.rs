@@ -5,6 +5,7 @@
 pub mod analyse;
 pub mod batcher;
 pub mod consumer;
+pub mod evaluate;
 pub mod manifest;
 pub mod model;
 pub mod postprocess;

@@ -8,6 +8,7 @@ pub mod import;
 pub mod inference;
 pub mod ingest;
 pub mod migrate;
+pub mod models;
 pub mod prioritizer;
 pub mod quarantine;
 pub mod samples;
