@@ -20,6 +20,8 @@ pub mod action {
     pub const STUDY_RELEASE: &str = "study.release";
     pub const STUDY_REPORT: &str = "study.report";
     pub const CLAIM_EXPIRE: &str = "claim.expire";
+    pub const DISCREPANCIES_READ: &str = "discrepancies.read";
+    pub const DISCREPANCY_REVIEW: &str = "discrepancy.review";
 }
 
 /// Who acted: a token (and the reader it named, and the group it is a token of),

@@ -10,7 +10,8 @@
 //! | `GET /api/v1/sites/{site}/studies/{study}` | viewer | the study, its images, findings and detections |
 //! | `POST /api/v1/sites/{site}/studies/{study}/claim` | reader | claim it (409 when someone else holds it) |
 //! | `POST /api/v1/sites/{site}/studies/{study}/release` | reader | end the own claim (admin: anyone's) |
-//! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround |
+//! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround (and, optionally, whether there is a fracture) |
+//! | `GET /api/v1/sites/{site}/discrepancies`, `POST .../studies/{study}/discrepancy-review` | reader | reported "no fracture" where the AI suspected one: the second look ([`discrepancies`]) |
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
 //! | `GET /api/v1/groups/{group}/...` | viewer, reader | a reading network's merged worklist ([`groups`]) |
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod claims;
 pub mod deliveries;
+pub mod discrepancies;
 pub mod error;
 pub mod events;
 pub mod groups;
@@ -184,6 +186,11 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/studies/{study}/claim", post(claims::post_claim))
         .route("/studies/{study}/release", post(claims::post_release))
         .route("/studies/{study}/report", post(reports::post_report))
+        .route(
+            "/studies/{study}/discrepancy-review",
+            post(discrepancies::post_review),
+        )
+        .route("/discrepancies", get(discrepancies::get_discrepancies))
         .route(
             "/studies/{study}/instances/{sop}/overlay.png",
             get(overlay::get_overlay),

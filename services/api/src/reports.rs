@@ -3,6 +3,11 @@
 //! study's class at that moment, from which PostgreSQL derives the turnaround and
 //! whether the deadline was met.
 //!
+//! The body may say whether the reader found a fracture (`"fracture": "yes" |
+//! "no" | "equivocal"`): optional, never required to report. It is what the AI
+//! monitoring and the discrepancy list ([`crate::discrepancies`]) compare the
+//! model's result with.
+//!
 //! A reader may report a study they claimed or an open one (a RIS that reports
 //! directly); a study claimed by someone else needs an admin token. Reporting
 //! again as the same reader answers the stored report (a client's retry is
@@ -26,7 +31,7 @@ use crate::claims::{end_claim, expire_claim};
 use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
-use crate::views::{ReaderBody, WorklistItem, parse_body, reader_name, rfc3339};
+use crate::views::{WorklistItem, parse_body, reader_name, rfc3339};
 use fxtriage_worklist::query::{STUDY_COLUMNS, claim_expired, database_now, study_row};
 
 #[derive(Debug, Serialize)]
@@ -35,9 +40,49 @@ pub struct ReportResponse {
     pub report: ReportSummary,
 }
 
+/// Whether the reader found a fracture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FractureOutcome {
+    Yes,
+    No,
+    Equivocal,
+}
+
+impl FractureOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FractureOutcome::Yes => "yes",
+            FractureOutcome::No => "no",
+            FractureOutcome::Equivocal => "equivocal",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "yes" => Some(FractureOutcome::Yes),
+            "no" => Some(FractureOutcome::No),
+            "equivocal" => Some(FractureOutcome::Equivocal),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a report.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// Who reads (see [`crate::views::ReaderBody`]).
+    pub reader: Option<String>,
+    /// Whether they found a fracture; not recorded when absent.
+    pub fracture: Option<FractureOutcome>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ReportSummary {
     pub reader: String,
+    /// The reader's outcome, when they gave one.
+    pub fracture: Option<FractureOutcome>,
     pub reported_at: String,
     /// From arrival to report.
     pub turnaround_seconds: f64,
@@ -49,6 +94,10 @@ impl ReportSummary {
         let reported_at: OffsetDateTime = row.get("reported_at");
         Self {
             reader: row.get("reader"),
+            fracture: row
+                .get::<_, Option<String>>("fracture")
+                .as_deref()
+                .and_then(FractureOutcome::parse),
             reported_at: rfc3339(reported_at),
             turnaround_seconds: row.get("turnaround_seconds"),
             met_deadline: row.get("met_deadline"),
@@ -56,7 +105,7 @@ impl ReportSummary {
     }
 }
 
-const REPORT_COLUMNS: &str = "reader, reported_at, \
+const REPORT_COLUMNS: &str = "reader, fracture, reported_at, \
     EXTRACT(EPOCH FROM turnaround)::float8 AS turnaround_seconds, met_deadline";
 
 pub async fn post_report(
@@ -67,7 +116,7 @@ pub async fn post_report(
 ) -> ApiResult<Json<ReportResponse>> {
     caller.require_reader()?;
     let study_uid = StudyPath::parse(path)?.study;
-    let request: ReaderBody = parse_body(&body)?;
+    let request: ReportBody = parse_body(&body)?;
     let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
 
     let mut client = state.pool.get().await?;
@@ -123,8 +172,8 @@ pub async fn post_report(
         .query_one(
             &format!(
                 "INSERT INTO reports (site_id, study_instance_uid, token_id, reader, arrived_at, \
-                     deadline, urgency, ai_result, probability) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {REPORT_COLUMNS}"
+                     deadline, urgency, ai_result, probability, fracture) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {REPORT_COLUMNS}"
             ),
             &[
                 &caller.site.as_str(),
@@ -136,6 +185,7 @@ pub async fn post_report(
                 &study.urgency.as_str(),
                 &study.ai_result.as_str(),
                 &study.probability,
+                &request.fracture.map(FractureOutcome::as_str),
             ],
         )
         .await
@@ -170,6 +220,7 @@ pub async fn post_report(
             detail: serde_json::json!({
                 "turnaround_seconds": report.turnaround_seconds,
                 "met_deadline": report.met_deadline,
+                "fracture": report.fracture,
                 "revision": reported.revision,
             }),
         },

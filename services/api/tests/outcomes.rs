@@ -1,0 +1,211 @@
+//! The radiologist's outcome on a report, and the safety net built on it: the
+//! discrepancy list (reported "no fracture" where the AI suspected one) with
+//! its second look, against the real PostgreSQL.
+
+mod support;
+
+use fxtriage_core::Urgency;
+use reqwest::StatusCode;
+use support::*;
+
+async fn report_with(api: &TestApi, study: &str, body: serde_json::Value) -> serde_json::Value {
+    let response = api
+        .post(
+            &api.demo.reader,
+            SITE,
+            &format!("/studies/{study}/report"),
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "report of {study}");
+    response.json().await.expect("JSON")
+}
+
+async fn discrepancies(api: &TestApi, token: &str, query: &str) -> serde_json::Value {
+    let response = api
+        .get(token, SITE, &format!("/discrepancies{query}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("JSON")
+}
+
+fn studies_of(list: &serde_json::Value) -> Vec<String> {
+    list["discrepancies"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item["study_instance_uid"].as_str().expect("uid").to_owned())
+        .collect()
+}
+
+async fn review(api: &TestApi, study: &str, body: serde_json::Value) -> reqwest::Response {
+    api.post(
+        &api.demo.reader,
+        SITE,
+        &format!("/studies/{study}/discrepancy-review"),
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_second_look() {
+    let Some(api) = start_api().await else {
+        return;
+    };
+    let arrived = now() - minutes(30);
+    // Suspected, possible, no finding; one suspected study reported as a
+    // fracture and one reported without an outcome.
+    for (study, probability) in [
+        ("1.21.1", 0.95),
+        ("1.21.2", 0.5),
+        ("1.21.3", 0.05),
+        ("1.21.4", 0.9),
+        ("1.21.5", 0.9),
+    ] {
+        add_study(
+            &api.pool,
+            &StudySpec::new(study, Urgency::Outpatient, arrived).analysed(probability),
+        )
+        .await;
+    }
+
+    // An outcome that is not one of the three is refused, and nothing is reported.
+    let refused = api
+        .post(
+            &api.demo.reader,
+            SITE,
+            "/studies/1.21.1/report",
+            serde_json::json!({ "reader": "dr-a", "fracture": "maybe" }),
+        )
+        .await;
+    expect_error(refused, StatusCode::BAD_REQUEST, "bad-request").await;
+    assert_eq!(api.count("SELECT count(*) FROM reports").await, 0);
+
+    let reported = report_with(
+        &api,
+        "1.21.1",
+        serde_json::json!({ "reader": "dr-a", "fracture": "no" }),
+    )
+    .await;
+    assert_eq!(reported["report"]["fracture"], "no");
+    report_with(
+        &api,
+        "1.21.2",
+        serde_json::json!({ "reader": "dr-a", "fracture": "no" }),
+    )
+    .await;
+    report_with(
+        &api,
+        "1.21.3",
+        serde_json::json!({ "reader": "dr-a", "fracture": "no" }),
+    )
+    .await;
+    report_with(
+        &api,
+        "1.21.4",
+        serde_json::json!({ "reader": "dr-b", "fracture": "yes" }),
+    )
+    .await;
+    let without = report_with(&api, "1.21.5", serde_json::json!({ "reader": "dr-b" })).await;
+    assert!(
+        without["report"]["fracture"].is_null(),
+        "the outcome is optional: {without}"
+    );
+    assert_eq!(
+        api.count("SELECT count(*) FROM reports WHERE fracture = 'no' AND ai_result = 'suspected'")
+            .await,
+        1
+    );
+
+    // Readers and admins see the list; viewers do not; another site's reader
+    // does not learn that the site exists.
+    let viewer = api.get(&api.demo.viewer, SITE, "/discrepancies").await;
+    expect_error(viewer, StatusCode::FORBIDDEN, "forbidden").await;
+    let other = api.get(&api.other.reader, SITE, "/discrepancies").await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+
+    let list = discrepancies(&api, &api.demo.reader, "").await;
+    assert_eq!(studies_of(&list), ["1.21.1"], "suspected only: {list}");
+    assert_eq!(list["discrepancies"][0]["ai_result"], "suspected");
+    assert_eq!(list["discrepancies"][0]["reader"], "dr-a");
+    assert!(list["discrepancies"][0]["review"].is_null());
+    let with_possible = discrepancies(&api, &api.demo.admin, "?include=possible").await;
+    let mut listed = studies_of(&with_possible);
+    listed.sort();
+    assert_eq!(listed, ["1.21.1", "1.21.2"], "{with_possible}");
+    assert_eq!(with_possible["weeks"].as_array().unwrap().len(), 1);
+    assert_eq!(with_possible["weeks"][0]["discrepancies"], 2);
+    assert_eq!(with_possible["weeks"][0]["reviewed"], 0);
+    let bad_query = api
+        .get(&api.demo.reader, SITE, "/discrepancies?include=all")
+        .await;
+    expect_error(bad_query, StatusCode::BAD_REQUEST, "bad-request").await;
+
+    // Only a discrepancy can be reviewed, with one of the conclusions.
+    let not_one = review(
+        &api,
+        "1.21.3",
+        serde_json::json!({ "conclusion": "no-fracture" }),
+    )
+    .await;
+    assert_eq!(not_one.status(), StatusCode::NOT_FOUND);
+    let bad = review(&api, "1.21.1", serde_json::json!({ "conclusion": "fine" })).await;
+    expect_error(bad, StatusCode::BAD_REQUEST, "bad-request").await;
+
+    let body = serde_json::json!({
+        "reviewer": "dr-c",
+        "conclusion": "fracture-confirmed",
+        "note": "undisplaced fracture of the radial styloid on the lateral view",
+    });
+    let reviewed = review(&api, "1.21.1", body.clone()).await;
+    assert_eq!(reviewed.status(), StatusCode::OK);
+    let reviewed: serde_json::Value = reviewed.json().await.expect("JSON");
+    assert_eq!(reviewed["reviewer"], "dr-c");
+    assert_eq!(reviewed["conclusion"], "fracture-confirmed");
+    // A retry answers the same review; another look by someone else conflicts.
+    let again = review(&api, "1.21.1", body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: serde_json::Value = again.json().await.expect("JSON");
+    assert_eq!(again["reviewed_at"], reviewed["reviewed_at"]);
+    let other_look = review(
+        &api,
+        "1.21.1",
+        serde_json::json!({ "reviewer": "dr-d", "conclusion": "no-fracture" }),
+    )
+    .await;
+    expect_error(other_look, StatusCode::CONFLICT, "conflict").await;
+
+    // The unreviewed one comes first; the week counts the confirmation.
+    let after = discrepancies(&api, &api.demo.reader, "?include=possible").await;
+    assert_eq!(studies_of(&after), ["1.21.2", "1.21.1"], "{after}");
+    assert_eq!(after["discrepancies"][1]["review"]["reviewer"], "dr-c");
+    assert_eq!(after["weeks"][0]["reviewed"], 1);
+    assert_eq!(after["weeks"][0]["confirmed"], 1);
+
+    // In the audit log: who reviewed and what they concluded, not the note.
+    assert_eq!(
+        api.count(
+            "SELECT count(*) FROM audit_log WHERE action = 'discrepancy.review' \
+             AND actor = 'dr-c' AND study_instance_uid = '1.21.1' \
+             AND detail->>'conclusion' = 'fracture-confirmed' \
+             AND detail->>'with_note' = 'true' AND detail::text NOT LIKE '%styloid%'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        api.count("SELECT count(*) FROM audit_log WHERE action = 'discrepancies.read'")
+            .await,
+        3
+    );
+    assert_eq!(
+        api.count(
+            "SELECT count(*) FROM audit_log WHERE action = 'study.report' \
+             AND detail->>'fracture' = 'no'"
+        )
+        .await,
+        3
+    );
+    api.finish().await;
+}
