@@ -180,6 +180,12 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
     );
     browser.screenshot(&artifacts.join("study.png")).await;
 
+    // Reported as "no fracture" although the AI suspected one: a discrepancy.
+    assert_eq!(
+        api_order[0]["ai_result"], "suspected",
+        "the first study in reading order is a suspected fracture"
+    );
+    browser.click("input[name=\"outcome\"][value=\"no\"]").await;
     browser.click("#report-button").await;
     browser
         .wait_for(
@@ -205,6 +211,49 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
             json!([STUDIES - 1, first]),
         )
         .await;
+
+    // The second look: the study is listed under the worklist, and a second
+    // reader's conclusion is recorded from the page.
+    browser
+        .wait_for(
+            "the discrepancy listed for a second look",
+            "const row = document.querySelector(`#discrepancies-rows tr[data-study=\"${arguments[0]}\"]`); \
+             return !document.getElementById('discrepancies').hidden && row !== null && \
+                 row.dataset.reviewed === 'no';",
+            json!([first]),
+        )
+        .await;
+    browser
+        .script(
+            "const row = document.querySelector(`#discrepancies-rows tr[data-study=\"${arguments[0]}\"]`); \
+             row.querySelector('select').value = 'fracture-confirmed'; \
+             row.querySelector('input').value = 'seen on the second look'; \
+             row.querySelector('button').click(); return true;",
+            json!([first]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the second look recorded",
+            "const row = document.querySelector(`#discrepancies-rows tr[data-study=\"${arguments[0]}\"]`); \
+             return row !== null && row.dataset.reviewed === 'yes' && \
+                 row.textContent.includes('Fracture confirmed, by ' + arguments[1]);",
+            json!([first, READER]),
+        )
+        .await;
+    let listed = app.get("discrepancies").await;
+    assert_eq!(listed["discrepancies"][0]["study_instance_uid"], first);
+    assert_eq!(
+        listed["discrepancies"][0]["review"]["conclusion"],
+        "fracture-confirmed"
+    );
+    browser
+        .script(
+            "document.getElementById('discrepancies').scrollIntoView(); return true;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&artifacts.join("second-look.png")).await;
 
     browser.quit().await;
     app.stop().await;

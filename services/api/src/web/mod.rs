@@ -22,6 +22,7 @@
 //! | `worklist.js` | the worklist table, filters, paging, claim-next, ticking clocks |
 //! | `study.js` | the study view: overlays from `blob:` URLs, claim, release, report |
 //! | `deliveries.js` | the site's failed result deliveries, for its admins, with "send again" |
+//! | `discrepancies.js` | the second look: reported "no fracture" where the AI suspected one, with the review form |
 //! | `format.js` | DOM building (text only) and formatting helpers |
 
 use axum::Router;
@@ -71,6 +72,10 @@ const MODULES: &[(&str, Asset)] = &[
     (
         "/js/deliveries.js",
         module(include_bytes!("js/deliveries.js")),
+    ),
+    (
+        "/js/discrepancies.js",
+        module(include_bytes!("js/discrepancies.js")),
     ),
     ("/js/format.js", module(include_bytes!("js/format.js"))),
 ];

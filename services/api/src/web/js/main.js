@@ -13,6 +13,7 @@
 
 import { api } from "./api.js";
 import { refreshDeliveries } from "./deliveries.js";
+import { refreshDiscrepancies, watchDiscrepancyFilter } from "./discrepancies.js";
 import { startEvents, stopEvents } from "./events.js";
 import { $ } from "./format.js";
 import {
@@ -77,6 +78,7 @@ function route() {
   document.title = `Worklist · ${scopeLabel()} · fxtriage`;
   refreshWorklist();
   refreshDeliveries();
+  refreshDiscrepancies();
 }
 
 function showSessionHeader() {
@@ -153,6 +155,7 @@ function start() {
   $("release-button").addEventListener("click", () => studyAction("release"));
   $("report-button").addEventListener("click", () => studyAction("report"));
   $("show-more").addEventListener("click", showMoreStudies);
+  watchDiscrepancyFilter();
   for (const filter of ["filter-urgency", "filter-ai"]) {
     $(filter).addEventListener("change", () => {
       firstPage();

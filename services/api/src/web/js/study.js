@@ -59,6 +59,9 @@ export async function openStudy(site, uid) {
     $("study-subtitle").textContent = "";
     $("study-badges").replaceChildren();
     $("study-facts").replaceChildren();
+    // Another study: its outcome starts unrecorded.
+    const unrecorded = document.querySelector('input[name="outcome"][value=""]');
+    if (unrecorded) unrecorded.checked = true;
   }
   study.site = site;
   study.uid = uid;
@@ -307,7 +310,12 @@ export async function studyAction(action) {
   study.busy = true;
   setActionsEnabled({ claim: false, release: false, report: false });
   try {
-    const answer = await api("POST", studyPath(site, uid, `/${action}`), readerBody());
+    let body = readerBody();
+    if (action === "report") {
+      const chosen = document.querySelector('input[name="outcome"]:checked');
+      if (chosen && chosen.value) body = { ...(body || {}), fracture: chosen.value };
+    }
+    const answer = await api("POST", studyPath(site, uid, `/${action}`), body);
     if (action === "claim") {
       rememberClaimant(answer);
       showStudyMessage(`Claimed by you until ${clockTime(answer.claim_expires_at)}.`, "success");
