@@ -79,6 +79,8 @@ pub enum Command {
     Tokens(commands::tokens::TokensArgs),
     /// Run every service in one process with the in-process bus and a local data directory.
     Standalone(commands::standalone::StandaloneArgs),
+    /// Turnaround and queue figures of sites over a period; per-study timelines as CSV.
+    Analytics(commands::analytics::AnalyticsArgs),
     /// Measure models: `models evaluate MODEL_DIR --dataset DIR`.
     Models(commands::models::ModelsArgs),
     /// Write synthetic sample studies (radiographs with and without fractures) as DICOM files.
@@ -103,6 +105,7 @@ impl Command {
             Command::Analyze(_) => "fxtriage-analyze",
             Command::Samples(_) => "fxtriage-samples",
             Command::Models(_) => "fxtriage-models",
+            Command::Analytics(_) => "fxtriage-analytics",
             Command::Worklist(_) => "fxtriage-worklist",
             Command::Prioritizer(_) => "fxtriage-prioritizer",
             Command::Api(_) => "fxtriage-api",

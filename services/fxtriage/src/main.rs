@@ -73,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Standalone(args) => commands::standalone::run(args, shutdown).await,
         Command::Samples(args) => commands::samples::run(&args),
         Command::Models(args) => commands::models::run(args).await,
+        Command::Analytics(args) => commands::analytics::run(args).await,
         Command::Worklist(args) => commands::worklist::run(&args).await,
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Import(args) => commands::import::run(args, shutdown).await,

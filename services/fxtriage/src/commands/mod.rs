@@ -1,5 +1,6 @@
 //! One file per subcommand: its arguments and its `run`.
 
+pub mod analytics;
 pub mod analyze;
 pub mod api;
 pub mod bench;

@@ -1,0 +1,380 @@
+//! Turnaround analytics: each study's timeline, and figures over any period,
+//! grouped by urgency, AI result, body part, model version or site.
+//!
+//! The timeline of a study (every time in UTC; absent when it did not happen):
+//!
+//! | event | from |
+//! |---|---|
+//! | `received` | the earliest `received_at` of its images (ingest's clock) |
+//! | `first_analysed` | the earliest `analysed_at` of its analysed findings |
+//! | `ai_final` | the latest `analysed_at` of its findings: when the AI result stopped changing |
+//! | `listed` | when the study first appeared on the worklist (its row's creation) |
+//! | `first_opened` | the first `study.read` of the study in the audit log |
+//! | `claimed` | the first claim |
+//! | `reported` | the report, through fxtriage or from the RIS |
+//!
+//! Turnaround is received to reported (the acquisition time from the DICOM
+//! headers is not yet recorded, so "acquired, else received" is "received" for
+//! every study today); queue wait is listed to first claimed. A study counts
+//! in a period by when it was received. The AI result, urgency and deadline of
+//! a reported study are those at report time (as the `reports` row keeps them);
+//! of an unreported one, those now. Percentiles are by linear interpolation
+//! between the closest ranks.
+//!
+//! Route: `GET /api/v1/sites/{site}/analytics?from=&to=&by=` (any role of the
+//! site; the figures name no patient and no study).
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use fxtriage_core::stats::Proportion;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, Doing as _};
+use crate::state::AppState;
+
+/// One study's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub site_id: String,
+    pub study_instance_uid: String,
+    pub accession_number: String,
+    pub urgency: String,
+    pub ai_result: String,
+    pub body_parts: Vec<String>,
+    /// The version of the model whose finding came last; empty when none.
+    pub model_version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_analysed: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ai_final: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub listed: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_opened: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub claimed: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub reported: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    /// The reader's outcome, when recorded.
+    pub fracture: Option<String>,
+}
+
+impl Timeline {
+    /// Received to reported, in seconds.
+    pub fn turnaround_seconds(&self) -> Option<f64> {
+        self.reported
+            .map(|reported| (reported - self.received).as_seconds_f64())
+    }
+
+    /// Listed to first claimed, in seconds.
+    pub fn queue_wait_seconds(&self) -> Option<f64> {
+        self.claimed
+            .map(|claimed| (claimed - self.listed).as_seconds_f64().max(0.0))
+    }
+}
+
+/// The timelines of the studies of `sites` received in `from..to`.
+pub async fn timelines(
+    client: &tokio_postgres::Client,
+    sites: &[String],
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> Result<Vec<Timeline>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT s.site_id, s.study_instance_uid, s.accession_number, \
+                 COALESCE(r.urgency, s.urgency) AS urgency, \
+                 COALESCE(r.ai_result, s.ai_result) AS ai_result, \
+                 COALESCE(r.deadline, s.deadline) AS deadline, \
+                 s.body_parts, s.arrived_at, s.created_at, \
+                 f.first_analysed, f.ai_final, \
+                 COALESCE(f.model_version, '') AS model_version, \
+                 (SELECT min(a.at) FROM audit_log a WHERE a.site_id = s.site_id \
+                     AND a.study_instance_uid = s.study_instance_uid \
+                     AND a.action = 'study.read') AS first_opened, \
+                 (SELECT min(c.claimed_at) FROM claims c WHERE c.site_id = s.site_id \
+                     AND c.study_instance_uid = s.study_instance_uid) AS claimed, \
+                 r.reported_at, r.fracture \
+             FROM studies s \
+             LEFT JOIN reports r USING (site_id, study_instance_uid) \
+             LEFT JOIN LATERAL ( \
+                 SELECT min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
+                     max(analysed_at) AS ai_final, \
+                     (array_agg(model_version ORDER BY analysed_at DESC NULLS LAST))[1] \
+                         AS model_version \
+                 FROM findings WHERE site_id = s.site_id \
+                     AND study_instance_uid = s.study_instance_uid) f ON true \
+             WHERE s.site_id = ANY($1) \
+                 AND ($2::timestamptz IS NULL OR s.arrived_at >= $2) \
+                 AND ($3::timestamptz IS NULL OR s.arrived_at < $3) \
+             ORDER BY s.arrived_at, s.site_id, s.study_instance_uid",
+            &[&sites, &from, &to],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Timeline {
+            site_id: row.get("site_id"),
+            study_instance_uid: row.get("study_instance_uid"),
+            accession_number: row.get("accession_number"),
+            urgency: row.get("urgency"),
+            ai_result: row.get("ai_result"),
+            body_parts: row.get("body_parts"),
+            model_version: row.get("model_version"),
+            received: row.get("arrived_at"),
+            first_analysed: row.get("first_analysed"),
+            ai_final: row.get("ai_final"),
+            listed: row.get("created_at"),
+            first_opened: row.get("first_opened"),
+            claimed: row.get("claimed"),
+            reported: row.get("reported_at"),
+            deadline: row.get("deadline"),
+            fracture: row.get("fracture"),
+        })
+        .collect())
+}
+
+/// How to group the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupBy {
+    #[default]
+    All,
+    Urgency,
+    AiResult,
+    BodyPart,
+    ModelVersion,
+    Site,
+}
+
+impl GroupBy {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "all" => Some(GroupBy::All),
+            "urgency" => Some(GroupBy::Urgency),
+            "ai-result" => Some(GroupBy::AiResult),
+            "body-part" => Some(GroupBy::BodyPart),
+            "model-version" => Some(GroupBy::ModelVersion),
+            "site" => Some(GroupBy::Site),
+            _ => None,
+        }
+    }
+
+    /// The values a timeline counts under: a study of two body parts counts
+    /// under each.
+    fn keys(self, timeline: &Timeline) -> Vec<String> {
+        let or_none = |value: &str| {
+            if value.is_empty() {
+                "(none)".to_owned()
+            } else {
+                value.to_owned()
+            }
+        };
+        match self {
+            GroupBy::All => vec!["all".into()],
+            GroupBy::Urgency => vec![timeline.urgency.clone()],
+            GroupBy::AiResult => vec![timeline.ai_result.clone()],
+            GroupBy::BodyPart if timeline.body_parts.is_empty() => vec!["(none)".into()],
+            GroupBy::BodyPart => timeline.body_parts.iter().map(|p| or_none(p)).collect(),
+            GroupBy::ModelVersion => vec![or_none(&timeline.model_version)],
+            GroupBy::Site => vec![timeline.site_id.clone()],
+        }
+    }
+}
+
+/// Median, 90th and 95th percentiles and maximum of a set of durations, in
+/// seconds; `None` when the set is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub count: u64,
+    pub median: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+/// The `q`-quantile (0..=1) of sorted `values`, linearly interpolated.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lower = position.floor() as usize;
+    let upper = position.ceil() as usize;
+    sorted[lower] + (sorted[upper] - sorted[lower]) * (position - lower as f64)
+}
+
+pub fn spread(mut values: Vec<f64>) -> Option<Spread> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(Spread {
+        count: values.len() as u64,
+        median: quantile(&values, 0.5),
+        p90: quantile(&values, 0.9),
+        p95: quantile(&values, 0.95),
+        max: values[values.len() - 1],
+    })
+}
+
+/// The figures of one group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub group: String,
+    pub studies: u64,
+    pub reported: u64,
+    /// Received to reported, reported studies.
+    pub turnaround_seconds: Option<Spread>,
+    /// Reported by their deadline, of the reported studies.
+    pub deadline_met: Proportion,
+    /// Listed to first claimed, claimed studies.
+    pub queue_wait_seconds: Option<Spread>,
+    /// Not reported and past their deadline (their clinical target) at `now`.
+    pub waiting_past_target: u64,
+}
+
+/// The figures of `timelines` grouped by `by`, at `now`.
+pub fn figures(timelines: &[Timeline], by: GroupBy, now: OffsetDateTime) -> Vec<Figures> {
+    let mut groups: BTreeMap<String, Vec<&Timeline>> = BTreeMap::new();
+    for timeline in timelines {
+        for key in by.keys(timeline) {
+            groups.entry(key).or_default().push(timeline);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, members)| {
+            let reported: Vec<&&Timeline> =
+                members.iter().filter(|t| t.reported.is_some()).collect();
+            let met = reported
+                .iter()
+                .filter(|t| t.reported.is_some_and(|at| at <= t.deadline))
+                .count() as u64;
+            Figures {
+                group,
+                studies: members.len() as u64,
+                reported: reported.len() as u64,
+                turnaround_seconds: spread(
+                    members
+                        .iter()
+                        .filter_map(|t| t.turnaround_seconds())
+                        .collect(),
+                ),
+                deadline_met: Proportion::new(met, reported.len() as u64),
+                queue_wait_seconds: spread(
+                    members
+                        .iter()
+                        .filter_map(|t| t.queue_wait_seconds())
+                        .collect(),
+                ),
+                waiting_past_target: members
+                    .iter()
+                    .filter(|t| t.reported.is_none() && t.deadline < now)
+                    .count() as u64,
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    /// RFC 3339; studies received at or after it.
+    pub from: Option<String>,
+    /// RFC 3339; studies received before it.
+    pub to: Option<String>,
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnalyticsResponse {
+    pub site: String,
+    pub by: GroupBy,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub groups: Vec<Figures>,
+}
+
+fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {
+    value
+        .filter(|value| !value.is_empty())
+        .map(|value| {
+            OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+                ApiError::bad_request(format!("{name} is an RFC 3339 time, not {value:?}"))
+            })
+        })
+        .transpose()
+}
+
+impl Serialize for GroupBy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            GroupBy::All => "all",
+            GroupBy::Urgency => "urgency",
+            GroupBy::AiResult => "ai-result",
+            GroupBy::BodyPart => "body-part",
+            GroupBy::ModelVersion => "model-version",
+            GroupBy::Site => "site",
+        })
+    }
+}
+
+pub async fn get_analytics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<AnalyticsResponse>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let from = parse_time("from", query.from.as_deref())?;
+    let to = parse_time("to", query.to.as_deref())?;
+    let by = match query.by.as_deref() {
+        None | Some("") => GroupBy::All,
+        Some(value) => GroupBy::parse(value).ok_or_else(|| {
+            ApiError::bad_request(
+                "by is one of all, urgency, ai-result, body-part, model-version, site",
+            )
+        })?,
+    };
+    let client = state.pool.get().await?;
+    let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
+        .await
+        .doing("reading the studies' timelines")?;
+    let at = OffsetDateTime::now_utc();
+    Ok(Json(AnalyticsResponse {
+        site: caller.site.as_str().to_owned(),
+        by,
+        from,
+        to,
+        at,
+        groups: figures(&found, by, at),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_between_ranks() {
+        let values = [10.0, 20.0, 30.0, 40.0];
+        assert_eq!(quantile(&values, 0.5), 25.0);
+        assert_eq!(quantile(&values, 0.0), 10.0);
+        assert_eq!(quantile(&values, 1.0), 40.0);
+        assert!((quantile(&values, 0.9) - 37.0).abs() < 1e-9);
+        let one = spread(vec![5.0]).unwrap();
+        assert_eq!((one.median, one.p95, one.max), (5.0, 5.0, 5.0));
+        assert!(spread(Vec::new()).is_none());
+    }
+}

@@ -1,0 +1,365 @@
+//! `fxtriage analytics`: turnaround and queue figures of one or more sites over
+//! a period, grouped, as a table, CSV or JSON; and the per-study timelines as
+//! CSV for analytics teams, with study UIDs and accession numbers replaced by
+//! pseudonyms stable within the export (see `fxtriage_api::analytics` for the
+//! definitions).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use fxtriage_api::analytics::{self, Figures, GroupBy, Spread, Timeline};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// The sites (repeatable).
+    #[arg(long = "site", required = true)]
+    pub sites: Vec<String>,
+    /// Studies received at or after this time (RFC 3339, or a date: its midnight UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Studies received before this time (RFC 3339, or a date: its midnight UTC).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Group by: all, urgency, ai-result, body-part, model-version, site.
+    #[arg(long, default_value = "all")]
+    pub by: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Also write each study's timeline to this CSV file.
+    #[arg(long)]
+    pub timelines: Option<PathBuf>,
+    /// Keep the study UIDs and accession numbers in the timelines (default: pseudonyms).
+    #[arg(long)]
+    pub identifiable: bool,
+    /// PostgreSQL URL.
+    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// A time given as RFC 3339 or as a date (midnight UTC).
+pub fn parse_time(value: &str) -> anyhow::Result<OffsetDateTime> {
+    if let Ok(at) = OffsetDateTime::parse(value, &Rfc3339) {
+        return Ok(at);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(value, &format).with_context(|| {
+        format!("{value:?} is neither an RFC 3339 time nor a date (YYYY-MM-DD)")
+    })?;
+    Ok(date.midnight().assume_utc())
+}
+
+/// Replaces identifiers by pseudonyms: the same identifier gets the same
+/// pseudonym within one export, a new export new ones (a random key each).
+pub struct Pseudonyms {
+    key: [u8; 32],
+}
+
+impl Pseudonyms {
+    pub fn new() -> Self {
+        Self {
+            key: rand::random(),
+        }
+    }
+
+    pub fn of(&self, prefix: &str, identifier: &str) -> String {
+        if identifier.is_empty() {
+            return String::new();
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(self.key);
+        hasher.update(prefix.as_bytes());
+        hasher.update(identifier.as_bytes());
+        format!("{prefix}-{}", &hex::encode(hasher.finalize())[..16])
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let seconds = seconds.round() as i64;
+    if seconds < 3600 {
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60)
+    }
+}
+
+fn spread_text(spread: Option<Spread>) -> [String; 4] {
+    match spread {
+        Some(s) => [
+            duration(s.median),
+            duration(s.p90),
+            duration(s.p95),
+            duration(s.max),
+        ],
+        None => ["-".into(), "-".into(), "-".into(), "-".into()],
+    }
+}
+
+fn table(figures: &[Figures]) -> String {
+    let mut out = format!(
+        "{:<16} {:>7} {:>8}  {:>9} {:>9} {:>9} {:>9}  {:>19}  {:>9} {:>9}  {:>12}\n",
+        "group",
+        "studies",
+        "reported",
+        "TAT med",
+        "TAT p90",
+        "TAT p95",
+        "TAT max",
+        "deadline met",
+        "wait med",
+        "wait p90",
+        "past target"
+    );
+    for group in figures {
+        let [median, p90, p95, max] = spread_text(group.turnaround_seconds);
+        let [wait_median, wait_p90, _, _] = spread_text(group.queue_wait_seconds);
+        let met = match group.deadline_met.value {
+            Some(value) => format!(
+                "{:.0}% ({}/{})",
+                value * 100.0,
+                group.deadline_met.successes,
+                group.deadline_met.total
+            ),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<16} {:>7} {:>8}  {median:>9} {p90:>9} {p95:>9} {max:>9}  {met:>19}  {wait_median:>9} {wait_p90:>9}  {:>12}\n",
+            group.group, group.studies, group.reported, group.waiting_past_target
+        ));
+    }
+    out
+}
+
+fn figures_csv(figures: &[Figures]) -> anyhow::Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "group",
+        "studies",
+        "reported",
+        "turnaround_median_s",
+        "turnaround_p90_s",
+        "turnaround_p95_s",
+        "turnaround_max_s",
+        "deadline_met",
+        "deadline_met_lower",
+        "deadline_met_upper",
+        "queue_wait_median_s",
+        "queue_wait_p90_s",
+        "waiting_past_target",
+    ])?;
+    let number = |value: Option<f64>| value.map(|v| format!("{v:.1}")).unwrap_or_default();
+    for group in figures {
+        let t = group.turnaround_seconds;
+        let w = group.queue_wait_seconds;
+        writer.write_record([
+            group.group.clone(),
+            group.studies.to_string(),
+            group.reported.to_string(),
+            number(t.map(|s| s.median)),
+            number(t.map(|s| s.p90)),
+            number(t.map(|s| s.p95)),
+            number(t.map(|s| s.max)),
+            group
+                .deadline_met
+                .value
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default(),
+            group
+                .deadline_met
+                .lower
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default(),
+            group
+                .deadline_met
+                .upper
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default(),
+            number(w.map(|s| s.median)),
+            number(w.map(|s| s.p90)),
+            group.waiting_past_target.to_string(),
+        ])?;
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
+}
+
+/// The timelines as CSV, identifiers pseudonymised unless `identifiable`.
+pub fn timelines_csv(timelines: &[Timeline], identifiable: bool) -> anyhow::Result<Vec<u8>> {
+    let pseudonyms = Pseudonyms::new();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "site",
+        "study",
+        "accession",
+        "urgency",
+        "ai_result",
+        "body_parts",
+        "model_version",
+        "received",
+        "first_analysed",
+        "ai_final",
+        "listed",
+        "first_opened",
+        "claimed",
+        "reported",
+        "deadline",
+        "turnaround_s",
+        "queue_wait_s",
+        "fracture",
+    ])?;
+    let at = |value: Option<OffsetDateTime>| {
+        value
+            .and_then(|at| at.format(&Rfc3339).ok())
+            .unwrap_or_default()
+    };
+    for timeline in timelines {
+        let (study, accession) = if identifiable {
+            (
+                timeline.study_instance_uid.clone(),
+                timeline.accession_number.clone(),
+            )
+        } else {
+            (
+                pseudonyms.of("study", &timeline.study_instance_uid),
+                pseudonyms.of("accession", &timeline.accession_number),
+            )
+        };
+        writer.write_record([
+            timeline.site_id.clone(),
+            study,
+            accession,
+            timeline.urgency.clone(),
+            timeline.ai_result.clone(),
+            timeline.body_parts.join(";"),
+            timeline.model_version.clone(),
+            at(Some(timeline.received)),
+            at(timeline.first_analysed),
+            at(timeline.ai_final),
+            at(Some(timeline.listed)),
+            at(timeline.first_opened),
+            at(timeline.claimed),
+            at(timeline.reported),
+            at(Some(timeline.deadline)),
+            timeline
+                .turnaround_seconds()
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_default(),
+            timeline
+                .queue_wait_seconds()
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_default(),
+            timeline.fracture.clone().unwrap_or_default(),
+        ])?;
+    }
+    Ok(writer.into_inner()?)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
+    let by = GroupBy::parse(&args.by).with_context(|| {
+        format!(
+            "--by {:?}: one of all, urgency, ai-result, body-part, model-version, site",
+            args.by
+        )
+    })?;
+    let from = args.from.as_deref().map(parse_time).transpose()?;
+    let to = args.to.as_deref().map(parse_time).transpose()?;
+    for site in &args.sites {
+        fxtriage_core::SiteId::parse(site.as_str())?;
+    }
+    let client = fxtriage_db::DbConfig::from_url(&args.database_url)?
+        .connect()
+        .await?;
+    let found = analytics::timelines(&client, &args.sites, from, to)
+        .await
+        .context("cannot read the studies' timelines")?;
+    let now = OffsetDateTime::now_utc();
+    let figures = analytics::figures(&found, by, now);
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        Format::Table => {
+            writeln!(
+                stdout,
+                "sites {}; {} studies received {}{}; by {}; times: TAT received to reported, wait listed to claimed",
+                args.sites.join(", "),
+                found.len(),
+                from.and_then(|at| at.format(&Rfc3339).ok())
+                    .map(|at| format!("from {at} "))
+                    .unwrap_or_default(),
+                to.and_then(|at| at.format(&Rfc3339).ok())
+                    .map(|at| format!("before {at}"))
+                    .unwrap_or_else(|| "until now".into()),
+                args.by
+            )?;
+            write!(stdout, "{}", table(&figures))?;
+        }
+        Format::Csv => write!(stdout, "{}", figures_csv(&figures)?)?,
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut stdout,
+                &serde_json::json!({
+                    "sites": args.sites,
+                    "by": by,
+                    "from": from.and_then(|at| at.format(&Rfc3339).ok()),
+                    "to": to.and_then(|at| at.format(&Rfc3339).ok()),
+                    "groups": figures,
+                }),
+            )?;
+            writeln!(stdout)?;
+        }
+    }
+    if let Some(path) = &args.timelines {
+        std::fs::write(path, timelines_csv(&found, args.identifiable)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote {} timelines to {}{}",
+            found.len(),
+            path.display(),
+            if args.identifiable {
+                " (with study UIDs and accession numbers)"
+            } else {
+                " (study UIDs and accession numbers as pseudonyms of this export)"
+            }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_within_an_export_and_differ_between_exports() {
+        let export = Pseudonyms::new();
+        let first = export.of("study", "1.2.3");
+        assert_eq!(first, export.of("study", "1.2.3"));
+        assert_ne!(first, export.of("study", "1.2.4"));
+        assert!(first.starts_with("study-") && !first.contains("1.2.3"));
+        assert_ne!(first, Pseudonyms::new().of("study", "1.2.3"));
+        assert_eq!(export.of("accession", ""), "");
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_dates() {
+        assert_eq!(
+            parse_time("2026-11-01").unwrap(),
+            time::macros::datetime!(2026-11-01 0:00 UTC)
+        );
+        assert_eq!(
+            parse_time("2026-11-01T08:30:00+01:00").unwrap(),
+            time::macros::datetime!(2026-11-01 7:30 UTC)
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! `fxtriage analytics` against a PostgreSQL database holding reported and
+//! waiting studies (written as the RIS report path writes them): the figures
+//! per urgency as JSON, CSV and a table, and the timelines exported with
+//! pseudonyms, or with identifiers when asked.
+
+use std::process::Command;
+
+use fxtriage_testkit::FreshDatabase;
+
+const SITES: &str = r#"
+[[site]]
+id = "demo"
+name = "Demo hospital"
+
+[[site]]
+id = "other"
+name = "Other hospital"
+"#;
+
+/// A study received `received_minutes` ago with a deadline `target_minutes`
+/// after it, reported `reported_minutes` ago by the RIS when given.
+async fn study(
+    client: &tokio_postgres::Client,
+    site: &str,
+    uid: &str,
+    urgency: &str,
+    received_minutes: i64,
+    target_minutes: i64,
+    reported_minutes: Option<i64>,
+) {
+    client
+        .execute(
+            "INSERT INTO studies (site_id, study_instance_uid, accession_number, urgency, \
+                 urgency_source, arrived_at, body_parts, ai_result, probability, deadline, state, \
+                 reported_at) \
+             VALUES ($1, $2, 'ACC' || replace($2, '.', ''), $3, 'dataset', \
+                 now() - make_interval(mins => $4::int), '{WRIST}', 'suspected', 0.9, \
+                 now() - make_interval(mins => $4::int) + make_interval(mins => $5::int), \
+                 CASE WHEN $6::int IS NULL THEN 'open' ELSE 'reported' END, \
+                 now() - make_interval(mins => $6::int))",
+            &[
+                &site,
+                &uid,
+                &urgency,
+                &(received_minutes as i32),
+                &(target_minutes as i32),
+                &reported_minutes.map(|m| m as i32),
+            ],
+        )
+        .await
+        .expect("study");
+    if reported_minutes.is_some() {
+        client
+            .execute(
+                "INSERT INTO reports (site_id, study_instance_uid, reader, reported_at, \
+                     arrived_at, deadline, urgency, ai_result, probability, source, ris_control_id) \
+                 SELECT site_id, study_instance_uid, 'dr-ris', reported_at, arrived_at, deadline, \
+                     urgency, ai_result, probability, 'ris', 'MSG-' || study_instance_uid \
+                 FROM studies WHERE site_id = $1 AND study_instance_uid = $2",
+                &[&site, &uid],
+            )
+            .await
+            .expect("report");
+    }
+}
+
+#[tokio::test]
+async fn figures_per_urgency_and_timelines_with_pseudonyms() {
+    let Some(database) = FreshDatabase::create("fxt_analytics").await else {
+        return;
+    };
+    let config = fxtriage_db::DbConfig::from_url(&database.url).expect("URL");
+    fxtriage_db::migrate(&config).await.expect("migrate");
+    let pool = config.pool().expect("pool");
+    fxtriage_sites::store::apply_text(&pool, SITES, Default::default())
+        .await
+        .expect("sites");
+    let client = config.connect().await.expect("connect");
+    // Emergencies with a 30-minute target: reported after 50 (late) and 20
+    // minutes;
+    // an outpatient after 120 minutes within two days; an emergency waiting
+    // past its target; another site's study, never counted.
+    study(&client, "demo", "1.41.1", "emergency", 80, 30, Some(30)).await;
+    study(&client, "demo", "1.41.2", "emergency", 30, 30, Some(10)).await;
+    study(&client, "demo", "1.41.3", "outpatient", 200, 2880, Some(80)).await;
+    study(&client, "demo", "1.41.4", "emergency", 90, 30, None).await;
+    study(&client, "other", "1.41.9", "emergency", 50, 30, Some(0)).await;
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let timelines = directory.path().join("timelines.csv");
+    let run = |arguments: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            .arg("analytics")
+            .args(arguments)
+            .env("FXTRIAGE_DATABASE_URL", &database.url)
+            .output()
+            .expect("run");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        printed
+    };
+    let printed = run(&[
+        "--site",
+        "demo",
+        "--by",
+        "urgency",
+        "--format",
+        "json",
+        "--timelines",
+        timelines.to_str().unwrap(),
+    ]);
+    let figures: serde_json::Value = serde_json::from_str(&printed).expect("JSON");
+    let emergency = &figures["groups"][0];
+    assert_eq!(emergency["group"], "emergency", "{figures}");
+    assert_eq!(emergency["studies"], 3);
+    assert_eq!(emergency["reported"], 2);
+    // Turnarounds of 50 and 20 minutes: the median 35.
+    let median = emergency["turnaround_seconds"]["median"].as_f64().unwrap();
+    assert!((median - 2100.0).abs() < 5.0, "{median}");
+    assert_eq!(emergency["deadline_met"]["successes"], 1);
+    assert_eq!(emergency["deadline_met"]["total"], 2);
+    assert_eq!(emergency["waiting_past_target"], 1);
+    let outpatient = &figures["groups"][1];
+    assert_eq!(outpatient["group"], "outpatient");
+    let max = outpatient["turnaround_seconds"]["max"].as_f64().unwrap();
+    assert!((max - 7200.0).abs() < 5.0, "{max}");
+    assert_eq!(figures["groups"].as_array().unwrap().len(), 2);
+
+    // The timelines: one row per study of the site, UIDs and accessions
+    // replaced by pseudonyms.
+    let written = std::fs::read_to_string(&timelines).expect("timelines");
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(rows.len(), 5, "{written}");
+    assert!(
+        rows[0].starts_with("site,study,accession,urgency"),
+        "{}",
+        rows[0]
+    );
+    assert!(!written.contains("1.41."), "no study UID: {written}");
+    assert!(!written.contains("ACC141"), "no accession: {written}");
+    assert!(rows[1].contains(",study-") && rows[1].contains(",accession-"));
+
+    run(&[
+        "--site",
+        "demo",
+        "--timelines",
+        timelines.to_str().unwrap(),
+        "--identifiable",
+    ]);
+    let written = std::fs::read_to_string(&timelines).expect("timelines");
+    assert!(
+        written.contains("1.41.1") && written.contains("ACC1411"),
+        "{written}"
+    );
+    assert!(
+        !written.contains("1.41.9"),
+        "another site's study: {written}"
+    );
+
+    let csv = run(&[
+        "--site", "demo", "--site", "other", "--by", "site", "--format", "csv",
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].starts_with("demo,4,3,"), "{csv}");
+    assert!(lines[2].starts_with("other,1,1,"), "{csv}");
+
+    let table = run(&["--site", "demo", "--from", "2000-01-01"]);
+    assert!(
+        table.contains("4 studies received from 2000-01-01T00:00:00Z"),
+        "{table}"
+    );
+    assert!(table.contains("67% (2/3)"), "{table}");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["analytics", "--site", "demo", "--by", "colour"])
+        .env("FXTRIAGE_DATABASE_URL", &database.url)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    drop(client);
+}
