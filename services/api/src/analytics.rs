@@ -21,8 +21,11 @@
 //! of an unreported one, those now. Percentiles are by linear interpolation
 //! between the closest ranks.
 //!
-//! Route: `GET /api/v1/sites/{site}/analytics?from=&to=&by=` (any role of the
-//! site; the figures name no patient and no study).
+//! Routes (any role of the site; the figures name no patient and no study):
+//! `GET /api/v1/sites/{site}/analytics?from=&to=&by=`, and
+//! `GET /api/v1/sites/{site}/monitoring?from=&to=&by=`: the AI's sensitivity,
+//! specificity, PPV and NPV against the readers' recorded outcomes, per model,
+//! with Wilson 95% intervals ([`accuracy`]).
 
 use std::collections::BTreeMap;
 
@@ -47,8 +50,8 @@ pub struct Timeline {
     pub urgency: String,
     pub ai_result: String,
     pub body_parts: Vec<String>,
-    /// The version of the model whose finding came last; empty when none.
-    pub model_version: String,
+    /// The model ("name version") whose finding came last; empty when none.
+    pub model: String,
     #[serde(with = "time::serde::rfc3339")]
     pub received: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -98,7 +101,7 @@ pub async fn timelines(
                  COALESCE(r.deadline, s.deadline) AS deadline, \
                  s.body_parts, s.arrived_at, s.created_at, \
                  f.first_analysed, f.ai_final, \
-                 COALESCE(f.model_version, '') AS model_version, \
+                 COALESCE(f.model, '') AS model, \
                  (SELECT min(a.at) FROM audit_log a WHERE a.site_id = s.site_id \
                      AND a.study_instance_uid = s.study_instance_uid \
                      AND a.action = 'study.read') AS first_opened, \
@@ -110,8 +113,8 @@ pub async fn timelines(
              LEFT JOIN LATERAL ( \
                  SELECT min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
                      max(analysed_at) AS ai_final, \
-                     (array_agg(model_version ORDER BY analysed_at DESC NULLS LAST))[1] \
-                         AS model_version \
+                     (array_agg(model_name || ' ' || model_version \
+                         ORDER BY analysed_at DESC NULLS LAST))[1] AS model \
                  FROM findings WHERE site_id = s.site_id \
                      AND study_instance_uid = s.study_instance_uid) f ON true \
              WHERE s.site_id = ANY($1) \
@@ -130,7 +133,7 @@ pub async fn timelines(
             urgency: row.get("urgency"),
             ai_result: row.get("ai_result"),
             body_parts: row.get("body_parts"),
-            model_version: row.get("model_version"),
+            model: row.get("model"),
             received: row.get("arrived_at"),
             first_analysed: row.get("first_analysed"),
             ai_final: row.get("ai_final"),
@@ -186,7 +189,7 @@ impl GroupBy {
             GroupBy::AiResult => vec![timeline.ai_result.clone()],
             GroupBy::BodyPart if timeline.body_parts.is_empty() => vec!["(none)".into()],
             GroupBy::BodyPart => timeline.body_parts.iter().map(|p| or_none(p)).collect(),
-            GroupBy::ModelVersion => vec![or_none(&timeline.model_version)],
+            GroupBy::ModelVersion => vec![or_none(&timeline.model)],
             GroupBy::Site => vec![timeline.site_id.clone()],
         }
     }
@@ -284,6 +287,148 @@ pub fn figures(timelines: &[Timeline], by: GroupBy, now: OffsetDateTime) -> Vec<
         .collect()
 }
 
+/// Sensitivity, specificity, PPV and NPV of the AI result against the
+/// readers' outcomes, at one operating point.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    pub sensitivity: Proportion,
+    pub specificity: Proportion,
+    pub ppv: Proportion,
+    pub npv: Proportion,
+}
+
+impl Accuracy {
+    /// `cases`: (flagged by the AI, fracture per the reader).
+    fn of(cases: &[(bool, bool)]) -> Self {
+        let count = |flagged: bool, fracture: bool| {
+            cases
+                .iter()
+                .filter(|&&case| case == (flagged, fracture))
+                .count() as u64
+        };
+        let (tp, fp, fn_, tn) = (
+            count(true, true),
+            count(true, false),
+            count(false, true),
+            count(false, false),
+        );
+        Self {
+            sensitivity: Proportion::new(tp, tp + fn_),
+            specificity: Proportion::new(tn, tn + fp),
+            ppv: Proportion::new(tp, tp + fp),
+            npv: Proportion::new(tn, tn + fn_),
+        }
+    }
+}
+
+/// How the AI did on the studies whose reader recorded yes or no (equivocal
+/// ones are counted and left out), at "suspected" (the AI result suspected)
+/// and at "possible" (suspected or possible).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccuracyFigures {
+    pub group: String,
+    pub with_outcome: u64,
+    pub equivocal: u64,
+    pub at_suspected: Accuracy,
+    pub at_possible: Accuracy,
+}
+
+/// The AI's accuracy against the readers' outcomes, per model and, within
+/// each model, per `by` (all, body part, urgency, ...). Studies the AI did
+/// not analyse, or without an outcome, are not counted.
+pub fn accuracy(timelines: &[Timeline], by: GroupBy) -> Vec<(String, Vec<AccuracyFigures>)> {
+    let mut models: BTreeMap<String, BTreeMap<String, Vec<&Timeline>>> = BTreeMap::new();
+    for timeline in timelines {
+        let analysed = matches!(
+            timeline.ai_result.as_str(),
+            "suspected" | "possible" | "no-finding"
+        );
+        if !analysed || timeline.fracture.is_none() || timeline.model.is_empty() {
+            continue;
+        }
+        let groups = models.entry(timeline.model.clone()).or_default();
+        for key in by.keys(timeline) {
+            groups.entry(key).or_default().push(timeline);
+        }
+    }
+    models
+        .into_iter()
+        .map(|(model, groups)| {
+            let figures = groups
+                .into_iter()
+                .map(|(group, members)| {
+                    let decided: Vec<&&Timeline> = members
+                        .iter()
+                        .filter(|t| matches!(t.fracture.as_deref(), Some("yes" | "no")))
+                        .collect();
+                    let cases = |flagged: fn(&str) -> bool| -> Vec<(bool, bool)> {
+                        decided
+                            .iter()
+                            .map(|t| (flagged(&t.ai_result), t.fracture.as_deref() == Some("yes")))
+                            .collect()
+                    };
+                    AccuracyFigures {
+                        group,
+                        with_outcome: decided.len() as u64,
+                        equivocal: (members.len() - decided.len()) as u64,
+                        at_suspected: Accuracy::of(&cases(|r| r == "suspected")),
+                        at_possible: Accuracy::of(&cases(|r| r == "suspected" || r == "possible")),
+                    }
+                })
+                .collect();
+            (model, figures)
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelAccuracy {
+    pub model: String,
+    pub groups: Vec<AccuracyFigures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MonitoringResponse {
+    pub site: String,
+    pub by: GroupBy,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+    /// What the figures are: this site's studies, against its readers'
+    /// outcomes; never the model card's.
+    pub data: String,
+    pub models: Vec<ModelAccuracy>,
+}
+
+/// `GET /api/v1/sites/{site}/monitoring?from=&to=&by=`: the AI's accuracy on
+/// this site's studies against its readers' outcomes, per model.
+pub async fn get_monitoring(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<MonitoringResponse>> {
+    let (from, to, by) = parse_query(query)?;
+    let client = state.pool.get().await?;
+    let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
+        .await
+        .doing("reading the studies' timelines")?;
+    Ok(Json(MonitoringResponse {
+        site: caller.site.as_str().to_owned(),
+        by,
+        from,
+        to,
+        data: format!(
+            "studies of site {} received in the period whose reader recorded an outcome",
+            caller.site.as_str()
+        ),
+        models: accuracy(&found, by)
+            .into_iter()
+            .map(|(model, groups)| ModelAccuracy { model, groups })
+            .collect(),
+    }))
+}
+
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsQuery {
@@ -331,11 +476,9 @@ impl Serialize for GroupBy {
     }
 }
 
-pub async fn get_analytics(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    query: Result<Query<AnalyticsQuery>, QueryRejection>,
-) -> ApiResult<Json<AnalyticsResponse>> {
+type Period = (Option<OffsetDateTime>, Option<OffsetDateTime>, GroupBy);
+
+fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResult<Period> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let from = parse_time("from", query.from.as_deref())?;
     let to = parse_time("to", query.to.as_deref())?;
@@ -347,6 +490,15 @@ pub async fn get_analytics(
             )
         })?,
     };
+    Ok((from, to, by))
+}
+
+pub async fn get_analytics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<AnalyticsResponse>> {
+    let (from, to, by) = parse_query(query)?;
     let client = state.pool.get().await?;
     let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
         .await

@@ -12,6 +12,7 @@
 //! | `POST /api/v1/sites/{site}/studies/{study}/release` | reader | end the own claim (admin: anyone's) |
 //! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround (and, optionally, whether there is a fracture) |
 //! | `GET /api/v1/sites/{site}/analytics` | viewer | turnaround and queue figures over a period, grouped ([`analytics`]) |
+//! | `GET /api/v1/sites/{site}/monitoring` | viewer | the AI's accuracy against the readers' outcomes, per model ([`analytics`]) |
 //! | `GET /api/v1/sites/{site}/discrepancies`, `POST .../studies/{study}/discrepancy-review` | reader | reported "no fracture" where the AI suspected one: the second look ([`discrepancies`]) |
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
@@ -194,6 +195,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         )
         .route("/discrepancies", get(discrepancies::get_discrepancies))
         .route("/analytics", get(analytics::get_analytics))
+        .route("/monitoring", get(analytics::get_monitoring))
         .route(
             "/studies/{study}/instances/{sop}/overlay.png",
             get(overlay::get_overlay),

@@ -74,7 +74,7 @@ async fn timelines_and_turnaround_figures_per_urgency_over_a_period() {
         .find(|t| t.study_instance_uid == "1.31.1")
         .expect("1.31.1");
     assert!(first.first_analysed.is_some() && first.ai_final.is_some());
-    assert_eq!(first.model_version, "1.0.0");
+    assert_eq!(first.model, "fxtriage-demo 1.0.0");
     assert_eq!(first.ai_result, "suspected");
     let opened_at = first.first_opened.expect("opened");
     let claimed_at = first.claimed.expect("claimed");

@@ -118,6 +118,22 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         1
     );
 
+    // The AI against the readers' outcomes: four studies with yes or no.
+    let monitoring = api.get(&api.demo.viewer, SITE, "/monitoring").await;
+    assert_eq!(monitoring.status(), StatusCode::OK);
+    let monitoring: serde_json::Value = monitoring.json().await.expect("JSON");
+    let model = &monitoring["models"][0];
+    assert_eq!(model["model"], "fxtriage-demo 1.0.0", "{monitoring}");
+    let all = &model["groups"][0];
+    assert_eq!(all["with_outcome"], 4, "{all}");
+    let at_suspected = &all["at_suspected"];
+    assert_eq!(at_suspected["sensitivity"]["successes"], 1);
+    assert_eq!(at_suspected["sensitivity"]["total"], 1);
+    assert_eq!(at_suspected["specificity"]["successes"], 2);
+    assert_eq!(at_suspected["specificity"]["total"], 3);
+    assert_eq!(at_suspected["ppv"]["total"], 2);
+    assert_eq!(all["at_possible"]["specificity"]["successes"], 1, "{all}");
+
     // Readers and admins see the list; viewers do not; another site's reader
     // does not learn that the site exists.
     let viewer = api.get(&api.demo.viewer, SITE, "/discrepancies").await;

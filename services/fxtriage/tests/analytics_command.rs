@@ -176,6 +176,40 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     );
     assert!(table.contains("67% (2/3)"), "{table}");
 
+    // The AI against the readers' outcomes: only a study with a finding and an
+    // outcome counts (1.41.1, suspected, a fracture; 1.41.2, suspected, none).
+    for (uid, fracture) in [("1.41.1", "yes"), ("1.41.2", "no")] {
+        client
+            .execute(
+                "INSERT INTO findings (site_id, study_instance_uid, series_instance_uid, \
+                     sop_instance_uid, model_name, model_version, model_sha256, status, \
+                     probability, analysed_at) \
+                 VALUES ('demo', $1, $1 || '.1', $1 || '.1.1', 'wrist-model', '2.0', 'ab', \
+                     'analysed', 0.9, now())",
+                &[&uid],
+            )
+            .await
+            .expect("finding");
+        client
+            .execute(
+                "UPDATE reports SET fracture = $2 WHERE study_instance_uid = $1",
+                &[&uid, &fracture],
+            )
+            .await
+            .expect("outcome");
+    }
+    let accuracy: serde_json::Value =
+        serde_json::from_str(&run(&["--site", "demo", "--accuracy", "--format", "json"]))
+            .expect("JSON");
+    assert_eq!(accuracy[0]["model"], "wrist-model 2.0", "{accuracy}");
+    let all = &accuracy[0]["groups"][0];
+    assert_eq!(all["with_outcome"], 2, "{accuracy}");
+    assert_eq!(all["at_suspected"]["sensitivity"]["successes"], 1);
+    assert_eq!(all["at_suspected"]["ppv"]["successes"], 1);
+    assert_eq!(all["at_suspected"]["ppv"]["total"], 2);
+    let printed = run(&["--site", "demo", "--accuracy"]);
+    assert!(printed.contains("model wrist-model 2.0"), "{printed}");
+
     let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
         .args(["analytics", "--site", "demo", "--by", "colour"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)

@@ -43,6 +43,9 @@ pub struct AnalyticsArgs {
     /// Keep the study UIDs and accession numbers in the timelines (default: pseudonyms).
     #[arg(long)]
     pub identifiable: bool,
+    /// Print the AI's accuracy against the readers' recorded outcomes (per model) instead of the turnaround figures.
+    #[arg(long)]
+    pub accuracy: bool,
     /// PostgreSQL URL.
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
@@ -141,6 +144,36 @@ fn table(figures: &[Figures]) -> String {
     out
 }
 
+/// The AI's accuracy per model and group, for a terminal.
+fn accuracy_table(models: &[(String, Vec<analytics::AccuracyFigures>)]) -> String {
+    let mut out = String::from(
+        "the AI against the readers' recorded outcomes (yes/no; equivocal left out), this site's studies only\n",
+    );
+    for (model, groups) in models {
+        out.push_str(&format!("model {model}\n"));
+        for group in groups {
+            out.push_str(&format!(
+                "  {:<14} n {:>5} (+{} equivocal)\n    suspected: sensitivity {}  specificity {}  PPV {}  NPV {}\n    possible:  sensitivity {}  specificity {}  PPV {}  NPV {}\n",
+                group.group,
+                group.with_outcome,
+                group.equivocal,
+                group.at_suspected.sensitivity.display(),
+                group.at_suspected.specificity.display(),
+                group.at_suspected.ppv.display(),
+                group.at_suspected.npv.display(),
+                group.at_possible.sensitivity.display(),
+                group.at_possible.specificity.display(),
+                group.at_possible.ppv.display(),
+                group.at_possible.npv.display(),
+            ));
+        }
+    }
+    if models.is_empty() {
+        out.push_str("no analysed study has a recorded outcome in this period\n");
+    }
+    out
+}
+
 fn figures_csv(figures: &[Figures]) -> anyhow::Result<String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record([
@@ -204,7 +237,7 @@ pub fn timelines_csv(timelines: &[Timeline], identifiable: bool) -> anyhow::Resu
         "urgency",
         "ai_result",
         "body_parts",
-        "model_version",
+        "model",
         "received",
         "first_analysed",
         "ai_final",
@@ -241,7 +274,7 @@ pub fn timelines_csv(timelines: &[Timeline], identifiable: bool) -> anyhow::Resu
             timeline.urgency.clone(),
             timeline.ai_result.clone(),
             timeline.body_parts.join(";"),
-            timeline.model_version.clone(),
+            timeline.model.clone(),
             at(Some(timeline.received)),
             at(timeline.first_analysed),
             at(timeline.ai_final),
@@ -286,36 +319,51 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let figures = analytics::figures(&found, by, now);
     let mut stdout = std::io::stdout().lock();
-    match args.format {
-        Format::Table => {
-            writeln!(
-                stdout,
-                "sites {}; {} studies received {}{}; by {}; times: TAT received to reported, wait listed to claimed",
-                args.sites.join(", "),
-                found.len(),
-                from.and_then(|at| at.format(&Rfc3339).ok())
-                    .map(|at| format!("from {at} "))
-                    .unwrap_or_default(),
-                to.and_then(|at| at.format(&Rfc3339).ok())
-                    .map(|at| format!("before {at}"))
-                    .unwrap_or_else(|| "until now".into()),
-                args.by
-            )?;
-            write!(stdout, "{}", table(&figures))?;
+    if args.accuracy {
+        let models = analytics::accuracy(&found, by);
+        match args.format {
+            Format::Json => {
+                let models: Vec<serde_json::Value> = models
+                    .iter()
+                    .map(|(model, groups)| serde_json::json!({ "model": model, "groups": groups }))
+                    .collect();
+                serde_json::to_writer_pretty(&mut stdout, &models)?;
+                writeln!(stdout)?;
+            }
+            _ => write!(stdout, "{}", accuracy_table(&models))?,
         }
-        Format::Csv => write!(stdout, "{}", figures_csv(&figures)?)?,
-        Format::Json => {
-            serde_json::to_writer_pretty(
-                &mut stdout,
-                &serde_json::json!({
-                    "sites": args.sites,
-                    "by": by,
-                    "from": from.and_then(|at| at.format(&Rfc3339).ok()),
-                    "to": to.and_then(|at| at.format(&Rfc3339).ok()),
-                    "groups": figures,
-                }),
-            )?;
-            writeln!(stdout)?;
+    } else {
+        match args.format {
+            Format::Table => {
+                writeln!(
+                    stdout,
+                    "sites {}; {} studies received {}{}; by {}; times: TAT received to reported, wait listed to claimed",
+                    args.sites.join(", "),
+                    found.len(),
+                    from.and_then(|at| at.format(&Rfc3339).ok())
+                        .map(|at| format!("from {at} "))
+                        .unwrap_or_default(),
+                    to.and_then(|at| at.format(&Rfc3339).ok())
+                        .map(|at| format!("before {at}"))
+                        .unwrap_or_else(|| "until now".into()),
+                    args.by
+                )?;
+                write!(stdout, "{}", table(&figures))?;
+            }
+            Format::Csv => write!(stdout, "{}", figures_csv(&figures)?)?,
+            Format::Json => {
+                serde_json::to_writer_pretty(
+                    &mut stdout,
+                    &serde_json::json!({
+                        "sites": args.sites,
+                        "by": by,
+                        "from": from.and_then(|at| at.format(&Rfc3339).ok()),
+                        "to": to.and_then(|at| at.format(&Rfc3339).ok()),
+                        "groups": figures,
+                    }),
+                )?;
+                writeln!(stdout)?;
+            }
         }
     }
     if let Some(path) = &args.timelines {
