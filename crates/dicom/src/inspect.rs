@@ -42,6 +42,21 @@ pub struct InstanceInfo {
     pub has_pixel_data: bool,
 }
 
+/// PatientAge ("045Y", "006M", "003W", "010D") in years; `None` when absent
+/// or malformed.
+pub fn age_in_years(value: &str) -> Option<f64> {
+    let value = value.trim();
+    let (number, unit) = value.split_at(value.len().checked_sub(1)?);
+    let number: f64 = number.parse().ok()?;
+    match unit {
+        "Y" | "y" => Some(number),
+        "M" | "m" => Some(number / 12.0),
+        "W" | "w" => Some(number * 7.0 / 365.25),
+        "D" | "d" => Some(number / 365.25),
+        _ => None,
+    }
+}
+
 /// Parses a Part 10 file held in memory (with or without the 128-byte preamble).
 pub fn inspect_bytes(bytes: &[u8]) -> Result<InstanceInfo, Rejection> {
     crate::structure::check_bytes(bytes)?;

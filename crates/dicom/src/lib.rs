@@ -15,7 +15,7 @@ pub mod structure;
 pub mod synthetic;
 mod validate;
 
-pub use inspect::{InstanceInfo, inspect_bytes, inspect_file};
+pub use inspect::{InstanceInfo, age_in_years, inspect_bytes, inspect_file};
 pub use rules::{ImageLimits, RoutingRules};
 pub use validate::{Eligibility, Rejection, RejectionKind, ValidatedUids, validate};
 

@@ -411,3 +411,61 @@ fn a_directory_in_no_known_layout_is_refused_with_the_layouts_named() {
         "{said}"
     );
 }
+
+#[test]
+fn images_outside_the_manifests_intended_use_are_left_out_with_the_reason() {
+    let Some(library) = fxtriage_testkit::stack::setting("ORT_DYLIB_PATH") else {
+        return;
+    };
+    let directory = tempfile::tempdir().expect("tempdir");
+    // The demo model with a manifest claiming wrists only.
+    let model = directory.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for file in ["model.onnx", "manifest.toml"] {
+        std::fs::copy(
+            repository_path("models/fxtriage-demo").join(file),
+            model.join(file),
+        )
+        .unwrap();
+    }
+    let mut manifest = std::fs::read_to_string(model.join("manifest.toml")).unwrap();
+    manifest.push_str("\n[scope]\nbody_parts = [\"WRIST\"]\n");
+    std::fs::write(model.join("manifest.toml"), manifest).unwrap();
+    let dataset = directory.path().join("table");
+    samples(&dataset, "table", &library);
+
+    let output = fxtriage(
+        &[
+            "models",
+            "evaluate",
+            model.to_str().unwrap(),
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &library,
+    );
+    let evaluation: Value = serde_json::from_str(&succeeded(&output)).expect("JSON");
+    // Studies 0, 7, 14, 21, 28 are wrists: 5 studies, 7 images (odd ones have two).
+    assert_eq!(
+        evaluation["dataset"]["images_evaluated"], 7,
+        "{}",
+        evaluation["dataset"]
+    );
+    assert_eq!(
+        evaluation["dataset"]["excluded_by_reason"]["outside-intended-use"],
+        38
+    );
+    let left_out = excluded(&evaluation);
+    assert_eq!(left_out["study-001-1.dcm"], "outside-intended-use");
+    assert!(
+        evaluation["dataset"]["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("body part ANKLE")),
+        "the reason names the body part"
+    );
+    assert_eq!(subgroup_values(&evaluation, "body part"), ["WRIST"]);
+}

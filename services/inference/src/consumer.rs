@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 
 use crate::analyse::{AnalysisError, analyse};
 use crate::batcher::Batcher;
+use crate::manifest::OUTSIDE_INTENDED_USE;
 use crate::model::Model;
 
 /// What the consumer works with.
@@ -144,6 +145,9 @@ fn images_counted(outcome: &'static str, kind: &str) {
 fn record_finding_metrics(finding: &Finding) {
     if finding.status == FindingStatus::Analysed as i32 {
         images_counted("analysed", "");
+    } else if finding.failure_kind == OUTSIDE_INTENDED_USE {
+        // Not a failure: the model was not made for this image.
+        images_counted("not-eligible", OUTSIDE_INTENDED_USE);
     } else {
         images_counted("failed", &finding.failure_kind);
     }
@@ -303,6 +307,18 @@ async fn analyse_unless_shut_down(
         }
     };
     let fetch_us = fetch_started.elapsed().as_micros() as u64;
+    // The model's intended use: an image outside it is never scored.
+    let scope = &manifest.scope;
+    let age = if scope.bounds_age() {
+        fxtriage_dicom::inspect_bytes(&bytes)
+            .ok()
+            .and_then(|info| fxtriage_dicom::age_in_years(&info.patient_age))
+    } else {
+        None
+    };
+    if let Some(reason) = scope.refusal(&instance.body_part, &instance.view_position, age) {
+        return Some(failed(finding, OUTSIDE_INTENDED_USE, reason));
+    }
     Some(
         match analyse(
             bytes,

@@ -32,6 +32,11 @@ struct Pipeline {
 }
 
 async fn start(library: PathBuf) -> Pipeline {
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/testdata/heatmap");
+    start_with(library, &model_dir).await
+}
+
+async fn start_with(library: PathBuf, model_dir: &Path) -> Pipeline {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().to_path_buf()));
     let bus = Arc::new(InProcessBus::default());
@@ -39,7 +44,6 @@ async fn start(library: PathBuf) -> Pipeline {
         .subscribe("test-findings", &[topics::FINDINGS])
         .await
         .expect("subscribe");
-    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/testdata/heatmap");
     let runtime = RuntimeConfig {
         library,
         provider: ExecutionProvider::Cpu,
@@ -47,7 +51,7 @@ async fn start(library: PathBuf) -> Pipeline {
         intra_threads: 1,
         spinning: false,
     };
-    let model = Arc::new(Model::load(&model_dir, &runtime).expect("model"));
+    let model = Arc::new(Model::load(model_dir, &runtime).expect("model"));
     let batcher = fxtriage_inference::Batcher::start(
         Arc::clone(&model),
         BatchConfig {
@@ -213,6 +217,101 @@ async fn images_get_findings_and_bad_ones_get_reasons() {
     assert_eq!(
         dead.headers.get_str("fxtriage-dlq-kind"),
         Some("malformed-message")
+    );
+
+    pipeline.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), pipeline.task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("clean exit");
+}
+
+/// A wrist radiograph of a patient of `age` (PatientAge), or of unknown age.
+fn wrist_of_age(age: Option<&str>) -> Vec<u8> {
+    let mut dataset = SyntheticInstance::wrist().dataset();
+    if let Some(age) = age {
+        dataset.put(dicom_core::DataElement::new(
+            dicom_dictionary_std::tags::PATIENT_AGE,
+            dicom_core::VR::AS,
+            dicom_core::value::PrimitiveValue::from(age),
+        ));
+    }
+    fxtriage_dicom::synthetic::part10(dataset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_outside_the_intended_use_are_not_scored_and_say_why() {
+    let Some(library) = ort_library() else { return };
+    // The test model, its manifest claiming adult wrists and hands only.
+    let model_dir = tempfile::tempdir().expect("tempdir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/testdata/heatmap");
+    for entry in std::fs::read_dir(&source).expect("model") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), model_dir.path().join(entry.file_name())).expect("copy");
+    }
+    let manifest = model_dir.path().join("manifest.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text.push_str("\n[scope]\nbody_parts = [\"WRIST\", \"HAND\"]\nmin_age_years = 18\n");
+    std::fs::write(&manifest, text).expect("manifest");
+    let pipeline = start_with(library, model_dir.path()).await;
+    for (key, age) in [
+        ("demo/adult.dcm", Some("045Y")),
+        ("demo/child.dcm", Some("010Y")),
+        ("demo/unknown.dcm", None),
+    ] {
+        pipeline
+            .store
+            .put(
+                &ObjectKey::parse(key).expect("key"),
+                Bytes::from(wrist_of_age(age)),
+            )
+            .await
+            .expect("put");
+    }
+    let of_part = |key: &str, body_part: &str| InstanceStored {
+        body_part: body_part.into(),
+        ..event(key, true)
+    };
+
+    announce(&pipeline, &of_part("demo/adult.dcm", "WRIST")).await;
+    let adult = next_finding(&pipeline).await;
+    assert_eq!(
+        adult.status(),
+        FindingStatus::Analysed,
+        "{}",
+        adult.failure_reason
+    );
+
+    announce(&pipeline, &of_part("demo/adult.dcm", "CHEST")).await;
+    let chest = next_finding(&pipeline).await;
+    assert_eq!(chest.status(), FindingStatus::Failed);
+    assert_eq!(chest.failure_kind, "outside-intended-use");
+    assert!(
+        chest.failure_reason.contains("body part CHEST")
+            && chest.failure_reason.contains("WRIST, HAND"),
+        "{}",
+        chest.failure_reason
+    );
+    assert_eq!(chest.probability, 0.0, "never scored");
+    assert!(chest.detections.is_empty());
+
+    announce(&pipeline, &of_part("demo/child.dcm", "WRIST")).await;
+    let child = next_finding(&pipeline).await;
+    assert_eq!(child.failure_kind, "outside-intended-use");
+    assert!(
+        child.failure_reason.contains("age is outside") && !child.failure_reason.contains("10"),
+        "the range, not the patient's age: {}",
+        child.failure_reason
+    );
+
+    announce(&pipeline, &of_part("demo/unknown.dcm", "HAND")).await;
+    let unknown = next_finding(&pipeline).await;
+    assert_eq!(unknown.failure_kind, "outside-intended-use");
+    assert!(
+        unknown.failure_reason.contains("age is unknown"),
+        "{}",
+        unknown.failure_reason
     );
 
     pipeline.shutdown.cancel();

@@ -468,20 +468,6 @@ fn load_yolo(root: &Path, options: &DatasetOptions) -> Result<Dataset, DatasetEr
     })
 }
 
-/// PatientAge ("045Y", "006M", "003W", "010D") in years.
-pub fn dicom_age_years(value: &str) -> Option<f64> {
-    let value = value.trim();
-    let (number, unit) = value.split_at(value.len().checked_sub(1)?);
-    let number: f64 = number.parse().ok()?;
-    match unit {
-        "Y" | "y" => Some(number),
-        "M" | "m" => Some(number / 12.0),
-        "W" | "w" => Some(number * 7.0 / 365.25),
-        "D" | "d" => Some(number / 365.25),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,9 +500,9 @@ mod tests {
         assert_eq!(parse_label("0"), Some(false));
         assert_eq!(parse_label(""), None);
         assert_eq!(parse_label("maybe"), None);
-        assert_eq!(dicom_age_years("045Y"), Some(45.0));
-        assert_eq!(dicom_age_years("006M"), Some(0.5));
-        assert_eq!(dicom_age_years(""), None);
-        assert_eq!(dicom_age_years("45"), None);
+        assert_eq!(fxtriage_dicom::age_in_years("045Y"), Some(45.0));
+        assert_eq!(fxtriage_dicom::age_in_years("006M"), Some(0.5));
+        assert_eq!(fxtriage_dicom::age_in_years(""), None);
+        assert_eq!(fxtriage_dicom::age_in_years("45"), None);
     }
 }

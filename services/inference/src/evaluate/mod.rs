@@ -182,7 +182,7 @@ fn complete_attributes(case: &Case, bytes: &[u8]) -> Attributes {
             attributes.sex = info.patient_sex;
         }
         if attributes.age.is_none() {
-            attributes.age = dataset::dicom_age_years(&info.patient_age);
+            attributes.age = fxtriage_dicom::age_in_years(&info.patient_age);
         }
     }
     attributes
@@ -268,6 +268,23 @@ pub async fn evaluate(
                 }),
                 Ok(bytes) => {
                     let attributes = complete_attributes(&case, &bytes);
+                    // As the service does: an image outside the model's
+                    // intended use is not scored.
+                    if let Some(reason) = manifest.scope.refusal(
+                        &attributes.body_part,
+                        &attributes.view,
+                        attributes.age,
+                    ) {
+                        let file = case.file.clone();
+                        return (
+                            case,
+                            Err(Excluded {
+                                file,
+                                reason: crate::manifest::OUTSIDE_INTENDED_USE.into(),
+                                detail: reason,
+                            }),
+                        );
+                    }
                     analyse_decoded(
                         move || decode_file(&bytes, input_size),
                         batcher,
