@@ -45,6 +45,11 @@ pub struct SiteConfig {
     /// site (its RIS's orders and reports); each belongs to one site.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hl7_sending_facilities: Vec<String>,
+    /// The day (YYYY-MM-DD, UTC) the AI's triage began at this site: the
+    /// analytics put the studies received before it beside those received
+    /// from it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_enabled_from: Option<String>,
 }
 
 /// Site-specific urgency for images whose dataset does not state a priority.
@@ -83,6 +88,7 @@ impl SiteConfig {
             policy: Policy::default(),
             destinations: Destinations::default(),
             hl7_sending_facilities: Vec::new(),
+            ai_enabled_from: None,
         }
     }
 
@@ -158,6 +164,15 @@ impl SiteConfig {
                 ));
             }
         }
+        if let Some(date) = &self.ai_enabled_from {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            if time::Date::parse(date, &format).is_err() {
+                problems.push((
+                    "ai_enabled_from",
+                    format!("{date:?} is not a date (YYYY-MM-DD)"),
+                ));
+            }
+        }
         if self.limits.min_dimension > self.limits.max_dimension {
             problems.push((
                 "limits",
@@ -216,6 +231,18 @@ mod tests {
         site.calling_ae_titles = Some(vec!["CR_ED1".into()]);
         assert!(site.admits_calling_ae_title("CR_ED1 "));
         assert!(!site.admits_calling_ae_title("OTHER"));
+    }
+
+    #[test]
+    fn the_day_ai_began_is_a_date() {
+        let mut site = SiteConfig::new(SiteId::parse("a").expect("id"), "A");
+        site.ai_enabled_from = Some("2026-02-01".into());
+        assert!(site.problems().is_empty(), "{:?}", site.problems());
+        site.ai_enabled_from = Some("1 Feb 2026".into());
+        let problems = site.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "ai_enabled_from");
+        assert!(problems[0].1.contains("YYYY-MM-DD"), "{problems:?}");
     }
 
     #[test]

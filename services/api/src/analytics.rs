@@ -70,6 +70,9 @@ pub struct Timeline {
     pub deadline: OffsetDateTime,
     /// The reader's outcome, when recorded.
     pub fracture: Option<String>,
+    /// "before AI" or "with AI" by the site's `ai_enabled_from` day (UTC);
+    /// empty when the site has none.
+    pub ai_period: String,
 }
 
 impl Timeline {
@@ -107,8 +110,15 @@ pub async fn timelines(
                      AND a.action = 'study.read') AS first_opened, \
                  (SELECT min(c.claimed_at) FROM claims c WHERE c.site_id = s.site_id \
                      AND c.study_instance_uid = s.study_instance_uid) AS claimed, \
-                 r.reported_at, r.fracture \
+                 r.reported_at, r.fracture, \
+                 CASE WHEN e.ai_from IS NULL THEN '' \
+                     WHEN s.arrived_at < e.ai_from THEN 'before AI' ELSE 'with AI' END \
+                     AS ai_period \
              FROM studies s \
+             LEFT JOIN LATERAL ( \
+                 SELECT (NULLIF(config->>'ai_enabled_from', '') || 'T00:00:00Z')::timestamptz \
+                     AS ai_from \
+                 FROM sites WHERE site_id = s.site_id) e ON true \
              LEFT JOIN reports r USING (site_id, study_instance_uid) \
              LEFT JOIN LATERAL ( \
                  SELECT min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
@@ -143,6 +153,7 @@ pub async fn timelines(
             reported: row.get("reported_at"),
             deadline: row.get("deadline"),
             fracture: row.get("fracture"),
+            ai_period: row.get("ai_period"),
         })
         .collect())
 }
@@ -244,11 +255,28 @@ pub struct Figures {
     pub waiting_past_target: u64,
 }
 
-/// The figures of `timelines` grouped by `by`, at `now`.
-pub fn figures(timelines: &[Timeline], by: GroupBy, now: OffsetDateTime) -> Vec<Figures> {
+/// The figures of `timelines` grouped by `by`, at `now`; with `before_after_ai`,
+/// each group split into the studies received before the site's AI began and
+/// those received after ("before AI · emergency", "with AI · emergency").
+pub fn figures(
+    timelines: &[Timeline],
+    by: GroupBy,
+    before_after_ai: bool,
+    now: OffsetDateTime,
+) -> Vec<Figures> {
     let mut groups: BTreeMap<String, Vec<&Timeline>> = BTreeMap::new();
     for timeline in timelines {
         for key in by.keys(timeline) {
+            let key = if before_after_ai {
+                let period = if timeline.ai_period.is_empty() {
+                    "AI start unset"
+                } else {
+                    timeline.ai_period.as_str()
+                };
+                format!("{period} · {key}")
+            } else {
+                key
+            };
             groups.entry(key).or_default().push(timeline);
         }
     }
@@ -408,7 +436,7 @@ pub async fn get_monitoring(
     Extension(caller): Extension<Caller>,
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> ApiResult<Json<MonitoringResponse>> {
-    let (from, to, by) = parse_query(query)?;
+    let (from, to, by, _) = parse_query(query)?;
     let client = state.pool.get().await?;
     let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
         .await
@@ -437,6 +465,8 @@ pub struct AnalyticsQuery {
     /// RFC 3339; studies received before it.
     pub to: Option<String>,
     pub by: Option<String>,
+    /// `ai`: each group before and after the site's AI began, side by side.
+    pub compare: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -449,6 +479,8 @@ pub struct AnalyticsResponse {
     pub to: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Whether each group is split before and after the site's AI began.
+    pub before_after_ai: bool,
     pub groups: Vec<Figures>,
 }
 
@@ -476,7 +508,12 @@ impl Serialize for GroupBy {
     }
 }
 
-type Period = (Option<OffsetDateTime>, Option<OffsetDateTime>, GroupBy);
+type Period = (
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+    GroupBy,
+    bool,
+);
 
 fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResult<Period> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
@@ -490,7 +527,16 @@ fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResul
             )
         })?,
     };
-    Ok((from, to, by))
+    let before_after_ai = match query.compare.as_deref() {
+        None | Some("") => false,
+        Some("ai") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "compare is `ai` or absent, not {other:?}"
+            )));
+        }
+    };
+    Ok((from, to, by, before_after_ai))
 }
 
 pub async fn get_analytics(
@@ -498,7 +544,7 @@ pub async fn get_analytics(
     Extension(caller): Extension<Caller>,
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> ApiResult<Json<AnalyticsResponse>> {
-    let (from, to, by) = parse_query(query)?;
+    let (from, to, by, before_after_ai) = parse_query(query)?;
     let client = state.pool.get().await?;
     let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
         .await
@@ -510,7 +556,8 @@ pub async fn get_analytics(
         from,
         to,
         at,
-        groups: figures(&found, by, at),
+        before_after_ai,
+        groups: figures(&found, by, before_after_ai, at),
     }))
 }
 

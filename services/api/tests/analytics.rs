@@ -157,6 +157,7 @@ async fn timelines_and_turnaround_figures_per_urgency_over_a_period() {
         .await
         .expect("timelines"),
         GroupBy::All,
+        false,
         start,
     );
     assert_eq!(in_range[0].studies, 2, "received 20 and 10 minutes ago");

@@ -15,6 +15,11 @@ name = "Demo hospital"
 [[site]]
 id = "other"
 name = "Other hospital"
+
+[[site]]
+id = "third"
+name = "Third hospital"
+ai_enabled_from = "2026-02-01"
 "#;
 
 /// A study received `received_minutes` ago with a deadline `target_minutes`
@@ -209,6 +214,53 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(all["at_suspected"]["ppv"]["total"], 2);
     let printed = run(&["--site", "demo", "--accuracy"]);
     assert!(printed.contains("model wrist-model 2.0"), "{printed}");
+
+    // Before and after the third site's AI began (2026-02-01): one study
+    // reported in 3 hours before, two in 1 and 2 hours after.
+    for (uid, received, hours) in [
+        ("1.42.1", "2026-01-10T10:00:00Z", 3),
+        ("1.42.2", "2026-03-10T10:00:00Z", 1),
+        ("1.42.3", "2026-03-11T10:00:00Z", 2),
+    ] {
+        client
+            .execute(
+                "INSERT INTO studies (site_id, study_instance_uid, urgency, urgency_source, \
+                     arrived_at, ai_result, probability, deadline, state, reported_at) \
+                 VALUES ('third', $1, 'outpatient', 'dataset', $2::text::timestamptz, \
+                     'no-finding', 0.1, $2::text::timestamptz + interval '2 days', 'reported', \
+                     $2::text::timestamptz + make_interval(hours => $3::int))",
+                &[&uid, &received, &hours],
+            )
+            .await
+            .expect("study");
+        client
+            .execute(
+                "INSERT INTO reports (site_id, study_instance_uid, reader, reported_at, \
+                     arrived_at, deadline, urgency, ai_result, probability, source, ris_control_id) \
+                 SELECT site_id, study_instance_uid, 'dr-ris', reported_at, arrived_at, deadline, \
+                     urgency, ai_result, probability, 'ris', 'MSG-' || study_instance_uid \
+                 FROM studies WHERE study_instance_uid = $1",
+                &[&uid],
+            )
+            .await
+            .expect("report");
+    }
+    let compared: serde_json::Value = serde_json::from_str(&run(&[
+        "--site",
+        "third",
+        "--before-after-ai",
+        "--format",
+        "json",
+    ]))
+    .expect("JSON");
+    let groups = compared["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2, "{compared}");
+    assert_eq!(groups[0]["group"], "before AI · all");
+    assert_eq!(groups[0]["studies"], 1);
+    assert_eq!(groups[0]["turnaround_seconds"]["median"], 10800.0);
+    assert_eq!(groups[1]["group"], "with AI · all");
+    assert_eq!(groups[1]["studies"], 2);
+    assert_eq!(groups[1]["turnaround_seconds"]["median"], 5400.0);
 
     let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
         .args(["analytics", "--site", "demo", "--by", "colour"])

@@ -43,6 +43,9 @@ pub struct AnalyticsArgs {
     /// Keep the study UIDs and accession numbers in the timelines (default: pseudonyms).
     #[arg(long)]
     pub identifiable: bool,
+    /// Split each group into the studies received before the site's AI began (its `ai_enabled_from`) and after.
+    #[arg(long)]
+    pub before_after_ai: bool,
     /// Print the AI's accuracy against the readers' recorded outcomes (per model) instead of the turnaround figures.
     #[arg(long)]
     pub accuracy: bool,
@@ -317,7 +320,7 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         .await
         .context("cannot read the studies' timelines")?;
     let now = OffsetDateTime::now_utc();
-    let figures = analytics::figures(&found, by, now);
+    let figures = analytics::figures(&found, by, args.before_after_ai, now);
     let mut stdout = std::io::stdout().lock();
     if args.accuracy {
         let models = analytics::accuracy(&found, by);
