@@ -561,6 +561,139 @@ pub async fn get_analytics(
     }))
 }
 
+/// One day of the period: studies received that day, how many of them are
+/// reported, and their turnaround's median and 90th percentile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Day {
+    pub day: String,
+    pub received: u64,
+    pub reported: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+}
+
+/// Turnarounds of one AI result, counted in bins.
+#[derive(Debug, Clone, Serialize)]
+pub struct Distribution {
+    pub ai_result: String,
+    pub counts: Vec<u64>,
+}
+
+/// What the web page plots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plots {
+    /// The upper bounds of the turnaround bins, in hours; the last bin is
+    /// everything above the last bound.
+    pub bin_upper_hours: Vec<f64>,
+    pub distribution: Vec<Distribution>,
+    pub daily: Vec<Day>,
+    /// The mean number of studies waiting (listed, not yet reported) at each
+    /// hour of the day (UTC), over the days of the period.
+    pub queue_by_hour: Vec<f64>,
+}
+
+const BIN_UPPER_HOURS: [f64; 7] = [0.5, 1.0, 2.0, 4.0, 8.0, 24.0, 48.0];
+
+/// The plots' data of `timelines` over `from..to`.
+pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -> Plots {
+    let mut distribution: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut days: BTreeMap<time::Date, (u64, Vec<f64>)> = BTreeMap::new();
+    for timeline in timelines {
+        let day = days.entry(timeline.received.date()).or_default();
+        day.0 += 1;
+        if let Some(seconds) = timeline.turnaround_seconds() {
+            day.1.push(seconds);
+            let hours = seconds / 3600.0;
+            let bin = BIN_UPPER_HOURS
+                .iter()
+                .position(|&upper| hours <= upper)
+                .unwrap_or(BIN_UPPER_HOURS.len());
+            distribution
+                .entry(timeline.ai_result.clone())
+                .or_insert_with(|| vec![0; BIN_UPPER_HOURS.len() + 1])[bin] += 1;
+        }
+    }
+    let daily = days
+        .into_iter()
+        .map(|(day, (received, turnarounds))| {
+            let spread = spread(turnarounds);
+            Day {
+                day: day.to_string(),
+                received,
+                reported: spread.map_or(0, |s| s.count),
+                median_seconds: spread.map(|s| s.median),
+                p90_seconds: spread.map(|s| s.p90),
+            }
+        })
+        .collect();
+    // Each hour of each day of the period: the studies waiting at its start.
+    let mut sums = [0_u64; 24];
+    let mut samples = [0_u64; 24];
+    let from = from.to_offset(time::UtcOffset::UTC);
+    let mut at = from.replace_time(time::Time::MIDNIGHT);
+    let end = to.min(OffsetDateTime::now_utc());
+    let mut hour = 0;
+    while at < end {
+        if at >= from {
+            let waiting = timelines
+                .iter()
+                .filter(|t| t.listed <= at && t.reported.is_none_or(|reported| reported > at))
+                .count() as u64;
+            sums[hour] += waiting;
+            samples[hour] += 1;
+        }
+        at += time::Duration::HOUR;
+        hour = (hour + 1) % 24;
+    }
+    Plots {
+        bin_upper_hours: BIN_UPPER_HOURS.to_vec(),
+        distribution: distribution
+            .into_iter()
+            .map(|(ai_result, counts)| Distribution { ai_result, counts })
+            .collect(),
+        daily,
+        queue_by_hour: sums
+            .iter()
+            .zip(samples)
+            .map(|(&sum, count)| {
+                if count == 0 {
+                    0.0
+                } else {
+                    sum as f64 / count as f64
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `GET /api/v1/sites/{site}/analytics/plots?from=&to=`: the web page's plots
+/// (default: the last 30 days).
+pub async fn get_plots(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<Plots>> {
+    let (from, to, _, _) = parse_query(query)?;
+    let now = OffsetDateTime::now_utc();
+    let to = to.unwrap_or(now);
+    let from = from.unwrap_or(to - time::Duration::days(30));
+    if to - from > time::Duration::days(366) {
+        return Err(ApiError::bad_request(
+            "a period of the plots is at most 366 days",
+        ));
+    }
+    let client = state.pool.get().await?;
+    let found = timelines(
+        &client,
+        &[caller.site.as_str().to_owned()],
+        Some(from),
+        Some(to),
+    )
+    .await
+    .doing("reading the studies' timelines")?;
+    Ok(Json(plots(&found, from, to)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         )
         .route("/discrepancies", get(discrepancies::get_discrepancies))
         .route("/analytics", get(analytics::get_analytics))
+        .route("/analytics/plots", get(analytics::get_plots))
         .route("/monitoring", get(analytics::get_monitoring))
         .route(
             "/studies/{study}/instances/{sop}/overlay.png",

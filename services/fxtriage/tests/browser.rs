@@ -255,6 +255,30 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
         .await;
     browser.screenshot(&artifacts.join("second-look.png")).await;
 
+    // The turnaround plots, drawn in the page from the site's figures: the
+    // reported study is a bar of its AI result and a point of today.
+    browser
+        .wait_for(
+            "the turnaround plots",
+            "const charts = document.querySelectorAll('#analytics-charts svg'); \
+             return !document.getElementById('analytics').hidden && charts.length === 3 && \
+                 charts[0].querySelectorAll('rect[data-series=\"suspected\"]').length > 0 && \
+                 charts[1].querySelectorAll('circle[data-series=\"median\"]').length === 1 && \
+                 charts[2].querySelectorAll('rect[data-hour]').length === 24;",
+            json!([]),
+        )
+        .await;
+    let plots = app.get("analytics/plots").await;
+    assert_eq!(plots["daily"].as_array().expect("days").len(), 1, "{plots}");
+    assert_eq!(plots["daily"][0]["reported"], 1, "{plots}");
+    browser
+        .script(
+            "document.getElementById('analytics').scrollIntoView(); return true;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&artifacts.join("analytics.png")).await;
+
     browser.quit().await;
     app.stop().await;
 }

@@ -12,6 +12,7 @@
 // from blob: URLs. Text from the server is only ever set as textContent.
 
 import { api } from "./api.js";
+import { refreshAnalytics } from "./analytics.js";
 import { refreshDeliveries } from "./deliveries.js";
 import { refreshDiscrepancies, watchDiscrepancyFilter } from "./discrepancies.js";
 import { startEvents, stopEvents } from "./events.js";
@@ -79,6 +80,7 @@ function route() {
   refreshWorklist();
   refreshDeliveries();
   refreshDiscrepancies();
+  refreshAnalytics();
 }
 
 function showSessionHeader() {
