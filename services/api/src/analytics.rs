@@ -698,6 +698,73 @@ pub async fn get_plots(
 mod tests {
     use super::*;
 
+    fn timeline(received: OffsetDateTime, turnaround_minutes: Option<i64>, ai: &str) -> Timeline {
+        Timeline {
+            site_id: "demo".into(),
+            study_instance_uid: "1.2".into(),
+            accession_number: String::new(),
+            urgency: "outpatient".into(),
+            ai_result: ai.into(),
+            body_parts: vec!["WRIST".into()],
+            model: String::new(),
+            received,
+            first_analysed: None,
+            ai_final: None,
+            listed: received,
+            first_opened: None,
+            claimed: None,
+            reported: turnaround_minutes.map(|m| received + time::Duration::minutes(m)),
+            deadline: received + time::Duration::days(2),
+            fracture: None,
+            ai_period: String::new(),
+        }
+    }
+
+    #[test]
+    fn plots_count_bins_days_and_the_queue_per_hour() {
+        let day = time::macros::datetime!(2026-03-02 0:00 UTC);
+        let timelines = [
+            // Received 08:00, reported 20 minutes later; 10:00, after 3 hours.
+            timeline(day + time::Duration::hours(8), Some(20), "suspected"),
+            timeline(day + time::Duration::hours(10), Some(180), "no-finding"),
+            // Received the next day at 01:30, never reported.
+            timeline(
+                day + time::Duration::minutes(25 * 60 + 30),
+                None,
+                "suspected",
+            ),
+        ];
+        let plots = plots(&timelines, day, day + time::Duration::days(2));
+        let suspected = plots
+            .distribution
+            .iter()
+            .find(|d| d.ai_result == "suspected")
+            .unwrap();
+        assert_eq!(
+            suspected.counts[0], 1,
+            "20 minutes: the first bin (up to 30 min)"
+        );
+        let no_finding = plots
+            .distribution
+            .iter()
+            .find(|d| d.ai_result == "no-finding")
+            .unwrap();
+        assert_eq!(no_finding.counts[3], 1, "3 hours: the bin up to 4 h");
+        assert_eq!(plots.daily.len(), 2);
+        assert_eq!(plots.daily[0].day, "2026-03-02");
+        assert_eq!((plots.daily[0].received, plots.daily[0].reported), (2, 2));
+        assert_eq!(plots.daily[0].median_seconds, Some(100.0 * 60.0));
+        assert_eq!((plots.daily[1].received, plots.daily[1].reported), (1, 0));
+        // The mean over the two days of the studies waiting at each hour: at
+        // 11:00 the 10:00 study on the first day and the unreported one on
+        // the second; at 09:00 only the unreported one (the 08:00 study was
+        // reported at 08:20); at 01:00 none (the unreported one came at 01:30).
+        assert_eq!(plots.queue_by_hour[11], 1.0);
+        assert_eq!(plots.queue_by_hour[9], 0.5);
+        assert_eq!(plots.queue_by_hour[2], 0.5);
+        assert_eq!(plots.queue_by_hour[1], 0.0);
+    }
+
     #[test]
     fn quantiles_interpolate_between_ranks() {
         let values = [10.0, 20.0, 30.0, 40.0];
