@@ -53,6 +53,7 @@ fn instance_stored_round_trips() {
         received_via: "dimse".into(),
         sender: "MODALITY1".into(),
         expected_instances: 2,
+        acquired_at: Some(timestamp(1_700_000_000)),
     };
     round_trip(&message);
     assert_eq!(message.urgency(), Urgency::Emergency);

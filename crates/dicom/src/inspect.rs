@@ -27,6 +27,10 @@ pub struct InstanceInfo {
     pub patient_sex: String,
     #[serde(skip)]
     pub patient_age: String,
+    /// When the image was acquired (see [`acquired_at`]); `None` when the
+    /// dataset does not say or says something unreadable.
+    #[serde(skip)]
+    pub acquired_at: Option<time::OffsetDateTime>,
     pub laterality: String,
     pub accession_number: String,
     /// RequestedProcedurePriority, top level or in RequestAttributesSequence.
@@ -40,6 +44,82 @@ pub struct InstanceInfo {
     pub number_of_frames: u32,
     pub photometric_interpretation: String,
     pub has_pixel_data: bool,
+}
+
+/// When the image was acquired: AcquisitionDateTime (0008,002A), else
+/// AcquisitionDate and AcquisitionTime, else ContentDate and ContentTime; in
+/// the offset the date-time states, else TimezoneOffsetFromUTC (0008,0201),
+/// else UTC.
+fn acquired_at(object: &DefaultDicomObject) -> Option<time::OffsetDateTime> {
+    let zone = text(object, tags::TIMEZONE_OFFSET_FROM_UTC);
+    if let Some(datetime) = text(object, tags::ACQUISITION_DATE_TIME) {
+        let split = datetime.len().min(8);
+        let (date, rest) = datetime.split_at(split);
+        let (clock, offset) = match rest.find(['+', '-']) {
+            Some(at) => (&rest[..at], Some(&rest[at..])),
+            None => (rest, None),
+        };
+        return dicom_datetime(date, clock, offset.or(zone.as_deref()));
+    }
+    for (date, clock) in [
+        (tags::ACQUISITION_DATE, tags::ACQUISITION_TIME),
+        (tags::CONTENT_DATE, tags::CONTENT_TIME),
+    ] {
+        if let (Some(date), Some(clock)) = (text(object, date), text(object, clock)) {
+            return dicom_datetime(&date, &clock, zone.as_deref());
+        }
+    }
+    None
+}
+
+/// A DICOM date (YYYYMMDD), time (HH, HHMM, HHMMSS, HHMMSS.FFFFFF; colons of
+/// old datasets ignored) and offset (+HHMM or -HHMM) as a point in time.
+pub fn dicom_datetime(
+    date: &str,
+    clock: &str,
+    offset: Option<&str>,
+) -> Option<time::OffsetDateTime> {
+    let digits = |text: &str, range: std::ops::Range<usize>| -> Option<u32> {
+        text.get(range)?.parse().ok()
+    };
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let date = time::Date::from_calendar_date(
+        digits(date, 0..4)? as i32,
+        time::Month::try_from(digits(date, 4..6)? as u8).ok()?,
+        digits(date, 6..8)? as u8,
+    )
+    .ok()?;
+    let clock: String = clock.chars().filter(|c| *c != ':').collect();
+    let (whole, fraction) = clock.split_once('.').unwrap_or((clock.as_str(), ""));
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !matches!(whole.len(), 0 | 2 | 4 | 6) {
+        return None;
+    }
+    let part = |range: std::ops::Range<usize>| digits(whole, range).unwrap_or(0);
+    let micros = if fraction.is_empty() {
+        0
+    } else {
+        let padded = format!("{:0<6}", &fraction[..fraction.len().min(6)]);
+        padded.parse().ok()?
+    };
+    let clock =
+        time::Time::from_hms_micro(part(0..2) as u8, part(2..4) as u8, part(4..6) as u8, micros)
+            .ok()?;
+    let offset = match offset.map(str::trim).filter(|o| !o.is_empty()) {
+        None => time::UtcOffset::UTC,
+        Some(offset) => {
+            let sign: i8 = match offset.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hours = digits(offset, 1..3)? as i8;
+            let minutes = digits(offset, 3..5)? as i8;
+            time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()?
+        }
+    };
+    Some(time::PrimitiveDateTime::new(date, clock).assume_offset(offset))
 }
 
 /// PatientAge ("045Y", "006M", "003W", "010D") in years; `None` when absent
@@ -192,6 +272,7 @@ fn describe(object: &DefaultDicomObject) -> InstanceInfo {
         view_position: uppercase(tags::VIEW_POSITION),
         patient_sex: uppercase(tags::PATIENT_SEX),
         patient_age: uppercase(tags::PATIENT_AGE),
+        acquired_at: acquired_at(object),
         laterality,
         accession_number: text(object, tags::ACCESSION_NUMBER).unwrap_or_default(),
         requested_priority: requested_priority(object),
@@ -210,5 +291,77 @@ fn describe(object: &DefaultDicomObject) -> InstanceInfo {
             .ok()
             .flatten()
             .is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, VR};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::synthetic::{SyntheticInstance, part10};
+
+    #[test]
+    fn dicom_dates_times_and_offsets_become_points_in_time() {
+        assert_eq!(
+            dicom_datetime("20261130", "143005.25", None),
+            Some(datetime!(2026-11-30 14:30:05.25 UTC))
+        );
+        assert_eq!(
+            dicom_datetime("20261130", "14:30", Some("+0100")),
+            Some(datetime!(2026-11-30 14:30 +1))
+        );
+        assert_eq!(
+            dicom_datetime("20261130", "", Some("-0500")),
+            Some(datetime!(2026-11-30 0:00 -5))
+        );
+        for (date, clock) in [
+            ("2026113", "1200"),
+            ("20261332", "1200"),
+            ("20261130", "25"),
+            ("20261130", "1a"),
+        ] {
+            assert_eq!(dicom_datetime(date, clock, None), None, "{date} {clock}");
+        }
+    }
+
+    fn with(elements: &[(dicom_core::Tag, VR, &str)]) -> InstanceInfo {
+        let mut dataset = SyntheticInstance::wrist().dataset();
+        for (tag, vr, value) in elements {
+            dataset.put(DataElement::new(*tag, *vr, PrimitiveValue::from(*value)));
+        }
+        inspect_bytes(&part10(dataset)).expect("parses")
+    }
+
+    #[test]
+    fn the_acquisition_time_comes_from_the_first_attribute_that_states_it() {
+        assert_eq!(with(&[]).acquired_at, None);
+        let content = with(&[
+            (tags::CONTENT_DATE, VR::DA, "20261130"),
+            (tags::CONTENT_TIME, VR::TM, "101500"),
+        ]);
+        assert_eq!(content.acquired_at, Some(datetime!(2026-11-30 10:15 UTC)));
+        let acquisition = with(&[
+            (tags::CONTENT_DATE, VR::DA, "20261130"),
+            (tags::CONTENT_TIME, VR::TM, "101500"),
+            (tags::ACQUISITION_DATE, VR::DA, "20261130"),
+            (tags::ACQUISITION_TIME, VR::TM, "100000"),
+            (tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0200"),
+        ]);
+        assert_eq!(
+            acquisition.acquired_at,
+            Some(datetime!(2026-11-30 8:00 UTC))
+        );
+        let datetime = with(&[
+            (tags::ACQUISITION_DATE_TIME, VR::DT, "20261130095959-0300"),
+            (tags::ACQUISITION_DATE, VR::DA, "20261130"),
+            (tags::ACQUISITION_TIME, VR::TM, "100000"),
+        ]);
+        assert_eq!(
+            datetime.acquired_at,
+            Some(datetime!(2026-11-30 12:59:59 UTC))
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct StoredInstance {
     pub received_via: String,
     pub eligible: bool,
     pub not_eligible_reason: String,
+    /// When the image was acquired, as ingest read it from the dataset; an
+    /// invalid time is dropped, not refused (it is for the analytics only).
+    pub acquired_at: Option<OffsetDateTime>,
 }
 
 /// Which model produced a finding; `sha256` identifies it exactly.
@@ -187,6 +190,7 @@ impl StoredInstance {
             received_via: event.received_via.clone(),
             eligible: event.eligible,
             not_eligible_reason: event.not_eligible_reason.clone(),
+            acquired_at: event.acquired_at.as_ref().and_then(to_microseconds),
             image,
         })
     }

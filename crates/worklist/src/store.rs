@@ -132,9 +132,10 @@ pub async fn insert_instance(
             "INSERT INTO instances (site_id, study_instance_uid, series_instance_uid, \
                  sop_instance_uid, sop_class_uid, transfer_syntax_uid, modality, body_part, \
                  view_position, laterality, accession_number, urgency, urgency_source, object_key, \
-                 byte_size, sha256, received_at, received_via, eligible, not_eligible_reason, analysis) \
+                 byte_size, sha256, received_at, received_via, eligible, not_eligible_reason, analysis, \
+                 acquired_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21) \
+                 $18, $19, $20, $21, $22) \
              ON CONFLICT (site_id, sop_instance_uid) DO NOTHING",
             &[
                 &image.site_id.as_str(),
@@ -158,6 +159,7 @@ pub async fn insert_instance(
                 &instance.eligible,
                 &instance.not_eligible_reason,
                 &analysis.as_str(),
+                &instance.acquired_at,
             ],
         )
         .await

@@ -5,6 +5,7 @@
 //!
 //! | event | from |
 //! |---|---|
+//! | `acquired` | the earliest acquisition time of its images, from their datasets (ingest keeps a plausible one only: see `InstanceStored.acquired_at`) |
 //! | `received` | the earliest `received_at` of its images (ingest's clock) |
 //! | `first_analysed` | the earliest `analysed_at` of its analysed findings |
 //! | `ai_final` | the latest `analysed_at` of its findings: when the AI result stopped changing |
@@ -13,9 +14,8 @@
 //! | `claimed` | the first claim |
 //! | `reported` | the report, through fxtriage or from the RIS |
 //!
-//! Turnaround is received to reported (the acquisition time from the DICOM
-//! headers is not yet recorded, so "acquired, else received" is "received" for
-//! every study today); queue wait is listed to first claimed. A study counts
+//! Turnaround is acquired (else received) to reported; queue wait is listed to
+//! first claimed. A dataset's time without TimezoneOffsetFromUTC is read as UTC. A study counts
 //! in a period by when it was received. The AI result, urgency and deadline of
 //! a reported study are those at report time (as the `reports` row keeps them);
 //! of an unreported one, those now. Percentiles are by linear interpolation
@@ -52,6 +52,8 @@ pub struct Timeline {
     pub body_parts: Vec<String>,
     /// The model ("name version") whose finding came last; empty when none.
     pub model: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub acquired: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub received: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -76,10 +78,11 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Received to reported, in seconds.
+    /// Acquired (else received) to reported, in seconds.
     pub fn turnaround_seconds(&self) -> Option<f64> {
+        let start = self.acquired.unwrap_or(self.received);
         self.reported
-            .map(|reported| (reported - self.received).as_seconds_f64())
+            .map(|reported| (reported - start).as_seconds_f64())
     }
 
     /// Listed to first claimed, in seconds.
@@ -105,6 +108,8 @@ pub async fn timelines(
                  s.body_parts, s.arrived_at, s.created_at, \
                  f.first_analysed, f.ai_final, \
                  COALESCE(f.model, '') AS model, \
+                 (SELECT min(i.acquired_at) FROM instances i WHERE i.site_id = s.site_id \
+                     AND i.study_instance_uid = s.study_instance_uid) AS acquired, \
                  (SELECT min(a.at) FROM audit_log a WHERE a.site_id = s.site_id \
                      AND a.study_instance_uid = s.study_instance_uid \
                      AND a.action = 'study.read') AS first_opened, \
@@ -144,6 +149,7 @@ pub async fn timelines(
             ai_result: row.get("ai_result"),
             body_parts: row.get("body_parts"),
             model: row.get("model"),
+            acquired: row.get("acquired"),
             received: row.get("arrived_at"),
             first_analysed: row.get("first_analysed"),
             ai_final: row.get("ai_final"),
@@ -245,7 +251,7 @@ pub struct Figures {
     pub group: String,
     pub studies: u64,
     pub reported: u64,
-    /// Received to reported, reported studies.
+    /// Acquired (else received) to reported, reported studies.
     pub turnaround_seconds: Option<Spread>,
     /// Reported by their deadline, of the reported studies.
     pub deadline_met: Proportion,
@@ -707,6 +713,7 @@ mod tests {
             ai_result: ai.into(),
             body_parts: vec!["WRIST".into()],
             model: String::new(),
+            acquired: None,
             received,
             first_analysed: None,
             ai_final: None,

@@ -372,5 +372,26 @@ fn instance_stored(
         received_via: sender.channel().to_owned(),
         sender: sender.to_string(),
         expected_instances: 0,
+        acquired_at: plausible_acquisition(info.acquired_at, now).map(|at| {
+            fxtriage_proto::Timestamp {
+                seconds: at.unix_timestamp(),
+                nanos: at.nanosecond() as i32,
+            }
+        }),
     }
+}
+
+/// The acquisition time when it is plausible for an image received at `now`
+/// (since the epoch): not more than 14 hours after it (a local time read as
+/// UTC, the widest offset), not more than 30 days before; never later than
+/// `now`.
+fn plausible_acquisition(
+    acquired: Option<time::OffsetDateTime>,
+    now: std::time::Duration,
+) -> Option<time::OffsetDateTime> {
+    let received = time::OffsetDateTime::from_unix_timestamp(now.as_secs() as i64).ok()?;
+    let acquired = acquired?;
+    let plausible = acquired <= received + time::Duration::hours(14)
+        && acquired >= received - time::Duration::days(30);
+    plausible.then(|| acquired.min(received))
 }

@@ -254,3 +254,47 @@ async fn a_bus_that_cannot_confirm_gives_a_retryable_failure() {
     let left = store.list("st-marys/").await.expect("list");
     assert!(left.is_empty(), "nothing half-done stays visible: {left:?}");
 }
+
+/// A wrist radiograph stating AcquisitionDateTime `value`.
+fn acquired(value: &str) -> Bytes {
+    let mut dataset = SyntheticInstance::wrist().dataset();
+    dataset.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::ACQUISITION_DATE_TIME,
+        dicom_core::VR::DT,
+        dicom_core::value::PrimitiveValue::from(value),
+    ));
+    Bytes::from(fxtriage_dicom::synthetic::part10(dataset))
+}
+
+#[tokio::test]
+async fn the_acquisition_time_is_announced_when_it_is_plausible() {
+    let h = harness();
+    let site = h.sites.site("st-marys").expect("site");
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let format = time::macros::format_description!(
+        "[year][month][day][hour][minute][second][offset_hour sign:mandatory][offset_minute]"
+    );
+    for (value, expected) in [
+        (
+            hour_ago.format(&format).expect("format"),
+            Some(hour_ago.unix_timestamp()),
+        ),
+        // Years before: a wrong clock, not this image's acquisition.
+        ("20010101120000+0000".to_owned(), None),
+    ] {
+        h.ingestor
+            .accept(
+                site,
+                InstanceSource::Memory(acquired(&value)),
+                &modality("ED_DR1"),
+            )
+            .await
+            .expect("accepted");
+        let event = next_event(&h.bus).await;
+        assert_eq!(
+            event.acquired_at.map(|at| at.seconds),
+            expected,
+            "AcquisitionDateTime {value}"
+        );
+    }
+}

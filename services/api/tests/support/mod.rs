@@ -310,6 +310,8 @@ pub struct StudySpec {
     pub probability: Option<f32>,
     pub rows: u32,
     pub columns: u32,
+    /// When the image was acquired, as ingest would announce it.
+    pub acquired_at: Option<OffsetDateTime>,
 }
 
 impl StudySpec {
@@ -323,7 +325,13 @@ impl StudySpec {
             probability: None,
             rows: 256,
             columns: 256,
+            acquired_at: None,
         }
+    }
+
+    pub fn acquired(mut self, at: OffsetDateTime) -> Self {
+        self.acquired_at = Some(at);
+        self
     }
 
     pub fn analysed(mut self, probability: f32) -> Self {
@@ -385,6 +393,7 @@ impl StudySpec {
             received_via: "dimse".into(),
             sender: "TEST_SCU".into(),
             expected_instances: 0,
+            acquired_at: self.acquired_at.map(to_timestamp),
         }
     }
 

@@ -109,6 +109,7 @@ pub fn instance_at(
         received_via: "dimse".into(),
         sender: "TEST_SCU".into(),
         expected_instances: 0,
+        acquired_at: None,
     }
 }
 
