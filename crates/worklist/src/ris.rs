@@ -58,19 +58,34 @@ pub async fn find_study(
     Ok(row.map(|row| row.get(0)))
 }
 
-/// Closes the study's item as reported at `reported_at` by `reader` (as the RIS
-/// names them), in the caller's transaction: the claim ends, a `reports` row
-/// from the RIS is written, the change goes to the worklist outbox and the
-/// audit log.
+/// What a RIS report says.
+#[derive(Debug, Clone, Copy)]
+pub struct RisReportFacts<'a> {
+    pub reported_at: OffsetDateTime,
+    /// The reader as the RIS names them.
+    pub reader: &'a str,
+    pub control_id: &'a str,
+    pub sending_facility: &'a str,
+    /// The radiologist's coded finding (yes, no, equivocal), when sent.
+    pub fracture: Option<&'a str>,
+}
+
+/// Closes the study's item as reported at the report's time by its reader, in
+/// the caller's transaction: the claim ends, a `reports` row from the RIS is
+/// written, the change goes to the worklist outbox and the audit log.
 pub async fn close_from_ris(
     tx: &Transaction<'_>,
     site: &SiteId,
     study_instance_uid: &str,
-    reported_at: OffsetDateTime,
-    reader: &str,
-    control_id: &str,
-    sending_facility: &str,
+    facts: RisReportFacts<'_>,
 ) -> Result<RisReport, StoreError> {
+    let RisReportFacts {
+        reported_at,
+        reader,
+        control_id,
+        sending_facility,
+        fracture,
+    } = facts;
     let Some(study) = study_for_update(tx, site, study_instance_uid).await? else {
         return Ok(RisReport::NoSuchStudy);
     };
@@ -86,8 +101,9 @@ pub async fn close_from_ris(
     .doing("ending the claim")?;
     tx.execute(
         "INSERT INTO reports (site_id, study_instance_uid, token_id, reader, reported_at, \
-             arrived_at, deadline, urgency, ai_result, probability, source, ris_control_id) \
-         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, 'ris', $10)",
+             arrived_at, deadline, urgency, ai_result, probability, source, ris_control_id, \
+             fracture) \
+         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, 'ris', $10, $11)",
         &[
             &site.as_str(),
             &study_instance_uid,
@@ -99,6 +115,7 @@ pub async fn close_from_ris(
             &study.ai_result.as_str(),
             &study.probability,
             &control_id,
+            &fracture,
         ],
     )
     .await
@@ -132,6 +149,7 @@ pub async fn close_from_ris(
                 "source": "ris",
                 "control_id": control_id,
                 "reader": reader,
+                "fracture": fracture,
                 "revision": reported.revision,
             }),
         ],

@@ -396,10 +396,13 @@ async fn process(
                 &tx,
                 &site,
                 &study,
-                reported_at,
-                &reader,
-                &header.control_id,
-                &header.sending_facility,
+                ris::RisReportFacts {
+                    reported_at,
+                    reader: &reader,
+                    control_id: &header.control_id,
+                    sending_facility: &header.sending_facility,
+                    fracture: fracture_of(parsed),
+                },
             )
             .await?;
             let mut outcome = match closed {
@@ -595,6 +598,31 @@ fn study_uid_of(parsed: &Parsed) -> Option<String> {
         .filter(|uid| !uid.is_empty())
 }
 
+/// The radiologist's coded finding, when the report carries one: an OBX whose
+/// observation identifier is SNOMED CT 125605004 "Fracture of bone" (or the
+/// local code FRACTURE) with a yes/no value (HL7 table 0136: Y, N; also
+/// "yes", "no", "equivocal"). `None` when there is none or it is not one of
+/// those: a report without it is never taken as "no fracture".
+fn fracture_of(parsed: &Parsed) -> Option<&'static str> {
+    parsed
+        .segments
+        .iter()
+        .filter(|segment| segment[0][0] == "OBX")
+        .find(|segment| {
+            segment
+                .get(3)
+                .and_then(|identifier| identifier.first())
+                .is_some_and(|code| code == "125605004" || code.eq_ignore_ascii_case("FRACTURE"))
+        })
+        .and_then(|segment| segment.get(5).and_then(|value| value.first()))
+        .and_then(|value| match value.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => Some("yes"),
+            "n" | "no" => Some("no"),
+            "equivocal" => Some("equivocal"),
+            _ => None,
+        })
+}
+
 fn first_obx(parsed: &Parsed, field: usize) -> &str {
     parsed.get("OBX", field, 1)
 }
@@ -752,6 +780,21 @@ mod tests {
         assert!(parse_dtm("2026113").is_err());
         assert!(parse_dtm("20261332").is_err());
         assert!(parse_dtm("20261130101500+01").is_err());
+    }
+
+    #[test]
+    fn the_coded_finding_is_read_only_from_its_observation() {
+        let report = |obx: &str| {
+            fxtriage_hl7::parse(&format!("MSH|^~\\&|RIS\rOBR|1\r{obx}\r")).expect("parse")
+        };
+        let yes = report("OBX|2|CWE|125605004^Fracture of bone^SCT||Y^Yes^HL70136");
+        assert_eq!(fracture_of(&yes), Some("yes"));
+        let no = report("OBX|2|CWE|FRACTURE^Fracture^L||no");
+        assert_eq!(fracture_of(&no), Some("no"));
+        let text = report("OBX|1|TX|REPORT^Radiology report^L||No fracture seen.");
+        assert_eq!(fracture_of(&text), None, "free text is not a coded finding");
+        let other = report("OBX|2|CWE|125605004^Fracture of bone^SCT||maybe");
+        assert_eq!(fracture_of(&other), None);
     }
 
     #[test]

@@ -28,6 +28,21 @@ fn send_report(
     status: &str,
     report_time: &str,
 ) -> String {
+    send_report_with(
+        hl7apy,
+        address,
+        [control_id, facility, accession, status, report_time],
+        None,
+    )
+}
+
+/// [`send_report`] with the radiologist's coded finding (Y or N) when given.
+fn send_report_with(
+    hl7apy: &str,
+    address: SocketAddr,
+    [control_id, facility, accession, status, report_time]: [&str; 5],
+    fracture: Option<&str>,
+) -> String {
     let output = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -41,6 +56,7 @@ fn send_report(
             status,
             report_time,
         ])
+        .args(fracture)
         .env("PYTHONPATH", hl7apy)
         .output()
         .expect("python3");
@@ -229,15 +245,19 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
     assert_eq!(msa(&ack), ("AA".into(), "RIS0001".into()), "{ack}");
     assert_eq!(state().await.0, "open");
 
-    // The final report closes it, at the RIS's time (with its UTC offset).
-    let ack = send_report(
+    // The final report closes it, at the RIS's time (with its UTC offset),
+    // with the radiologist's coded finding: no fracture.
+    let ack = send_report_with(
         &hl7apy,
         address,
-        "RIS0002",
-        "NORTH_RIS",
-        ACCESSION,
-        "F",
-        "20261130111000+0100",
+        [
+            "RIS0002",
+            "NORTH_RIS",
+            ACCESSION,
+            "F",
+            "20261130111000+0100",
+        ],
+        Some("N"),
     );
     assert_eq!(msa(&ack).0, "AA", "{ack}");
     let (state_now, reported_at) = state().await;
@@ -249,7 +269,7 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
     let report = client
         .query_one(
             "SELECT source, reader, ris_control_id, met_deadline,
-                    EXTRACT(EPOCH FROM turnaround)::float8
+                    EXTRACT(EPOCH FROM turnaround)::float8, fracture
              FROM reports WHERE study_instance_uid = $1",
             &[&STUDY],
         )
@@ -269,6 +289,11 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
         report.get::<_, f64>(4),
         70.0 * 60.0,
         "turnaround from arrival to the RIS's time"
+    );
+    assert_eq!(
+        report.get::<_, Option<String>>(5).as_deref(),
+        Some("no"),
+        "the radiologist's coded finding, from its OBX"
     );
     let changes: i64 = client
         .query_one(

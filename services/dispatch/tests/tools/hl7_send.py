@@ -4,8 +4,10 @@
 (segments on lines).
 
 Usage:
-  hl7_send.py PORT CONTROL_ID SENDING_FACILITY ACCESSION STATUS REPORT_TIME
-      a radiology report (ORU^R01) with result status STATUS (F, P, C, ...)
+  hl7_send.py PORT CONTROL_ID SENDING_FACILITY ACCESSION STATUS REPORT_TIME [FRACTURE]
+      a radiology report (ORU^R01) with result status STATUS (F, P, C, ...),
+      and when FRACTURE (Y, N) is given, the radiologist's coded finding: an
+      OBX 125605004^Fracture of bone^SCT with a yes/no value (HL7 table 0136)
   hl7_send.py --order PORT CONTROL_ID SENDING_FACILITY ACCESSION PRIORITY TIME STUDY_UID
       a new imaging order (OMI^O23) with TQ1-9 priority PRIORITY (S, A, R)"""
 
@@ -88,4 +90,11 @@ observation.obx.obx_2 = "TX"
 observation.obx.obx_3 = "REPORT^Radiology report^L"
 observation.obx.obx_5 = "Transverse fracture of the distal radius."
 observation.obx.obx_11 = status
+if len(arguments) > 6:
+    finding = order.add_group("ORU_R01_OBSERVATION")
+    finding.obx.obx_1 = "2"
+    finding.obx.obx_2 = "CWE"
+    finding.obx.obx_3 = "125605004^Fracture of bone^SCT"
+    finding.obx.obx_5 = arguments[6] + "^" + {"Y": "Yes", "N": "No"}[arguments[6]] + "^HL70136"
+    finding.obx.obx_11 = status
 send(message)
