@@ -248,6 +248,38 @@ pub fn calibration(cases: &[(f64, bool)], bins: usize) -> Option<Calibration> {
     })
 }
 
+/// The bins of a score distribution: ten equal-width bins over 0..1, the
+/// last including 1.
+pub const SCORE_BINS: usize = 10;
+
+/// The share of `scores` in each of the [`SCORE_BINS`] bins.
+pub fn score_distribution(scores: &[f64]) -> Vec<f64> {
+    let mut counts = [0_u64; SCORE_BINS];
+    for &score in scores {
+        let bin = ((score.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+        counts[bin] += 1;
+    }
+    let total = scores.len().max(1) as f64;
+    counts.iter().map(|&count| count as f64 / total).collect()
+}
+
+/// The population stability index of `actual` against `expected` (shares of
+/// the same bins): the sum of (a - e) ln(a / e), each share floored at
+/// 0.0001 so that an empty bin counts without dividing by zero. Below 0.1 is
+/// usually read as stable, 0.1 to 0.25 as a moderate shift, above 0.25 as a
+/// large one.
+pub fn population_stability_index(expected: &[f64], actual: &[f64]) -> f64 {
+    const FLOOR: f64 = 0.0001;
+    expected
+        .iter()
+        .zip(actual)
+        .map(|(&e, &a)| {
+            let (e, a) = (e.max(FLOOR), a.max(FLOOR));
+            (a - e) * (a / e).ln()
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -364,6 +396,28 @@ mod tests {
             prop_assert!(lower <= value && value <= upper);
             prop_assert!((0.0..=1.0).contains(&lower) && (0.0..=1.0).contains(&upper));
         }
+    }
+
+    #[test]
+    fn the_stability_index_is_zero_for_the_same_distribution_and_grows_with_a_shift() {
+        let reference =
+            score_distribution(&[0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]);
+        assert!(reference.iter().all(|&share| (share - 0.1).abs() < 1e-12));
+        assert_eq!(population_stability_index(&reference, &reference), 0.0);
+        // Worked by hand: half the scores move from bin 0 to bin 9 of a
+        // two-bin-heavy reference.
+        let expected = [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5];
+        let actual = [0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.75];
+        let psi = population_stability_index(&expected, &actual);
+        let by_hand = (0.25 - 0.5) * (0.25_f64 / 0.5).ln() + (0.75 - 0.5) * (0.75_f64 / 0.5).ln();
+        assert!(close(psi, by_hand, 1e-12), "{psi} vs {by_hand}");
+        let shifted = score_distribution(&[0.95; 10]);
+        assert!(population_stability_index(&reference, &shifted) > 0.25);
+        assert_eq!(
+            score_distribution(&[1.0, 0.0])[9],
+            0.5,
+            "1.0 falls in the last bin"
+        );
     }
 
     #[test]

@@ -421,6 +421,84 @@ pub struct ModelAccuracy {
     pub groups: Vec<AccuracyFigures>,
 }
 
+/// The population stability index above which a week's scores count as
+/// drifted from the model's reference (0.25: the usual line of a large shift).
+pub const DRIFT_THRESHOLD: f64 = 0.25;
+
+/// One week of a model's scores at a site against its reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftWeek {
+    pub week: String,
+    pub images: u64,
+    pub psi: f64,
+    pub drifted: bool,
+}
+
+/// A model's drift at a site: its registered reference and each ISO week.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelDrift {
+    pub model: String,
+    pub reference_images: i64,
+    /// What the reference was measured on.
+    pub reference_data: String,
+    pub threshold: f64,
+    pub weeks: Vec<DriftWeek>,
+}
+
+/// Each ISO week's scores (image probabilities) of each model with a
+/// registered reference, at `site`, analysed in `from..to`, against the
+/// reference.
+pub async fn drift(
+    client: &tokio_postgres::Client,
+    site: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<ModelDrift>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT m.model_name || ' ' || m.model_version AS model, m.images, m.data, m.bins, \
+                 to_char(f.analysed_at AT TIME ZONE 'UTC', 'IYYY-\"W\"IW') AS week, \
+                 array_agg(f.probability::float8) AS scores \
+             FROM findings f JOIN model_references m USING (model_sha256) \
+             WHERE f.site_id = $1 AND f.status = 'analysed' \
+                 AND f.analysed_at >= $2 AND f.analysed_at < $3 \
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 5",
+            &[&site, &from, &to],
+        )
+        .await?;
+    let mut models: BTreeMap<String, ModelDrift> = BTreeMap::new();
+    for row in &rows {
+        let model: String = row.get("model");
+        let bins: serde_json::Value = row.get("bins");
+        let expected: Vec<f64> = bins
+            .as_array()
+            .map(|bins| bins.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default();
+        let scores: Vec<f64> = row.get("scores");
+        let psi = fxtriage_core::stats::population_stability_index(
+            &expected,
+            &fxtriage_core::stats::score_distribution(&scores),
+        );
+        models
+            .entry(model.clone())
+            .or_insert_with(|| ModelDrift {
+                model,
+                reference_images: row.get("images"),
+                reference_data: row.get("data"),
+                threshold: DRIFT_THRESHOLD,
+                weeks: Vec::new(),
+            })
+            .weeks
+            .push(DriftWeek {
+                week: row.get("week"),
+                images: scores.len() as u64,
+                psi,
+                drifted: psi > DRIFT_THRESHOLD,
+            });
+    }
+    Ok(models.into_values().collect())
+}
+
 #[derive(Debug, Serialize)]
 pub struct MonitoringResponse {
     pub site: String,
@@ -433,6 +511,9 @@ pub struct MonitoringResponse {
     /// outcomes; never the model card's.
     pub data: String,
     pub models: Vec<ModelAccuracy>,
+    /// The weekly score distribution of each model with a registered
+    /// reference against it, over the period (default: the last 12 weeks).
+    pub drift: Vec<ModelDrift>,
 }
 
 /// `GET /api/v1/sites/{site}/monitoring?from=&to=&by=`: the AI's accuracy on
@@ -447,6 +528,11 @@ pub async fn get_monitoring(
     let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
         .await
         .doing("reading the studies' timelines")?;
+    let drift_to = to.unwrap_or_else(OffsetDateTime::now_utc);
+    let drift_from = from.unwrap_or(drift_to - time::Duration::weeks(12));
+    let drifted = drift(&client, caller.site.as_str(), drift_from, drift_to)
+        .await
+        .doing("comparing the scores with the models' references")?;
     Ok(Json(MonitoringResponse {
         site: caller.site.as_str().to_owned(),
         by,
@@ -460,6 +546,7 @@ pub async fn get_monitoring(
             .into_iter()
             .map(|(model, groups)| ModelAccuracy { model, groups })
             .collect(),
+        drift: drifted,
     }))
 }
 

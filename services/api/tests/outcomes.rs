@@ -134,6 +134,47 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
     assert_eq!(at_suspected["ppv"]["total"], 2);
     assert_eq!(all["at_possible"]["specificity"]["successes"], 1, "{all}");
 
+    // The drift: no reference registered, no drift figures; then a reference
+    // whose scores all fell in the lowest bin, against this week's five
+    // (0.05; 0.5; 0.9, 0.9, kept as REAL just under 0.9, so in the bin below;
+    // 0.95): a large shift.
+    assert_eq!(
+        monitoring["drift"].as_array().unwrap().len(),
+        0,
+        "{monitoring}"
+    );
+    let sha = monitoring_model_sha(&api).await;
+    let client = api.pool.get().await.expect("client");
+    client
+        .execute(
+            "INSERT INTO model_references (model_sha256, model_name, model_version, images, bins, data) \
+             VALUES ($1, 'fxtriage-demo', '1.0.0', 1000, '[1,0,0,0,0,0,0,0,0,0]', 'test data')",
+            &[&sha],
+        )
+        .await
+        .expect("reference");
+    let monitoring: serde_json::Value = api
+        .get(&api.demo.viewer, SITE, "/monitoring")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let drift = &monitoring["drift"][0];
+    assert_eq!(drift["model"], "fxtriage-demo 1.0.0", "{monitoring}");
+    assert_eq!(drift["reference_data"], "test data");
+    let week = &drift["weeks"][0];
+    assert_eq!(week["images"], 5, "{drift}");
+    let floor = 0.0001_f64;
+    let by_hand = (0.2 - 1.0) * (0.2_f64 / 1.0).ln()
+        + 2.0 * (0.2 - floor) * (0.2 / floor).ln()
+        + (0.4 - floor) * (0.4 / floor).ln();
+    assert!(
+        (week["psi"].as_f64().unwrap() - by_hand).abs() < 1e-9,
+        "{week} vs {by_hand}"
+    );
+    assert_eq!(week["drifted"], true);
+    drop(client);
+
     // Readers and admins see the list; viewers do not; another site's reader
     // does not learn that the site exists.
     let viewer = api.get(&api.demo.viewer, SITE, "/discrepancies").await;
@@ -224,4 +265,14 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         3
     );
     api.finish().await;
+}
+
+/// The SHA-256 of the model whose findings the test studies carry.
+async fn monitoring_model_sha(api: &TestApi) -> String {
+    let client = api.pool.get().await.expect("client");
+    client
+        .query_one("SELECT DISTINCT model_sha256 FROM findings", &[])
+        .await
+        .expect("one model")
+        .get(0)
 }

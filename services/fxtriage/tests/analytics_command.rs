@@ -262,6 +262,54 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(groups[1]["studies"], 2);
     assert_eq!(groups[1]["turnaround_seconds"]["median"], 5400.0);
 
+    // A model's reference score distribution, registered for the drift
+    // monitoring; a file whose bins do not sum to 1 is refused.
+    let reference = directory.path().join("reference.json");
+    let mut file = serde_json::json!({
+        "model_name": "wrist-model",
+        "model_version": "2.0",
+        "model_sha256": "ab".repeat(32),
+        "images": 400,
+        "bins": [0.5, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025],
+        "data": "the wrist model's held-out set",
+    });
+    std::fs::write(&reference, file.to_string()).unwrap();
+    let registered = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["models", "register-reference"])
+        .arg(&reference)
+        .env("FXTRIAGE_DATABASE_URL", &database.url)
+        .output()
+        .expect("run");
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let row = client
+        .query_one(
+            "SELECT model_name, images, bins->>0 FROM model_references WHERE model_sha256 = $1",
+            &[&"ab".repeat(32)],
+        )
+        .await
+        .expect("the reference");
+    assert_eq!(row.get::<_, String>(0), "wrist-model");
+    assert_eq!(row.get::<_, i64>(1), 400);
+    assert_eq!(row.get::<_, String>(2), "0.5");
+    file["bins"][0] = serde_json::json!(0.9);
+    std::fs::write(&reference, file.to_string()).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["models", "register-reference"])
+        .arg(&reference)
+        .env("FXTRIAGE_DATABASE_URL", &database.url)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("summing to 1"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
         .args(["analytics", "--site", "demo", "--by", "colour"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)

@@ -183,10 +183,13 @@ fn dicom_with_labels_csv_is_measured_and_every_unusable_file_reported() {
     std::fs::write(dataset.join("labels.csv"), labels).unwrap();
     let card = directory.path().join("MODEL_CARD.md");
     std::fs::write(&card, "# A model card\n\nWritten by hand.\n").unwrap();
+    let reference = directory.path().join("reference.json");
 
     let evaluation = evaluate(
         &dataset,
         &[
+            "--reference",
+            reference.to_str().unwrap(),
             "--card",
             card.to_str().unwrap(),
             "--data-description",
@@ -250,6 +253,31 @@ fn dicom_with_labels_csv_is_measured_and_every_unusable_file_reported() {
         "{bands:?}"
     );
     assert_eq!(subgroup_values(&evaluation, "sex"), ["F", "M"]);
+
+    // The reference score distribution: the evaluated images' probabilities
+    // in ten bins.
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    assert_eq!(reference["model_name"], "fxtriage-demo");
+    assert_eq!(reference["images"], images - 1);
+    let bins: Vec<f64> = reference["bins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_f64().unwrap())
+        .collect();
+    assert_eq!(bins.len(), 10);
+    let in_last_bin = evaluation["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["probability"].as_f64().unwrap() >= 0.9)
+        .count() as f64;
+    assert!(
+        (bins[9] - in_last_bin / (images - 1) as f64).abs() < 1e-9,
+        "{bins:?}"
+    );
+    assert!((bins.iter().sum::<f64>() - 1.0).abs() < 1e-9);
 
     let card = std::fs::read_to_string(&card).unwrap();
     assert!(

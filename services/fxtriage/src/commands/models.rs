@@ -21,7 +21,31 @@ pub struct ModelsArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// Measure a model on a labelled dataset: AUC, sensitivity and specificity at its operating points, subgroups, boxes, calibration.
-    Evaluate(EvaluateArgs),
+    Evaluate(Box<EvaluateArgs>),
+    /// Record a model's reference score distribution (written by `evaluate --reference`) for the drift monitoring.
+    RegisterReference(RegisterReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterReferenceArgs {
+    /// The reference file `models evaluate --reference` wrote.
+    pub file: PathBuf,
+    /// PostgreSQL URL.
+    #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// A model's reference score distribution: the shares of its image
+/// probabilities in ten equal bins, on the data named.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub model_name: String,
+    pub model_version: String,
+    pub model_sha256: String,
+    pub images: u64,
+    pub bins: Vec<f64>,
+    pub data: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,13 +76,17 @@ pub struct EvaluateArgs {
     /// Write the measured section into this model card (between its markers, or appended).
     #[arg(long)]
     pub card: Option<PathBuf>,
+    /// Write the distribution of the image probabilities here (JSON), the model's reference for the drift monitoring.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
     match args.command {
-        ModelsCommand::Evaluate(args) => evaluate_command(args).await,
+        ModelsCommand::Evaluate(args) => evaluate_command(*args).await,
+        ModelsCommand::RegisterReference(args) => register_reference(args).await,
     }
 }
 
@@ -142,11 +170,27 @@ async fn evaluate_command(mut args: EvaluateArgs) -> anyhow::Result<()> {
             writeln!(stdout)?;
         }
     }
+    let data = args
+        .data_description
+        .clone()
+        .unwrap_or_else(|| format!("the dataset at {}", args.dataset.display()));
+    if let Some(path) = &args.reference {
+        let reference = Reference {
+            model_name: evaluation.model.name.clone(),
+            model_version: evaluation.model.version.clone(),
+            model_sha256: evaluation.model.sha256.clone(),
+            images: evaluation.dataset.images_evaluated,
+            bins: evaluation.score_distribution.clone(),
+            data: data.clone(),
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&reference)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote the reference score distribution to {}",
+            path.display()
+        );
+    }
     if let Some(card) = &args.card {
-        let data = args
-            .data_description
-            .clone()
-            .unwrap_or_else(|| format!("the dataset at {}", args.dataset.display()));
         let date = time::OffsetDateTime::now_utc().date().to_string();
         let section = evaluate::card_section(&evaluation, &data, &date);
         let existing = match std::fs::read_to_string(card) {
@@ -160,6 +204,61 @@ async fn evaluate_command(mut args: EvaluateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", card.display()))?;
         eprintln!("wrote the measured section into {}", card.display());
     }
+    Ok(())
+}
+
+#[allow(clippy::print_stderr)]
+async fn register_reference(args: RegisterReferenceArgs) -> anyhow::Result<()> {
+    let text = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let reference: Reference = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a reference file", args.file.display()))?;
+    let sum: f64 = reference.bins.iter().sum();
+    anyhow::ensure!(
+        reference.bins.len() == fxtriage_core::stats::SCORE_BINS
+            && reference
+                .bins
+                .iter()
+                .all(|share| (0.0..=1.0).contains(share))
+            && (sum - 1.0).abs() < 1e-6
+            && reference.images > 0,
+        "{}: the bins must be {} shares summing to 1, of at least one image",
+        args.file.display(),
+        fxtriage_core::stats::SCORE_BINS
+    );
+    anyhow::ensure!(
+        reference.model_sha256.len() == 64
+            && reference
+                .model_sha256
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
+        "{}: model_sha256 must be 64 hex digits",
+        args.file.display()
+    );
+    let config = fxtriage_db::DbConfig::from_url(&args.database_url)?;
+    fxtriage_db::migrate(&config).await?;
+    let client = config.connect().await?;
+    client
+        .execute(
+            "INSERT INTO model_references (model_sha256, model_name, model_version, images, \
+                 bins, data) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (model_sha256) DO UPDATE SET model_name = $2, model_version = $3, \
+                 images = $4, bins = $5, data = $6, registered_at = now()",
+            &[
+                &reference.model_sha256.to_ascii_lowercase(),
+                &reference.model_name,
+                &reference.model_version,
+                &(reference.images as i64),
+                &serde_json::json!(reference.bins),
+                &reference.data,
+            ],
+        )
+        .await
+        .context("cannot record the reference")?;
+    eprintln!(
+        "registered the reference of {} {} ({} images)",
+        reference.model_name, reference.model_version, reference.images
+    );
     Ok(())
 }
 

@@ -138,6 +138,9 @@ pub struct Evaluation {
     pub images: Figures,
     pub subgroups: Vec<Subgroup>,
     pub boxes: Option<BoxFigures>,
+    /// The distribution of the image probabilities: the model's reference for
+    /// the drift monitoring (`fxtriage models register-reference`).
+    pub score_distribution: Vec<f64>,
     pub results: Vec<ImageResult>,
 }
 
@@ -376,6 +379,9 @@ pub async fn evaluate(
         studies: figures(&study_cases, &points, options.calibration_bins),
         images: figures(&image_cases, &points, options.calibration_bins),
         subgroups,
+        score_distribution: stats::score_distribution(
+            &results.iter().map(|r| r.probability).collect::<Vec<_>>(),
+        ),
         boxes: (box_total > 0).then(|| BoxFigures {
             iou_threshold: options.iou_threshold,
             recall: Proportion::new(box_found, box_total),
