@@ -581,8 +581,9 @@ fn check_report_order(parsed: &Parsed) -> Result<(), String> {
     Ok(())
 }
 
-/// The Study Instance UID a report names: an OBX 110180 (DCM), or ZDS-1.
-fn study_uid_of(parsed: &Parsed) -> Option<String> {
+/// The value (OBX-5, first component) of the first OBX whose observation
+/// identifier (OBX-3, first component) `is_code` accepts.
+fn observation(parsed: &Parsed, is_code: impl Fn(&str) -> bool) -> Option<&str> {
     parsed
         .segments
         .iter()
@@ -591,11 +592,18 @@ fn study_uid_of(parsed: &Parsed) -> Option<String> {
             segment
                 .get(3)
                 .and_then(|identifier| identifier.first())
-                .is_some_and(|code| code == "110180")
+                .is_some_and(|code| is_code(code))
         })
-        .and_then(|segment| segment.get(5).and_then(|value| value.first()).cloned())
-        .or_else(|| Some(parsed.get("ZDS", 1, 1).to_owned()))
+        .and_then(|segment| segment.get(5).and_then(|value| value.first()))
+        .map(String::as_str)
+}
+
+/// The Study Instance UID a report names: an OBX 110180 (DCM), or ZDS-1.
+fn study_uid_of(parsed: &Parsed) -> Option<String> {
+    observation(parsed, |code| code == "110180")
+        .or(Some(parsed.get("ZDS", 1, 1)))
         .filter(|uid| !uid.is_empty())
+        .map(str::to_owned)
 }
 
 /// The radiologist's coded finding, when the report carries one: an OBX whose
@@ -604,23 +612,15 @@ fn study_uid_of(parsed: &Parsed) -> Option<String> {
 /// "yes", "no", "equivocal"). `None` when there is none or it is not one of
 /// those: a report without it is never taken as "no fracture".
 fn fracture_of(parsed: &Parsed) -> Option<&'static str> {
-    parsed
-        .segments
-        .iter()
-        .filter(|segment| segment[0][0] == "OBX")
-        .find(|segment| {
-            segment
-                .get(3)
-                .and_then(|identifier| identifier.first())
-                .is_some_and(|code| code == "125605004" || code.eq_ignore_ascii_case("FRACTURE"))
-        })
-        .and_then(|segment| segment.get(5).and_then(|value| value.first()))
-        .and_then(|value| match value.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" => Some("yes"),
-            "n" | "no" => Some("no"),
-            "equivocal" => Some("equivocal"),
-            _ => None,
-        })
+    let value = observation(parsed, |code| {
+        code == "125605004" || code.eq_ignore_ascii_case("FRACTURE")
+    })?;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Some("yes"),
+        "n" | "no" => Some("no"),
+        "equivocal" => Some("equivocal"),
+        _ => None,
+    }
 }
 
 fn first_obx(parsed: &Parsed, field: usize) -> &str {
