@@ -85,10 +85,20 @@ impl Timeline {
             .map(|reported| (reported - start).as_seconds_f64())
     }
 
-    /// Listed to first claimed, in seconds.
+    /// Listed to first claimed, in seconds; `None` before a claim or when the
+    /// claim is recorded before the listing (an impossible order).
     pub fn queue_wait_seconds(&self) -> Option<f64> {
         self.claimed
-            .map(|claimed| (claimed - self.listed).as_seconds_f64().max(0.0))
+            .map(|claimed| (claimed - self.listed).as_seconds_f64())
+            .filter(|&seconds| seconds >= 0.0)
+    }
+
+    /// Reported before it was acquired (else received), or claimed before it
+    /// was listed: a clock or a record is wrong.
+    pub fn impossible_order(&self) -> bool {
+        self.turnaround_seconds()
+            .is_some_and(|seconds| seconds < 0.0)
+            || self.claimed.is_some_and(|claimed| claimed < self.listed)
     }
 }
 
@@ -259,6 +269,10 @@ pub struct Figures {
     pub queue_wait_seconds: Option<Spread>,
     /// Not reported and past their deadline (their clinical target) at `now`.
     pub waiting_past_target: u64,
+    /// Timelines in an impossible order (reported before acquired or
+    /// received, claimed before listed): counted here and left out of the
+    /// turnaround and queue wait, never silently dropped.
+    pub impossible_order: u64,
 }
 
 /// The figures of `timelines` grouped by `by`, at `now`; with `before_after_ai`,
@@ -291,7 +305,10 @@ pub fn figures(
         .map(|(group, members)| {
             let reported: Vec<&&Timeline> =
                 members.iter().filter(|t| t.reported.is_some()).collect();
-            let met = reported
+            // A report in an impossible order says nothing of the deadline.
+            let judged: Vec<&&&Timeline> =
+                reported.iter().filter(|t| !t.impossible_order()).collect();
+            let met = judged
                 .iter()
                 .filter(|t| t.reported.is_some_and(|at| at <= t.deadline))
                 .count() as u64;
@@ -303,9 +320,11 @@ pub fn figures(
                     members
                         .iter()
                         .filter_map(|t| t.turnaround_seconds())
+                        .filter(|&seconds| seconds >= 0.0)
                         .collect(),
                 ),
-                deadline_met: Proportion::new(met, reported.len() as u64),
+                impossible_order: members.iter().filter(|t| t.impossible_order()).count() as u64,
+                deadline_met: Proportion::new(met, judged.len() as u64),
                 queue_wait_seconds: spread(
                     members
                         .iter()

@@ -216,11 +216,14 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert!(printed.contains("model wrist-model 2.0"), "{printed}");
 
     // Before and after the third site's AI began (2026-02-01): one study
-    // reported in 3 hours before, two in 1 and 2 hours after.
+    // reported in 3 hours before, two in 1 and 2 hours after, and one
+    // reported an hour before it was received (a wrong clock): counted as an
+    // impossible order, out of the turnaround.
     for (uid, received, hours) in [
         ("1.42.1", "2026-01-10T10:00:00Z", 3),
         ("1.42.2", "2026-03-10T10:00:00Z", 1),
         ("1.42.3", "2026-03-11T10:00:00Z", 2),
+        ("1.42.4", "2026-03-12T10:00:00Z", -1),
     ] {
         client
             .execute(
@@ -259,8 +262,15 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(groups[0]["studies"], 1);
     assert_eq!(groups[0]["turnaround_seconds"]["median"], 10800.0);
     assert_eq!(groups[1]["group"], "with AI · all");
-    assert_eq!(groups[1]["studies"], 2);
+    assert_eq!(groups[1]["studies"], 3);
+    assert_eq!(groups[1]["impossible_order"], 1);
+    assert_eq!(groups[1]["turnaround_seconds"]["count"], 2);
+    assert_eq!(
+        groups[1]["deadline_met"]["total"], 2,
+        "nor in the deadline's count"
+    );
     assert_eq!(groups[1]["turnaround_seconds"]["median"], 5400.0);
+    assert_eq!(groups[0]["impossible_order"], 0);
 
     // A model's reference score distribution, registered for the drift
     // monitoring; a file whose bins do not sum to 1 is refused.

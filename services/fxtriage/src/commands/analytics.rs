@@ -114,7 +114,7 @@ fn spread_text(spread: Option<Spread>) -> [String; 4] {
 
 fn table(figures: &[Figures]) -> String {
     let mut out = format!(
-        "{:<16} {:>7} {:>8}  {:>9} {:>9} {:>9} {:>9}  {:>19}  {:>9} {:>9}  {:>12}\n",
+        "{:<16} {:>7} {:>8}  {:>9} {:>9} {:>9} {:>9}  {:>19}  {:>9} {:>9}  {:>12}  {:>10}\n",
         "group",
         "studies",
         "reported",
@@ -125,7 +125,8 @@ fn table(figures: &[Figures]) -> String {
         "deadline met",
         "wait med",
         "wait p90",
-        "past target"
+        "past target",
+        "impossible"
     );
     for group in figures {
         let [median, p90, p95, max] = spread_text(group.turnaround_seconds);
@@ -140,8 +141,8 @@ fn table(figures: &[Figures]) -> String {
             None => "-".into(),
         };
         out.push_str(&format!(
-            "{:<16} {:>7} {:>8}  {median:>9} {p90:>9} {p95:>9} {max:>9}  {met:>19}  {wait_median:>9} {wait_p90:>9}  {:>12}\n",
-            group.group, group.studies, group.reported, group.waiting_past_target
+            "{:<16} {:>7} {:>8}  {median:>9} {p90:>9} {p95:>9} {max:>9}  {met:>19}  {wait_median:>9} {wait_p90:>9}  {:>12}  {:>10}\n",
+            group.group, group.studies, group.reported, group.waiting_past_target, group.impossible_order
         ));
     }
     out
@@ -193,6 +194,7 @@ fn figures_csv(figures: &[Figures]) -> anyhow::Result<String> {
         "queue_wait_median_s",
         "queue_wait_p90_s",
         "waiting_past_target",
+        "impossible_order",
     ])?;
     let number = |value: Option<f64>| value.map(|v| format!("{v:.1}")).unwrap_or_default();
     for group in figures {
@@ -224,6 +226,7 @@ fn figures_csv(figures: &[Figures]) -> anyhow::Result<String> {
             number(w.map(|s| s.median)),
             number(w.map(|s| s.p90)),
             group.waiting_past_target.to_string(),
+            group.impossible_order.to_string(),
         ])?;
     }
     Ok(String::from_utf8(writer.into_inner()?)?)
