@@ -48,25 +48,29 @@ pub struct InstanceInfo {
 
 /// When the image was acquired: AcquisitionDateTime (0008,002A), else
 /// AcquisitionDate and AcquisitionTime, else ContentDate and ContentTime; in
-/// the offset the date-time states, else TimezoneOffsetFromUTC (0008,0201),
-/// else UTC.
+/// the offset the date-time states, else TimezoneOffsetFromUTC (0008,0201).
+/// `None` without an offset: a local time of an unknown zone would move every
+/// turnaround by the site's offset from UTC, so the time is not guessed.
 fn acquired_at(object: &DefaultDicomObject) -> Option<time::OffsetDateTime> {
     let zone = text(object, tags::TIMEZONE_OFFSET_FROM_UTC);
     if let Some(datetime) = text(object, tags::ACQUISITION_DATE_TIME) {
+        if !datetime.is_ascii() {
+            return None;
+        }
         let split = datetime.len().min(8);
         let (date, rest) = datetime.split_at(split);
         let (clock, offset) = match rest.find(['+', '-']) {
             Some(at) => (&rest[..at], Some(&rest[at..])),
             None => (rest, None),
         };
-        return dicom_datetime(date, clock, offset.or(zone.as_deref()));
+        return dicom_datetime(date, clock, Some(offset.or(zone.as_deref())?));
     }
     for (date, clock) in [
         (tags::ACQUISITION_DATE, tags::ACQUISITION_TIME),
         (tags::CONTENT_DATE, tags::CONTENT_TIME),
     ] {
         if let (Some(date), Some(clock)) = (text(object, date), text(object, clock)) {
-            return dicom_datetime(&date, &clock, zone.as_deref());
+            return dicom_datetime(&date, &clock, Some(zone.as_deref()?));
         }
     }
     None
@@ -82,7 +86,11 @@ pub fn dicom_datetime(
     let digits = |text: &str, range: std::ops::Range<usize>| -> Option<u32> {
         text.get(range)?.parse().ok()
     };
-    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+    if date.len() != 8
+        || !date.bytes().all(|b| b.is_ascii_digit())
+        || !clock.is_ascii()
+        || !offset.is_none_or(str::is_ascii)
+    {
         return None;
     }
     let date = time::Date::from_calendar_date(
@@ -126,6 +134,11 @@ pub fn dicom_datetime(
 /// or malformed.
 pub fn age_in_years(value: &str) -> Option<f64> {
     let value = value.trim();
+    // AS is ASCII; anything else (a Latin-1 byte decoded to two) is malformed,
+    // and slicing it by bytes could cut a character.
+    if !value.is_ascii() {
+        return None;
+    }
     let (number, unit) = value.split_at(value.len().checked_sub(1)?);
     let number: f64 = number.parse().ok()?;
     match unit {
@@ -336,11 +349,31 @@ mod tests {
     }
 
     #[test]
+    fn malformed_ages_and_times_are_none_not_a_panic() {
+        assert_eq!(age_in_years("04é"), None);
+        assert_eq!(age_in_years("é"), None);
+        assert_eq!(dicom_datetime("20261130", "10é", Some("+0000")), None);
+        assert_eq!(dicom_datetime("20261130", "101500.1234é", None), None);
+        assert_eq!(dicom_datetime("20261130", "1015", Some("+01é")), None);
+        let odd = with(&[(tags::ACQUISITION_DATE_TIME, VR::DT, "2026113é0000+0000")]);
+        assert_eq!(odd.acquired_at, None);
+    }
+
+    #[test]
     fn the_acquisition_time_comes_from_the_first_attribute_that_states_it() {
         assert_eq!(with(&[]).acquired_at, None);
+        let local = with(&[
+            (tags::CONTENT_DATE, VR::DA, "20261130"),
+            (tags::CONTENT_TIME, VR::TM, "101500"),
+        ]);
+        assert_eq!(
+            local.acquired_at, None,
+            "a local time of an unknown zone is not guessed"
+        );
         let content = with(&[
             (tags::CONTENT_DATE, VR::DA, "20261130"),
             (tags::CONTENT_TIME, VR::TM, "101500"),
+            (tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
         ]);
         assert_eq!(content.acquired_at, Some(datetime!(2026-11-30 10:15 UTC)));
         let acquisition = with(&[

@@ -90,6 +90,16 @@ pub async fn close_from_ris(
         return Ok(RisReport::NoSuchStudy);
     };
     if study.state == WorklistState::Reported {
+        // The report stands; a coded finding the first report lacked is kept.
+        if let Some(fracture) = fracture {
+            tx.execute(
+                "UPDATE reports SET fracture = $3 \
+                 WHERE site_id = $1 AND study_instance_uid = $2 AND fracture IS NULL",
+                &[&site.as_str(), &study_instance_uid, &fracture],
+            )
+            .await
+            .doing("recording the RIS's finding")?;
+        }
         return Ok(RisReport::AlreadyReported);
     }
     tx.execute(

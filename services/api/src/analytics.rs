@@ -15,7 +15,9 @@
 //! | `reported` | the report, through fxtriage or from the RIS |
 //!
 //! Turnaround is acquired (else received) to reported; queue wait is listed to
-//! first claimed. A dataset's time without TimezoneOffsetFromUTC is read as UTC. A study counts
+//! first claimed. A dataset's time that states no offset (neither in the
+//! date-time nor as TimezoneOffsetFromUTC) is not used: the turnaround of such
+//! a study starts at receipt. A study counts
 //! in a period by when it was received. The AI result, urgency and deadline of
 //! a reported study are those at report time (as the `reports` row keeps them);
 //! of an unreported one, those now. Percentiles are by linear interpolation
@@ -319,8 +321,8 @@ pub fn figures(
                 turnaround_seconds: spread(
                     members
                         .iter()
+                        .filter(|t| !t.impossible_order())
                         .filter_map(|t| t.turnaround_seconds())
-                        .filter(|&seconds| seconds >= 0.0)
                         .collect(),
                 ),
                 impossible_order: members.iter().filter(|t| t.impossible_order()).count() as u64,
@@ -328,6 +330,7 @@ pub fn figures(
                 queue_wait_seconds: spread(
                     members
                         .iter()
+                        .filter(|t| !t.impossible_order())
                         .filter_map(|t| t.queue_wait_seconds())
                         .collect(),
                 ),
@@ -444,12 +447,19 @@ pub struct ModelAccuracy {
 /// drifted from the model's reference (0.25: the usual line of a large shift).
 pub const DRIFT_THRESHOLD: f64 = 0.25;
 
+/// The fewest images a week needs for its stability index to be judged: with
+/// fewer, empty bins alone push the index past the threshold.
+pub const DRIFT_MIN_IMAGES: u64 = 100;
+
 /// One week of a model's scores at a site against its reference.
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftWeek {
     pub week: String,
     pub images: u64,
     pub psi: f64,
+    /// Whether the week had at least [`DRIFT_MIN_IMAGES`] images.
+    pub enough_images: bool,
+    /// Above the threshold, with enough images.
     pub drifted: bool,
 }
 
@@ -462,6 +472,22 @@ pub struct ModelDrift {
     pub reference_data: String,
     pub threshold: f64,
     pub weeks: Vec<DriftWeek>,
+}
+
+/// One week's `scores` against the `expected` shares of the reference.
+pub fn drift_week(week: String, expected: &[f64], scores: &[f64]) -> DriftWeek {
+    let psi = fxtriage_core::stats::population_stability_index(
+        expected,
+        &fxtriage_core::stats::score_distribution(scores),
+    );
+    let enough_images = scores.len() as u64 >= DRIFT_MIN_IMAGES;
+    DriftWeek {
+        week,
+        images: scores.len() as u64,
+        psi,
+        enough_images,
+        drifted: enough_images && psi > DRIFT_THRESHOLD,
+    }
 }
 
 /// Each ISO week's scores (image probabilities) of each model with a
@@ -494,10 +520,6 @@ pub async fn drift(
             .map(|bins| bins.iter().filter_map(serde_json::Value::as_f64).collect())
             .unwrap_or_default();
         let scores: Vec<f64> = row.get("scores");
-        let psi = fxtriage_core::stats::population_stability_index(
-            &expected,
-            &fxtriage_core::stats::score_distribution(&scores),
-        );
         models
             .entry(model.clone())
             .or_insert_with(|| ModelDrift {
@@ -508,12 +530,7 @@ pub async fn drift(
                 weeks: Vec::new(),
             })
             .weeks
-            .push(DriftWeek {
-                week: row.get("week"),
-                images: scores.len() as u64,
-                psi,
-                drifted: psi > DRIFT_THRESHOLD,
-            });
+            .push(drift_week(row.get("week"), &expected, &scores));
     }
     Ok(models.into_values().collect())
 }
@@ -713,6 +730,9 @@ pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -
     for timeline in timelines {
         let day = days.entry(timeline.received.date()).or_default();
         day.0 += 1;
+        if timeline.impossible_order() {
+            continue;
+        }
         if let Some(seconds) = timeline.turnaround_seconds() {
             day.1.push(seconds);
             let hours = seconds / 3600.0;
@@ -876,6 +896,41 @@ mod tests {
         assert_eq!(plots.queue_by_hour[9], 0.5);
         assert_eq!(plots.queue_by_hour[2], 0.5);
         assert_eq!(plots.queue_by_hour[1], 0.0);
+    }
+
+    #[test]
+    fn a_week_drifts_only_with_enough_images_past_the_threshold() {
+        let reference = [0.1; 10];
+        let spread: Vec<f64> = (0..200).map(|i| (i % 10) as f64 / 10.0 + 0.05).collect();
+        let stable = drift_week("2026-W01".into(), &reference, &spread);
+        assert!(stable.psi.abs() < 1e-9 && !stable.drifted && stable.enough_images);
+        let shifted = drift_week("2026-W02".into(), &reference, &[0.97; 150]);
+        assert!(shifted.psi > DRIFT_THRESHOLD && shifted.drifted);
+        let few = drift_week("2026-W03".into(), &reference, &[0.97; 20]);
+        assert!(few.psi > DRIFT_THRESHOLD && !few.drifted && !few.enough_images);
+    }
+
+    #[test]
+    fn impossible_orders_stay_out_of_every_time() {
+        let day = time::macros::datetime!(2026-03-02 0:00 UTC);
+        let mut claimed_early = timeline(day, Some(60), "suspected");
+        claimed_early.claimed = Some(day - time::Duration::hours(1));
+        let reported_early = timeline(day, Some(-30), "suspected");
+        let fine = timeline(day, Some(120), "suspected");
+        let all = [claimed_early, reported_early, fine];
+        let figures = figures(&all, GroupBy::All, false, day + time::Duration::days(1));
+        assert_eq!(figures[0].impossible_order, 2);
+        assert_eq!(figures[0].turnaround_seconds.unwrap().count, 1);
+        assert_eq!(figures[0].turnaround_seconds.unwrap().median, 7200.0);
+        assert!(figures[0].queue_wait_seconds.is_none());
+        assert_eq!(figures[0].deadline_met.total, 1);
+        let plots = plots(&all, day, day + time::Duration::days(1));
+        let counts = &plots.distribution[0].counts;
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            1,
+            "only the sound timeline: {counts:?}"
+        );
     }
 
     #[test]

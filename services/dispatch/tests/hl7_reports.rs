@@ -420,6 +420,53 @@ async fn reports_from_the_ris_close_items_once_and_refusals_are_kept() {
         .collect();
     assert_eq!(kept, expected);
 
+    // A study reported before without an outcome (here by an earlier RIS
+    // message): a later report's coded finding fills the outcome, and nothing
+    // else changes.
+    let earlier = "1.2.826.0.1.3680043.10.1234.4";
+    client
+        .execute(
+            "INSERT INTO studies (site_id, study_instance_uid, accession_number, urgency,
+                 urgency_source, arrived_at, ai_result, probability, deadline, state, reported_at)
+             VALUES ('north', $1, 'ACC-44', 'emergency', 'dataset', '2026-11-30T09:00:00Z',
+                 'suspected', 0.9, '2026-11-30T09:30:00Z', 'reported', '2026-11-30T09:20:00Z')",
+            &[&earlier],
+        )
+        .await
+        .expect("a reported study");
+    client
+        .execute(
+            "INSERT INTO reports (site_id, study_instance_uid, reader, reported_at, arrived_at,
+                 deadline, urgency, ai_result, probability, source, ris_control_id)
+             SELECT site_id, study_instance_uid, 'dr-first', reported_at, arrived_at, deadline,
+                 urgency, ai_result, probability, 'ris', 'EARLIER'
+             FROM studies WHERE study_instance_uid = $1",
+            &[&earlier],
+        )
+        .await
+        .expect("its report");
+    let ack = send_report_with(
+        &hl7apy,
+        address,
+        ["RIS0009", "NORTH_RIS", "ACC-44", "C", "202611301000"],
+        Some("Y"),
+    );
+    assert_eq!(msa(&ack).0, "AA", "{ack}");
+    let report = client
+        .query_one(
+            "SELECT fracture, reader, ris_control_id FROM reports WHERE study_instance_uid = $1",
+            &[&earlier],
+        )
+        .await
+        .expect("the report");
+    assert_eq!(report.get::<_, Option<String>>(0).as_deref(), Some("yes"));
+    assert_eq!(
+        report.get::<_, String>(1),
+        "dr-first",
+        "the report itself stays"
+    );
+    assert_eq!(report.get::<_, String>(2), "EARLIER");
+
     shutdown.cancel();
     task.await.expect("listener");
     drop(client);

@@ -382,9 +382,9 @@ fn instance_stored(
 }
 
 /// The acquisition time when it is plausible for an image received at `now`
-/// (since the epoch): not more than 14 hours after it (a local time read as
-/// UTC, the widest offset), not more than 30 days before; never later than
-/// `now`.
+/// (since the epoch): not more than 14 hours after it (a clock or offset
+/// set wrong by up to the widest time zone), not more than 30 days before;
+/// never later than `now`.
 fn plausible_acquisition(
     acquired: Option<time::OffsetDateTime>,
     now: std::time::Duration,

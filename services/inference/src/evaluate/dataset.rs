@@ -387,20 +387,40 @@ fn load_yolo(root: &Path, options: &DatasetOptions) -> Result<Dataset, DatasetEr
         }
         labels_by_path.insert(key, path);
     }
+    let images = image_files(&images_root);
+    let key_of = |path: &Path| PathBuf::from(relative(&images_root, path)).with_extension("");
+    let stem_of = |path: &Path| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // A label at an image's own path is that image's. A label found by its
+    // name alone is taken only when it is the one of that name, no image has
+    // it at its own path, and one image only has that name (X.png and X.jpg
+    // would share it).
+    let matched_by_path: std::collections::HashSet<PathBuf> = images
+        .iter()
+        .filter_map(|path| labels_by_path.get(&key_of(path)).cloned())
+        .collect();
+    let mut image_stems: HashMap<String, usize> = HashMap::new();
+    for path in &images {
+        *image_stems.entry(stem_of(path)).or_default() += 1;
+    }
     let mut used = std::collections::HashSet::new();
     let mut cases = Vec::new();
     let mut excluded = Vec::new();
-    for path in image_files(&images_root) {
+    for path in images.iter().cloned() {
         let file = relative(&images_root, &path);
-        let key = PathBuf::from(&file).with_extension("");
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let key = key_of(&path);
+        let stem = stem_of(&path);
         let label = labels_by_path.get(&key).cloned().or_else(|| {
             match labels_by_stem.get(&stem).map(Vec::as_slice) {
-                Some([only]) => Some(only.clone()),
+                Some([only])
+                    if !matched_by_path.contains(only) && image_stems.get(&stem) == Some(&1) =>
+                {
+                    Some(only.clone())
+                }
                 _ => None,
             }
         });
@@ -408,7 +428,7 @@ fn load_yolo(root: &Path, options: &DatasetOptions) -> Result<Dataset, DatasetEr
             excluded.push(Excluded {
                 file: format!("images/{file}"),
                 reason: "no-label".into(),
-                detail: "no label file of the same name under labels/".into(),
+                detail: "no label file of its own under labels/ (the same path, or the only one of its name)".into(),
             });
             continue;
         };
@@ -492,6 +512,56 @@ mod tests {
         assert!(why.contains("class \"x\""), "{why}");
         let why = parse_yolo("0 0.5 0.5 0 0.2\n", &[0]).unwrap_err();
         assert!(why.contains("outside"), "an empty box: {why}");
+    }
+
+    #[test]
+    fn a_label_found_by_name_is_taken_only_when_it_is_nobody_elses() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // X: the train image has its label at its own path; the val image of
+        // the same name must not take it. Y: its only label lives elsewhere.
+        // Z: two pictures of one name cannot share one label.
+        write("images/train/X.png", "");
+        write("labels/train/X.txt", "0 0.5 0.5 0.2 0.2\n");
+        write("images/val/X.png", "");
+        write("images/a/Y.png", "");
+        write("labels/other/Y.txt", "");
+        write("images/b/Z.png", "");
+        write("images/b/Z.jpg", "");
+        write("labels/c/Z.txt", "");
+        let dataset = load(root.path(), &DatasetOptions::default()).unwrap();
+        let cases: Vec<&str> = dataset.cases.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(
+            cases,
+            ["images/a/Y.png", "images/train/X.png"],
+            "{:?}",
+            dataset.excluded
+        );
+        let left_out: Vec<(&str, &str)> = dataset
+            .excluded
+            .iter()
+            .map(|e| (e.file.as_str(), e.reason.as_str()))
+            .collect();
+        assert!(
+            left_out.contains(&("images/val/X.png", "no-label")),
+            "{left_out:?}"
+        );
+        assert!(
+            left_out.contains(&("images/b/Z.png", "no-label")),
+            "{left_out:?}"
+        );
+        assert!(
+            left_out.contains(&("images/b/Z.jpg", "no-label")),
+            "{left_out:?}"
+        );
+        assert!(
+            left_out.contains(&("labels/c/Z.txt", "label-without-image")),
+            "{left_out:?}"
+        );
     }
 
     #[test]
