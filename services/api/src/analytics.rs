@@ -177,10 +177,9 @@ pub async fn timelines(
 }
 
 /// How to group the figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GroupBy {
-    #[default]
     All,
     Urgency,
     AiResult,
@@ -622,19 +621,6 @@ fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTim
             })
         })
         .transpose()
-}
-
-impl Serialize for GroupBy {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(match self {
-            GroupBy::All => "all",
-            GroupBy::Urgency => "urgency",
-            GroupBy::AiResult => "ai-result",
-            GroupBy::BodyPart => "body-part",
-            GroupBy::ModelVersion => "model-version",
-            GroupBy::Site => "site",
-        })
-    }
 }
 
 type Period = (

@@ -3,9 +3,12 @@
 //! per urgency as JSON, CSV and a table, and the timelines exported with
 //! pseudonyms, or with identifiers when asked.
 
+mod support;
+
 use std::process::Command;
 
 use fxtriage_testkit::FreshDatabase;
+use support::succeeded;
 
 const SITES: &str = r#"
 [[site]]
@@ -94,19 +97,14 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     let directory = tempfile::tempdir().expect("tempdir");
     let timelines = directory.path().join("timelines.csv");
     let run = |arguments: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
-            .arg("analytics")
-            .args(arguments)
-            .env("FXTRIAGE_DATABASE_URL", &database.url)
-            .output()
-            .expect("run");
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{printed}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        printed
+        succeeded(
+            &Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+                .arg("analytics")
+                .args(arguments)
+                .env("FXTRIAGE_DATABASE_URL", &database.url)
+                .output()
+                .expect("run"),
+        )
     };
     let printed = run(&[
         "--site",

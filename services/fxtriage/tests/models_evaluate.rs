@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::repository_path;
+use support::{repository_path, succeeded};
 
 fn fxtriage(arguments: &[&str], library: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fxtriage"))
@@ -19,16 +19,6 @@ fn fxtriage(arguments: &[&str], library: &str) -> Output {
         .env("ORT_DYLIB_PATH", library)
         .output()
         .expect("run fxtriage")
-}
-
-fn succeeded(output: &Output) -> String {
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    printed
 }
 
 fn samples(out: &Path, layout: &str, library: &str) {

@@ -152,6 +152,18 @@ fn value(environment: &[(String, String)], name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} is not among the test's settings"))
 }
 
+/// What a command printed on standard output, after asserting that it
+/// succeeded (its output and errors in the failure message).
+pub fn succeeded(output: &std::process::Output) -> String {
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
 pub fn free_loopback_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()

@@ -147,21 +147,18 @@ pub struct Evaluation {
 /// Decodes one file for the model: DICOM by its signature or extension, else
 /// PNG or JPEG by their signatures.
 fn decode_file(bytes: &[u8], input_size: u32) -> Result<ModelImage, PixelError> {
-    if is_dicom(bytes) {
+    // A picture by its signature; anything else goes to the DICOM reader,
+    // which says what is wrong with it when it is not DICOM either.
+    if is_dicom(bytes) || picture::sniff(bytes).is_none() {
         return decode_for_input(bytes, input_size).map(|(image, _window)| image);
     }
-    if picture::sniff(bytes).is_some() {
-        let image = picture::decode_picture(bytes)?;
-        return Ok(ModelImage {
-            original_rows: image.rows,
-            original_columns: image.columns,
-            image,
-            level: 0,
-        });
-    }
-    // No signature: perhaps a DICOM data set without its preamble; the reader
-    // says what is wrong with it.
-    decode_for_input(bytes, input_size).map(|(image, _window)| image)
+    let image = picture::decode_picture(bytes)?;
+    Ok(ModelImage {
+        original_rows: image.rows,
+        original_columns: image.columns,
+        image,
+        level: 0,
+    })
 }
 
 fn is_dicom(bytes: &[u8]) -> bool {
