@@ -7,7 +7,7 @@ use crate::{Estimate, Group, Simulation};
 fn interval(estimate: &Estimate) -> String {
     if estimate.high.is_finite() {
         format!(
-            "{:.1} ({:.1}-{:.1})",
+            "{:.1} [{:.1}, {:.1}]",
             estimate.mean, estimate.low, estimate.high
         )
     } else {
@@ -17,7 +17,7 @@ fn interval(estimate: &Estimate) -> String {
 
 fn percent(estimate: &Estimate) -> String {
     format!(
-        "{:.1}% ({:.1}-{:.1})",
+        "{:.1}% [{:.1}, {:.1}]",
         100.0 * estimate.mean,
         100.0 * estimate.low.max(0.0),
         100.0 * estimate.high.min(1.0)
@@ -62,7 +62,7 @@ pub fn table(simulation: &Simulation) -> String {
     }
     let _ = writeln!(
         out,
-        "times in minutes: mean (95% CI over replications); wait = not being read, turnaround = arrival to report"
+        "times in minutes: mean [95% CI over replications]; wait = not being read, turnaround = arrival to report"
     );
     for policy in &simulation.policies {
         let _ = writeln!(out, "\npolicy {}", policy.name);

@@ -85,6 +85,8 @@ pub enum Command {
     Models(commands::models::ModelsArgs),
     /// Write synthetic sample studies (radiographs with and without fractures) as DICOM files.
     Samples(commands::samples::SamplesArgs),
+    /// Simulate a reading list under several policies: `simulate SCENARIO.toml`.
+    Simulate(commands::simulate::SimulateArgs),
     /// Print a site's worklist in reading order.
     Worklist(commands::worklist::WorklistArgs),
     /// Apply pending database schema migrations and exit.
@@ -104,6 +106,7 @@ impl Command {
             Command::Inference(_) => "fxtriage-inference",
             Command::Analyze(_) => "fxtriage-analyze",
             Command::Samples(_) => "fxtriage-samples",
+            Command::Simulate(_) => "fxtriage-simulate",
             Command::Models(_) => "fxtriage-models",
             Command::Analytics(_) => "fxtriage-analytics",
             Command::Worklist(_) => "fxtriage-worklist",

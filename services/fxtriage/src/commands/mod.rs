@@ -13,6 +13,7 @@ pub mod models;
 pub mod prioritizer;
 pub mod quarantine;
 pub mod samples;
+pub mod simulate;
 pub mod sites;
 pub mod standalone;
 pub mod tokens;
