@@ -552,3 +552,29 @@ fn pipeline_benchmark_measures_both_deployments_from_c_store_to_worklist() {
     assert!(!printed.contains("not on the worklist"), "{printed}");
     assert_eq!(databases(), before, "the benchmark's databases are dropped");
 }
+
+/// `bench simulate` on a small run: both figures printed, the simulation slower
+/// than drawing the patients it reads (the baseline is a floor, not a rival).
+#[test]
+fn simulate_benchmark_prints_the_simulation_next_to_its_baseline() {
+    let printed = bench(
+        &[
+            "simulate",
+            "--patients",
+            "40000",
+            "--replications",
+            "4",
+            "--rounds",
+            "2",
+        ],
+        Vec::<(String, String)>::new(),
+    );
+    assert!(
+        printed.contains("40000 patients (4 replications)"),
+        "{printed}"
+    );
+    let draw = figure(&printed, "drawing the patients only (baseline):");
+    let simulate = figure(&printed, "simulating both policies:");
+    assert_eq!((draw.len(), simulate.len()), (1, 1), "{printed}");
+    assert!(draw[0] > 0.0 && simulate[0] > draw[0], "{printed}");
+}

@@ -1,4 +1,4 @@
-//! `fxtriage bench decode`, `bench ingest`, `bench inference`, `bench pipeline` and `bench worklist`: load
+//! `fxtriage bench decode`, `bench ingest`, `bench inference`, `bench pipeline`, `bench simulate` and `bench worklist`: load
 //! generators that print throughput and latency figures. Performance targets live here, not in
 //! timed tests. Each figure is a median over repeated rounds or a percentile
 //! over every request, and each pipeline figure is printed next to a baseline
@@ -8,6 +8,7 @@ pub mod decode;
 pub mod inference;
 pub mod ingest;
 pub mod pipeline;
+pub mod simulate;
 pub mod worklist;
 
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     /// of each process; distributed (separate processes on the local stack)
     /// and standalone.
     Pipeline(pipeline::PipelineBenchArgs),
+    /// The queue simulator on a million patients, next to drawing them alone.
+    Simulate(simulate::SimulateBenchArgs),
     /// Worklist reads per second with their latency over the HTTP API, and
     /// instances and findings applied per second, on a seeded database.
     Worklist(worklist::WorklistBenchArgs),
@@ -51,6 +54,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Inference(args) => inference::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
+        BenchCommand::Simulate(args) => simulate::run(args),
         BenchCommand::Worklist(args) => worklist::run(args).await,
     }
 }
