@@ -111,12 +111,36 @@ impl Default for TargetTable {
     }
 }
 
+/// How the AI's probability sets a study's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    /// The target of the study's class (suspected, possible, no finding).
+    #[default]
+    Classes,
+    /// The target interpolated by the probability between the class targets, so
+    /// that among studies of one urgency a 0.99 is due before a 0.71: linear from
+    /// the no-finding target at 0 to the possible target at the "possible" point,
+    /// to the suspected target at the "suspected" point, to half the suspected
+    /// target at 1. Never later than the class target.
+    Continuous,
+}
+
+impl TargetMode {
+    fn is_classes(&self) -> bool {
+        *self == TargetMode::Classes
+    }
+}
+
 /// A site's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub operating_points: OperatingPoints,
     pub targets: TargetTable,
+    /// Class targets (the default) or targets interpolated by the probability.
+    #[serde(skip_serializing_if = "TargetMode::is_classes")]
+    pub target_mode: TargetMode,
     /// The aging cap: no study waits longer than this for its deadline, whatever
     /// its class (every target is at most this many minutes). Unset: the targets
     /// alone decide.
@@ -214,6 +238,69 @@ impl Policy {
     /// Deadline in milliseconds since the Unix epoch.
     pub fn deadline_ms(&self, arrival_ms: i64, urgency: Urgency, ai_result: AiResult) -> i64 {
         arrival_ms + self.target(urgency, ai_result).as_millis() as i64
+    }
+
+    /// The target of a study whose class is `ai_result` and whose highest analysed
+    /// probability is `probability`: the class target, or in the continuous mode
+    /// the interpolated one (for an analysed study; one not analysed keeps its
+    /// clinical target). The aging cap applies to both.
+    pub fn study_target(
+        &self,
+        urgency: Urgency,
+        ai_result: AiResult,
+        probability: Option<f32>,
+    ) -> Duration {
+        let class = self.target(urgency, ai_result);
+        let analysed = ai_result != AiResult::NotAnalysed;
+        let (TargetMode::Continuous, Some(probability), true) =
+            (self.target_mode, probability, analysed)
+        else {
+            return class;
+        };
+        let targets = self.targets_of(urgency);
+        let minutes = |value: u32| f64::from(value);
+        let points = self.operating_points;
+        let (possible, suspected) = (f64::from(points.possible), f64::from(points.suspected));
+        let p = f64::from(probability).clamp(0.0, 1.0);
+        // Linear between two (probability, minutes) anchors; a zero-width span
+        // takes its upper end.
+        let between = |(p0, m0): (f64, f64), (p1, m1): (f64, f64)| {
+            if p1 <= p0 {
+                m1
+            } else {
+                m0 + (m1 - m0) * (p - p0) / (p1 - p0)
+            }
+        };
+        let interpolated = if p >= suspected {
+            let at_suspected = minutes(targets.suspected_minutes);
+            between((suspected, at_suspected), (1.0, at_suspected / 2.0))
+        } else if p >= possible {
+            between(
+                (possible, minutes(targets.possible_minutes)),
+                (suspected, minutes(targets.suspected_minutes)),
+            )
+        } else {
+            between(
+                (0.0, minutes(targets.no_finding_minutes)),
+                (possible, minutes(targets.possible_minutes)),
+            )
+        };
+        let interpolated = Duration::from_secs_f64(interpolated.max(0.0) * 60.0);
+        interpolated.min(class)
+    }
+
+    /// The deadline (ms since the Unix epoch) of [`Policy::study_target`].
+    pub fn study_deadline_ms(
+        &self,
+        arrival_ms: i64,
+        urgency: Urgency,
+        ai_result: AiResult,
+        probability: Option<f32>,
+    ) -> i64 {
+        arrival_ms
+            + self
+                .study_target(urgency, ai_result, probability)
+                .as_millis() as i64
     }
 }
 
@@ -360,6 +447,63 @@ mod tests {
         assert_eq!(worklist_order(&old_routine, &new_emergency), Ordering::Less);
     }
 
+    #[test]
+    fn the_continuous_mode_reads_a_099_before_a_071_and_keeps_the_anchors() {
+        let policy = Policy {
+            target_mode: TargetMode::Continuous,
+            ..Policy::default()
+        };
+        policy.validate().expect("valid");
+        let target =
+            |p: f32| policy.study_target(Urgency::Outpatient, policy.classify(Some(p)), Some(p));
+        // Both suspected: one class target in the class mode, not here.
+        assert!(
+            target(0.99) < target(0.71),
+            "{:?} {:?}",
+            target(0.99),
+            target(0.71)
+        );
+        let classes = Policy::default();
+        assert_eq!(
+            classes.study_target(Urgency::Outpatient, AiResult::Suspected, Some(0.99)),
+            classes.study_target(Urgency::Outpatient, AiResult::Suspected, Some(0.71)),
+            "the class mode ignores the probability within a class"
+        );
+        // The anchors: the class targets at the operating points, half the
+        // suspected target at 1, the no-finding target at 0.
+        let minutes = |duration: Duration| duration.as_secs_f64() / 60.0;
+        assert!((minutes(target(0.7)) - 120.0).abs() < 1e-3);
+        assert!((minutes(target(0.4)) - 720.0).abs() < 1e-3);
+        assert!((minutes(target(1.0)) - 60.0).abs() < 1e-3);
+        assert!((minutes(target(0.0)) - 2880.0).abs() < 1e-3);
+        // Halfway between the possible and suspected points: halfway between targets.
+        assert!((minutes(target(0.55)) - 420.0).abs() < 1e-2);
+        // A study not analysed keeps its clinical target whatever it is given.
+        assert_eq!(
+            policy.study_target(Urgency::Inpatient, AiResult::NotAnalysed, Some(0.9)),
+            Duration::from_secs(360 * 60)
+        );
+        // The aging cap still bounds it.
+        let capped = Policy {
+            aging_cap_minutes: Some(600),
+            ..policy
+        };
+        assert_eq!(
+            capped.study_target(Urgency::Outpatient, AiResult::NoFinding, Some(0.0)),
+            Duration::from_secs(600 * 60)
+        );
+    }
+
+    #[test]
+    fn the_target_mode_is_read_from_a_sites_file_and_left_out_when_default() {
+        let policy: Policy =
+            serde_json::from_str(r#"{"target_mode": "continuous"}"#).expect("parses");
+        assert_eq!(policy.target_mode, TargetMode::Continuous);
+        let written = serde_json::to_string(&Policy::default()).expect("serialises");
+        assert!(!written.contains("target_mode"), "{written}");
+        assert!(serde_json::from_str::<Policy>(r#"{"target_mode": "smooth"}"#).is_err());
+    }
+
     fn urgency() -> impl Strategy<Value = Urgency> {
         prop_oneof![
             Just(Urgency::Emergency),
@@ -383,6 +527,18 @@ mod tests {
         fn ai_never_lowers_a_study_below_its_clinical_urgency(arrival in 0_i64..10_000_000_000, urgency in urgency(), ai in ai_result()) {
             let policy = Policy::default();
             prop_assert!(policy.deadline_ms(arrival, urgency, ai) <= policy.deadline_ms(arrival, urgency, AiResult::NotAnalysed));
+        }
+
+        /// In the continuous mode a higher probability never gives a later
+        /// deadline, and no study is due later than in the class mode.
+        #[test]
+        fn the_continuous_mode_is_monotone_and_never_later_than_the_classes(urgency in urgency(), low in 0.0_f32..=1.0, delta in 0.0_f32..=1.0) {
+            let classes = Policy::default();
+            let policy = Policy { target_mode: TargetMode::Continuous, ..classes };
+            let high = (low + delta).min(1.0);
+            let target = |policy: &Policy, p: f32| policy.study_target(urgency, policy.classify(Some(p)), Some(p));
+            prop_assert!(target(&policy, high) <= target(&policy, low));
+            prop_assert!(target(&policy, low) <= target(&classes, low));
         }
 
         /// A higher probability never gives a later deadline.

@@ -1,6 +1,6 @@
 //! The discrete-event simulation: patients drawn once per replication, then read
 //! under each policy (common random numbers, as in QuCAD's two arms), the list
-//! ordered by the prioritizer's own `Policy::deadline_ms` and `worklist_order`.
+//! ordered by the prioritizer's own `Policy::study_deadline_ms` and `worklist_order`.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -237,12 +237,13 @@ pub fn deadlines(patients: &[Patient], choice: &PolicyChoice, ai: &Binormal) -> 
             match choice.kind {
                 PolicyKind::Fifo => arrival_ms,
                 PolicyKind::Deadline => {
-                    let result = if choice.ai && !patient.interrupting {
-                        policy.classify(Some(probability(patient.score, ai, point)))
-                    } else {
-                        AiResult::NotAnalysed
+                    let probability = (choice.ai && !patient.interrupting)
+                        .then(|| probability(patient.score, ai, point));
+                    let result = match probability {
+                        Some(_) => policy.classify(probability),
+                        None => AiResult::NotAnalysed,
                     };
-                    policy.deadline_ms(arrival_ms, patient.urgency, result)
+                    policy.study_deadline_ms(arrival_ms, patient.urgency, result, probability)
                 }
             }
         })

@@ -17,6 +17,7 @@
 //! WARD = "inpatient"
 //! [site.policy]
 //! aging_cap_minutes = 2880
+//! target_mode = "classes"              # or "continuous": targets follow the probability
 //! [site.policy.operating_points]
 //! suspected = 0.7
 //! possible = 0.4

@@ -100,8 +100,12 @@ pub async fn urgency_for(
 pub fn apply_to(aggregate: &mut StudyAggregate, urgency: Urgency, policy: &Policy) {
     aggregate.urgency = urgency;
     aggregate.urgency_source = UrgencySource::Order;
-    aggregate.deadline =
-        aggregate.arrived_at + policy.target(urgency, aggregate.ai_result.policy_class());
+    aggregate.deadline = aggregate.arrived_at
+        + policy.study_target(
+            urgency,
+            aggregate.ai_result.policy_class(),
+            aggregate.probability,
+        );
 }
 
 /// Gives a stored, unreported study the order's urgency; the changed row (its

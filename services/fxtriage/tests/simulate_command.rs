@@ -31,6 +31,12 @@ fn group<'a>(simulation: &'a Value, policy: &str, group: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no group {group} under {policy}"))
 }
 
+/// A group's mean wait interval (low, high).
+fn group_wait(simulation: &Value, policy: &str, name: &str) -> (f64, f64) {
+    let mean = &group(simulation, policy, name)["wait"]["mean"];
+    (number(&mean["low"]), number(&mean["high"]))
+}
+
 fn number(value: &Value) -> f64 {
     value
         .as_f64()
@@ -77,8 +83,32 @@ fn the_shipped_scenario_compares_its_policies_in_a_report() {
     let max = |policy| number(&group(&simulation, policy, "outpatient")["wait"]["max"]["mean"]);
     assert!(max("deadline + AI, 12 h cap") < max("deadline + AI"));
 
+    // The continuous variant (the prioritizer's site option) reads the likelier
+    // suspected studies first: the true positives, whose probabilities run
+    // higher, now wait less than the false positives, which they did not in the
+    // class mode; and the missed fractures, which score just below the point,
+    // gain on the true negatives.
+    let wait = |policy, group: &str| group_wait(&simulation, policy, group);
+    let (tp, fp) = (
+        wait("continuous + AI", "true-positive"),
+        wait("continuous + AI", "false-positive"),
+    );
+    assert!(tp.1 < fp.0, "continuous: TP {tp:?} below FP {fp:?}");
+    let (tp, fp) = (
+        wait("deadline + AI", "true-positive"),
+        wait("deadline + AI", "false-positive"),
+    );
+    assert!(
+        tp.1 > fp.0 && fp.1 > tp.0,
+        "classes: TP {tp:?} and FP {fp:?} overlap"
+    );
+    assert!(
+        wait("continuous + AI", "false-negative").1 < wait("deadline + AI", "false-negative").0
+    );
+
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     for policy in [
+        "continuous + AI",
         "FIFO",
         "deadline, no AI",
         "deadline + AI",
@@ -93,7 +123,7 @@ fn the_shipped_scenario_compares_its_policies_in_a_report() {
         assert!(report.contains(&format!("]({plot})")), "{plot} linked");
         let svg = std::fs::read_to_string(out.path().join(plot)).expect("plot written");
         assert!(
-            svg.starts_with("<svg") && svg.contains("deadline + AI, 12 h cap"),
+            svg.starts_with("<svg") && svg.contains("continuous + AI"),
             "{plot}"
         );
         assert!(svg.matches("<rect").count() > 20, "{plot} has bars");

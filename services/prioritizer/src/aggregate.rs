@@ -65,7 +65,8 @@ pub fn aggregate(images: &[ImageSummary], policy: &Policy) -> Option<StudyAggreg
         (AiResult::NoFinding | AiResult::NotAnalysed, true) => StudyAiResult::AwaitingAnalysis,
         (AiResult::NotAnalysed, false) => StudyAiResult::NotAnalysed,
     };
-    let deadline = first.received_at + policy.target(most_urgent.urgency, ai_result.policy_class());
+    let deadline = first.received_at
+        + policy.study_target(most_urgent.urgency, ai_result.policy_class(), probability);
     Some(StudyAggregate {
         arrived_at: first.received_at,
         urgency: most_urgent.urgency,
@@ -128,6 +129,46 @@ mod tests {
             study.deadline,
             at(0) + policy.target(Urgency::Outpatient, AiResult::Suspected)
         );
+    }
+
+    /// The site option: targets interpolated by the probability, so that of two
+    /// suspected studies that arrived together the likelier is due first.
+    #[test]
+    fn the_continuous_mode_sets_the_deadline_by_the_probability() {
+        let policy = Policy {
+            target_mode: fxtriage_core::policy::TargetMode::Continuous,
+            ..Policy::default()
+        };
+        let likely = aggregate(
+            &[image("1.1", 0, Urgency::Outpatient, analysed(0.99))],
+            &policy,
+        )
+        .expect("images");
+        let borderline = aggregate(
+            &[image("2.1", 0, Urgency::Outpatient, analysed(0.71))],
+            &policy,
+        )
+        .expect("images");
+        assert_eq!(likely.ai_result, StudyAiResult::Suspected);
+        assert_eq!(borderline.ai_result, StudyAiResult::Suspected);
+        assert!(likely.deadline < borderline.deadline);
+        assert_eq!(
+            likely.deadline,
+            at(0) + policy.study_target(Urgency::Outpatient, AiResult::Suspected, Some(0.99))
+        );
+        // The class mode gives both the suspected target.
+        let classes = Policy::default();
+        let likely = aggregate(
+            &[image("1.1", 0, Urgency::Outpatient, analysed(0.99))],
+            &classes,
+        )
+        .expect("images");
+        let borderline = aggregate(
+            &[image("2.1", 0, Urgency::Outpatient, analysed(0.71))],
+            &classes,
+        )
+        .expect("images");
+        assert_eq!(likely.deadline, borderline.deadline);
     }
 
     #[test]

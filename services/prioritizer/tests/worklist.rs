@@ -497,6 +497,66 @@ async fn each_site_is_prioritised_by_its_own_policy() {
     db.finish().await;
 }
 
+/// The continuous site option from a sites file: of two suspected studies, the
+/// likelier is due first even when it arrived a few minutes later; in the class
+/// mode the earlier arrival would be.
+#[tokio::test]
+async fn the_continuous_target_mode_orders_suspected_studies_by_probability() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    fxtriage_sites::store::apply_text(
+        &db.pool,
+        &format!("[[site]]\nid = \"{SITE}\"\n[site.policy]\ntarget_mode = \"continuous\"\n"),
+        fxtriage_sites::ApplyOptions::default(),
+    )
+    .await
+    .expect("the site's policy");
+    let policy = &registry(&db.pool).await.current().policy(&site(SITE));
+    assert_eq!(
+        policy.target_mode,
+        fxtriage_core::policy::TargetMode::Continuous
+    );
+    for (study, arrival, probability) in [("1.20.1", 0, 0.71), ("1.20.2", 5, 0.99)] {
+        let image = instance(
+            study,
+            &format!("{study}.1.1"),
+            Urgency::Outpatient,
+            T0 + minutes(arrival),
+        );
+        apply_instance(
+            &db.pool,
+            policy,
+            &StoredInstance::from_proto(&image).expect("valid"),
+        )
+        .await
+        .expect("instance");
+        apply_finding(
+            &db.pool,
+            policy,
+            &ImageFinding::from_proto(&analysed(&image, probability)).expect("valid"),
+        )
+        .await
+        .expect("finding");
+    }
+    let borderline = study_row(&db.pool, "1.20.1").await.expect("study");
+    let likely = study_row(&db.pool, "1.20.2").await.expect("study");
+    assert_eq!(borderline.ai_result, StudyAiResult::Suspected);
+    assert_eq!(likely.ai_result, StudyAiResult::Suspected);
+    assert!(
+        likely.deadline < borderline.deadline,
+        "0.99 due {} before 0.71 due {}",
+        likely.deadline,
+        borderline.deadline
+    );
+    assert!(
+        borderline.deadline
+            < T0 + Policy::default().target(Urgency::Outpatient, AiResult::Suspected),
+        "never later than the class target"
+    );
+    db.finish().await;
+}
+
 /// Instances and findings of one study processed at the same time (as from two
 /// topics, or two prioritizers) never miss each other.
 #[tokio::test]
