@@ -50,6 +50,25 @@ pub struct SiteConfig {
     /// from it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_enabled_from: Option<String>,
+    /// The safety net for missed fractures: which reports of no fracture are
+    /// listed for a second look.
+    #[serde(default, skip_serializing_if = "SecondLook::is_default")]
+    pub second_look: SecondLook,
+}
+
+/// Which studies the discrepancy list holds: reported as no fracture where the
+/// AI suspected one, and also where it called one possible when the site asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondLook {
+    #[serde(default)]
+    pub include_possible: bool,
+}
+
+impl SecondLook {
+    fn is_default(&self) -> bool {
+        *self == SecondLook::default()
+    }
 }
 
 /// Site-specific urgency for images whose dataset does not state a priority.
@@ -89,6 +108,7 @@ impl SiteConfig {
             destinations: Destinations::default(),
             hl7_sending_facilities: Vec::new(),
             ai_enabled_from: None,
+            second_look: SecondLook::default(),
         }
     }
 

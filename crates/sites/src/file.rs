@@ -26,6 +26,8 @@
 //! possible_minutes = 45
 //! no_finding_minutes = 60
 //! not_analysed_minutes = 60
+//! [site.second_look]                   # reports of no fracture listed for a second look:
+//! include_possible = true              #   also where the AI said possible (default: suspected only)
 //! [[site.destinations.dicom]]          # where results go: see crate::destinations
 //! name = "pacs"
 //! ae_title = "STMARYS_PACS"

@@ -5,7 +5,7 @@
 //!
 //! | route | role | what |
 //! |---|---|---|
-//! | `GET /api/v1/sites/{site}/discrepancies[?include=possible]` | reader or admin | the list, unreviewed first, and counts per ISO week |
+//! | `GET /api/v1/sites/{site}/discrepancies[?include=suspected\|possible]` | reader or admin | the list, unreviewed first, and counts per ISO week (without `include`: the site's `second_look.include_possible`) |
 //! | `POST /api/v1/sites/{site}/studies/{study}/discrepancy-review` | reader or admin | record the second look: `{"conclusion": "fracture-confirmed" \| "no-fracture" \| "equivocal", "note"?, "reviewer"?}` |
 //!
 //! A discrepancy exists only where the reader recorded an outcome
@@ -76,13 +76,18 @@ pub struct DiscrepanciesResponse {
     pub weeks: Vec<Week>,
 }
 
-/// The AI results a query counts.
-fn ai_results(query: &DiscrepanciesQuery) -> ApiResult<Vec<&'static str>> {
+/// The AI results a query counts: the site's setting (`[site.second_look]
+/// include_possible`) unless the query says `suspected` or `possible`.
+fn ai_results(
+    query: &DiscrepanciesQuery,
+    site_includes_possible: bool,
+) -> ApiResult<Vec<&'static str>> {
     match query.include.as_deref() {
-        None | Some("") => Ok(vec!["suspected"]),
+        None | Some("") if site_includes_possible => Ok(vec!["suspected", "possible"]),
+        None | Some("") | Some("suspected") => Ok(vec!["suspected"]),
         Some("possible") => Ok(vec!["suspected", "possible"]),
         Some(other) => Err(ApiError::bad_request(format!(
-            "include is `possible` or absent, not {other:?}"
+            "include is `suspected`, `possible` or absent (the site's setting), not {other:?}"
         ))),
     }
 }
@@ -104,7 +109,12 @@ pub async fn get_discrepancies(
 ) -> ApiResult<Json<DiscrepanciesResponse>> {
     caller.require_reader()?;
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let included = ai_results(&query)?;
+    let site_includes_possible = state
+        .sites
+        .current()
+        .site(caller.site.as_str())
+        .is_some_and(|site| site.second_look.include_possible);
+    let included = ai_results(&query, site_includes_possible)?;
     let included_owned: Vec<String> = included.iter().map(|&r| r.to_owned()).collect();
     let client = state.pool.get().await?;
     let rows = client
@@ -299,15 +309,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn possible_is_counted_only_when_asked() {
+    fn possible_is_counted_when_asked_or_when_the_site_says_so() {
         let query = |include: Option<&str>| DiscrepanciesQuery {
             include: include.map(str::to_owned),
         };
-        assert_eq!(ai_results(&query(None)).unwrap(), ["suspected"]);
+        assert_eq!(ai_results(&query(None), false).unwrap(), ["suspected"]);
         assert_eq!(
-            ai_results(&query(Some("possible"))).unwrap(),
+            ai_results(&query(Some("possible")), false).unwrap(),
             ["suspected", "possible"]
         );
-        assert_eq!(ai_results(&query(Some("all"))).unwrap_err().status, 400);
+        assert_eq!(
+            ai_results(&query(Some("all")), false).unwrap_err().status,
+            400
+        );
+        // The site's setting decides when the query does not; the query overrides it.
+        assert_eq!(
+            ai_results(&query(None), true).unwrap(),
+            ["suspected", "possible"]
+        );
+        assert_eq!(
+            ai_results(&query(Some("suspected")), true).unwrap(),
+            ["suspected"]
+        );
     }
 }

@@ -268,6 +268,29 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         .await,
         3
     );
+    // A site that asks for it lists possible ones by default (the sites file's
+    // `[site.second_look] include_possible`); `?include=suspected` still narrows.
+    let mut demo = fxtriage_sites::SiteConfig::new(site_id(SITE), "Demo hospital");
+    demo.second_look.include_possible = true;
+    fxtriage_sites::store::put_sites(&api.pool, vec![demo])
+        .await
+        .expect("the site's setting");
+    fxtriage_testkit::eventually(
+        "the API to follow the site's setting",
+        std::time::Duration::from_secs(10),
+        || async {
+            let list = discrepancies(&api, &api.demo.reader, "").await;
+            if studies_of(&list).len() == 2 {
+                fxtriage_testkit::Progress::Done(())
+            } else {
+                fxtriage_testkit::Progress::NotYet(list.to_string())
+            }
+        },
+    )
+    .await;
+    let narrowed = discrepancies(&api, &api.demo.reader, "?include=suspected").await;
+    assert_eq!(studies_of(&narrowed), ["1.21.1"], "{narrowed}");
+
     api.finish().await;
 }
 

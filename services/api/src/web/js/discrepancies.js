@@ -59,8 +59,13 @@ function row(item) {
   );
 }
 
+// Until the reader ticks or unticks the box, the site's setting decides
+// (`[site.second_look] include_possible`), and the box shows it.
+let chosen = false;
+
 function query() {
-  return $("discrepancies-possible").checked ? "?include=possible" : "";
+  if (!chosen) return "";
+  return $("discrepancies-possible").checked ? "?include=possible" : "?include=suspected";
 }
 
 // Reads the list again; hides the panel for viewers and groups.
@@ -78,6 +83,7 @@ export async function refreshDiscrepancies() {
     return;
   }
   panel.hidden = false;
+  $("discrepancies-possible").checked = answer.ai_results.includes("possible");
   $("discrepancies-rows").replaceChildren(...answer.discrepancies.map(row));
   $("discrepancies-empty").hidden = answer.discrepancies.length > 0;
   const weeks = answer.weeks.map(
@@ -111,5 +117,8 @@ async function recordReview(study, select, note, button) {
 }
 
 export function watchDiscrepancyFilter() {
-  $("discrepancies-possible").addEventListener("change", () => refreshDiscrepancies());
+  $("discrepancies-possible").addEventListener("change", () => {
+    chosen = true;
+    refreshDiscrepancies();
+  });
 }
