@@ -54,8 +54,22 @@ fn instance_stored_round_trips() {
         sender: "MODALITY1".into(),
         expected_instances: 2,
         acquired_at: Some(timestamp(1_700_000_000)),
+        patient_sex: "F".into(),
+        patient_age_years: Some(0),
+        manufacturer: "ACME".into(),
+        manufacturer_model: "DR-1".into(),
     };
     round_trip(&message);
+    // An age of zero (an infant) is present, not absent.
+    let without_age = InstanceStored {
+        patient_age_years: None,
+        ..message.clone()
+    };
+    assert_ne!(
+        round_trip(&without_age),
+        round_trip(&message),
+        "a stated age of 0 years is kept"
+    );
     assert_eq!(message.urgency(), Urgency::Emergency);
 }
 

@@ -32,6 +32,10 @@ pub struct InstanceInfo {
     #[serde(skip)]
     pub acquired_at: Option<time::OffsetDateTime>,
     pub laterality: String,
+    /// Manufacturer and ManufacturerModelName: the equipment subgroup of the
+    /// AI's monitoring.
+    pub manufacturer: String,
+    pub manufacturer_model: String,
     pub accession_number: String,
     /// RequestedProcedurePriority, top level or in RequestAttributesSequence.
     pub requested_priority: String,
@@ -287,6 +291,8 @@ fn describe(object: &DefaultDicomObject) -> InstanceInfo {
         patient_age: uppercase(tags::PATIENT_AGE),
         acquired_at: acquired_at(object),
         laterality,
+        manufacturer: text(object, tags::MANUFACTURER).unwrap_or_default(),
+        manufacturer_model: text(object, tags::MANUFACTURER_MODEL_NAME).unwrap_or_default(),
         accession_number: text(object, tags::ACCESSION_NUMBER).unwrap_or_default(),
         requested_priority: requested_priority(object),
         institutional_department: uppercase(tags::INSTITUTIONAL_DEPARTMENT_NAME),

@@ -80,6 +80,11 @@ pub struct StoredInstance {
     /// When the image was acquired, as ingest read it from the dataset; an
     /// invalid time is dropped, not refused (it is for the analytics only).
     pub acquired_at: Option<OffsetDateTime>,
+    /// The monitoring subgroups: M, F, O or empty; whole years; the equipment.
+    pub patient_sex: String,
+    pub patient_age_years: Option<i32>,
+    pub manufacturer: String,
+    pub manufacturer_model: String,
 }
 
 /// Which model produced a finding; `sha256` identifies it exactly.
@@ -191,6 +196,16 @@ impl StoredInstance {
             eligible: event.eligible,
             not_eligible_reason: event.not_eligible_reason.clone(),
             acquired_at: event.acquired_at.as_ref().and_then(to_microseconds),
+            patient_sex: match event.patient_sex.as_str() {
+                sex @ ("M" | "F" | "O") => sex.to_owned(),
+                _ => String::new(),
+            },
+            patient_age_years: event
+                .patient_age_years
+                .filter(|age| *age <= 150)
+                .map(|age| age as i32),
+            manufacturer: event.manufacturer.chars().take(64).collect(),
+            manufacturer_model: event.manufacturer_model.chars().take(64).collect(),
             image,
         })
     }

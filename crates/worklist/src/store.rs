@@ -133,9 +133,9 @@ pub async fn insert_instance(
                  sop_instance_uid, sop_class_uid, transfer_syntax_uid, modality, body_part, \
                  view_position, laterality, accession_number, urgency, urgency_source, object_key, \
                  byte_size, sha256, received_at, received_via, eligible, not_eligible_reason, analysis, \
-                 acquired_at) \
+                 acquired_at, patient_sex, patient_age_years, manufacturer, manufacturer_model) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21, $22) \
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26) \
              ON CONFLICT (site_id, sop_instance_uid) DO NOTHING",
             &[
                 &image.site_id.as_str(),
@@ -160,6 +160,10 @@ pub async fn insert_instance(
                 &instance.not_eligible_reason,
                 &analysis.as_str(),
                 &instance.acquired_at,
+                &instance.patient_sex,
+                &instance.patient_age_years,
+                &instance.manufacturer,
+                &instance.manufacturer_model,
             ],
         )
         .await

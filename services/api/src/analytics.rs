@@ -77,6 +77,29 @@ pub struct Timeline {
     /// "before AI" or "with AI" by the site's `ai_enabled_from` day (UTC);
     /// empty when the site has none.
     pub ai_period: String,
+    /// The monitoring subgroups, from the study's images (the first stated):
+    /// M, F, O or empty; whole years; "Manufacturer Model". Only ever shown
+    /// grouped, never per study (nor in the timelines export).
+    #[serde(skip)]
+    pub patient_sex: String,
+    #[serde(skip)]
+    pub patient_age_years: Option<i32>,
+    #[serde(skip)]
+    pub equipment: String,
+}
+
+/// The age bands of the monitoring, paediatric first.
+pub fn age_band(years: Option<i32>) -> &'static str {
+    match years {
+        None => "(age unknown)",
+        Some(..=1) => "0-1 (infant)",
+        Some(2..=11) => "2-11 (child)",
+        Some(12..=17) => "12-17 (adolescent)",
+        Some(18..=44) => "18-44",
+        Some(45..=64) => "45-64",
+        Some(65..=79) => "65-79",
+        Some(_) => "80+",
+    }
 }
 
 impl Timeline {
@@ -120,8 +143,8 @@ pub async fn timelines(
                  s.body_parts, s.arrived_at, s.created_at, \
                  f.first_analysed, f.ai_final, \
                  COALESCE(f.model, '') AS model, \
-                 (SELECT min(i.acquired_at) FROM instances i WHERE i.site_id = s.site_id \
-                     AND i.study_instance_uid = s.study_instance_uid) AS acquired, \
+                 i.acquired, COALESCE(i.patient_sex, '') AS patient_sex, i.patient_age_years, \
+                 COALESCE(i.equipment, '') AS equipment, \
                  (SELECT min(a.at) FROM audit_log a WHERE a.site_id = s.site_id \
                      AND a.study_instance_uid = s.study_instance_uid \
                      AND a.action = 'study.read') AS first_opened, \
@@ -137,6 +160,17 @@ pub async fn timelines(
                      AS ai_from \
                  FROM sites WHERE site_id = s.site_id) e ON true \
              LEFT JOIN reports r USING (site_id, study_instance_uid) \
+             LEFT JOIN LATERAL ( \
+                 SELECT min(acquired_at) AS acquired, \
+                     (array_agg(patient_sex ORDER BY received_at) \
+                         FILTER (WHERE patient_sex <> ''))[1] AS patient_sex, \
+                     (array_agg(patient_age_years ORDER BY received_at) \
+                         FILTER (WHERE patient_age_years IS NOT NULL))[1] AS patient_age_years, \
+                     (array_agg(trim(manufacturer || ' ' || manufacturer_model) ORDER BY received_at) \
+                         FILTER (WHERE manufacturer <> '' OR manufacturer_model <> ''))[1] \
+                         AS equipment \
+                 FROM instances WHERE site_id = s.site_id \
+                     AND study_instance_uid = s.study_instance_uid) i ON true \
              LEFT JOIN LATERAL ( \
                  SELECT min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
                      max(analysed_at) AS ai_final, \
@@ -172,6 +206,9 @@ pub async fn timelines(
             deadline: row.get("deadline"),
             fracture: row.get("fracture"),
             ai_period: row.get("ai_period"),
+            patient_sex: row.get("patient_sex"),
+            patient_age_years: row.get("patient_age_years"),
+            equipment: row.get("equipment"),
         })
         .collect())
 }
@@ -186,6 +223,12 @@ pub enum GroupBy {
     BodyPart,
     ModelVersion,
     Site,
+    /// PatientSex (M, F, O, or "(none)").
+    Sex,
+    /// Age bands, paediatric ones first ([`age_band`]).
+    AgeBand,
+    /// Manufacturer and model of the modality.
+    Equipment,
 }
 
 impl GroupBy {
@@ -197,6 +240,9 @@ impl GroupBy {
             "body-part" => Some(GroupBy::BodyPart),
             "model-version" => Some(GroupBy::ModelVersion),
             "site" => Some(GroupBy::Site),
+            "sex" => Some(GroupBy::Sex),
+            "age-band" => Some(GroupBy::AgeBand),
+            "equipment" => Some(GroupBy::Equipment),
             _ => None,
         }
     }
@@ -219,6 +265,9 @@ impl GroupBy {
             GroupBy::BodyPart => timeline.body_parts.iter().map(|p| or_none(p)).collect(),
             GroupBy::ModelVersion => vec![or_none(&timeline.model)],
             GroupBy::Site => vec![timeline.site_id.clone()],
+            GroupBy::Sex => vec![or_none(&timeline.patient_sex)],
+            GroupBy::AgeBand => vec![age_band(timeline.patient_age_years).to_owned()],
+            GroupBy::Equipment => vec![or_none(&timeline.equipment)],
         }
     }
 }
@@ -638,7 +687,7 @@ fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResul
         None | Some("") => GroupBy::All,
         Some(value) => GroupBy::parse(value).ok_or_else(|| {
             ApiError::bad_request(
-                "by is one of all, urgency, ai-result, body-part, model-version, site",
+                "by is one of all, urgency, ai-result, body-part, model-version, site, sex, age-band, equipment",
             )
         })?,
     };
@@ -836,7 +885,20 @@ mod tests {
             deadline: received + time::Duration::days(2),
             fracture: None,
             ai_period: String::new(),
+            patient_sex: String::new(),
+            patient_age_years: None,
+            equipment: String::new(),
         }
+    }
+
+    #[test]
+    fn age_bands_put_children_in_their_own_bands() {
+        assert_eq!(age_band(Some(0)), "0-1 (infant)");
+        assert_eq!(age_band(Some(7)), "2-11 (child)");
+        assert_eq!(age_band(Some(17)), "12-17 (adolescent)");
+        assert_eq!(age_band(Some(18)), "18-44");
+        assert_eq!(age_band(Some(80)), "80+");
+        assert_eq!(age_band(None), "(age unknown)");
     }
 
     #[test]

@@ -56,18 +56,20 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
     let arrived = now() - minutes(30);
     // Suspected, possible, no finding; one suspected study reported as a
     // fracture and one reported without an outcome.
-    for (study, probability) in [
-        ("1.21.1", 0.95),
-        ("1.21.2", 0.5),
-        ("1.21.3", 0.05),
-        ("1.21.4", 0.9),
-        ("1.21.5", 0.9),
+    // Two children (8 and 9 years, one from each of two modalities), adults of
+    // 30 and 70, and one whose dataset states neither sex nor age.
+    for (study, probability, patient) in [
+        ("1.21.1", 0.95, Some(("F", 8, "ACME DR-1"))),
+        ("1.21.2", 0.5, Some(("M", 70, "ACME DR-1"))),
+        ("1.21.3", 0.05, Some(("F", 30, "OTHER X"))),
+        ("1.21.4", 0.9, Some(("M", 9, "OTHER X"))),
+        ("1.21.5", 0.9, None),
     ] {
-        add_study(
-            &api.pool,
-            &StudySpec::new(study, Urgency::Outpatient, arrived).analysed(probability),
-        )
-        .await;
+        let mut spec = StudySpec::new(study, Urgency::Outpatient, arrived).analysed(probability);
+        if let Some((sex, age, equipment)) = patient {
+            spec = spec.patient(sex, age, equipment);
+        }
+        add_study(&api.pool, &spec).await;
     }
 
     // An outcome that is not one of the three is refused, and nothing is reported.
@@ -133,6 +135,54 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
     assert_eq!(at_suspected["specificity"]["total"], 3);
     assert_eq!(at_suspected["ppv"]["total"], 2);
     assert_eq!(all["at_possible"]["specificity"]["successes"], 1, "{all}");
+
+    // The same by subgroup: the two children (a fracture found, and one
+    // suspected that the reader ruled out) in their own band; by sex and by
+    // equipment as the datasets state them.
+    let by = |query: &'static str| {
+        let api = &api;
+        async move {
+            let monitoring: serde_json::Value = api
+                .get(&api.demo.viewer, SITE, &format!("/monitoring?by={query}"))
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            monitoring["models"][0]["groups"]
+                .as_array()
+                .expect("groups")
+                .iter()
+                .map(|group| {
+                    (
+                        group["group"].as_str().expect("name").to_owned(),
+                        group.clone(),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let bands = by("age-band").await;
+    let children = &bands["2-11 (child)"];
+    assert_eq!(children["with_outcome"], 2, "{bands:?}");
+    assert_eq!(children["at_suspected"]["sensitivity"]["successes"], 1);
+    assert_eq!(children["at_suspected"]["sensitivity"]["total"], 1);
+    assert_eq!(children["at_suspected"]["specificity"]["successes"], 0);
+    assert_eq!(children["at_suspected"]["specificity"]["total"], 1);
+    assert_eq!(bands["18-44"]["with_outcome"], 1);
+    assert_eq!(bands["65-79"]["with_outcome"], 1);
+    assert!(
+        !bands.contains_key("(age unknown)"),
+        "1.21.5 has no outcome: {bands:?}"
+    );
+    let sexes = by("sex").await;
+    assert_eq!(sexes["F"]["with_outcome"], 2, "{sexes:?}");
+    assert_eq!(sexes["M"]["with_outcome"], 2, "{sexes:?}");
+    let equipment = by("equipment").await;
+    assert_eq!(equipment["ACME DR-1"]["with_outcome"], 2, "{equipment:?}");
+    assert_eq!(
+        equipment["OTHER X"]["at_suspected"]["sensitivity"]["successes"],
+        1
+    );
 
     // The drift: no reference registered, no drift figures; then a reference
     // whose scores all fell in the lowest bin, against this week's five

@@ -378,6 +378,15 @@ fn instance_stored(
                 nanos: at.nanosecond() as i32,
             }
         }),
+        patient_sex: match info.patient_sex.as_str() {
+            sex @ ("M" | "F" | "O") => sex.to_owned(),
+            _ => String::new(),
+        },
+        patient_age_years: fxtriage_dicom::age_in_years(&info.patient_age)
+            .filter(|age| *age <= 150.0)
+            .map(|age| age.floor() as u32),
+        manufacturer: info.manufacturer.chars().take(64).collect(),
+        manufacturer_model: info.manufacturer_model.chars().take(64).collect(),
     }
 }
 

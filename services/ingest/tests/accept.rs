@@ -298,3 +298,74 @@ async fn the_acquisition_time_is_announced_when_it_is_plausible() {
         );
     }
 }
+
+/// A wrist radiograph stating PatientSex, PatientAge and the equipment.
+fn with_patient(sex: &str, age: &str, manufacturer: &str, model: &str) -> Bytes {
+    let mut dataset = SyntheticInstance::wrist().dataset();
+    for (tag, vr, value) in [
+        (
+            dicom_dictionary_std::tags::PATIENT_SEX,
+            dicom_core::VR::CS,
+            sex,
+        ),
+        (
+            dicom_dictionary_std::tags::PATIENT_AGE,
+            dicom_core::VR::AS,
+            age,
+        ),
+        (
+            dicom_dictionary_std::tags::MANUFACTURER,
+            dicom_core::VR::LO,
+            manufacturer,
+        ),
+        (
+            dicom_dictionary_std::tags::MANUFACTURER_MODEL_NAME,
+            dicom_core::VR::LO,
+            model,
+        ),
+    ] {
+        dataset.put(dicom_core::DataElement::new(
+            tag,
+            vr,
+            dicom_core::value::PrimitiveValue::from(value),
+        ));
+    }
+    Bytes::from(fxtriage_dicom::synthetic::part10(dataset))
+}
+
+/// The monitoring's subgroups travel with the event: the sex as one of the
+/// three codes, the age in whole years (an infant's months are 0 years, not
+/// "unknown"), the equipment; anything else is left empty.
+#[tokio::test]
+async fn the_monitoring_subgroups_are_announced() {
+    let h = harness();
+    let site = h.sites.site("st-marys").expect("site");
+    for ((sex, age, manufacturer, model), expected) in [
+        (
+            ("F", "008Y", "ACME", "DR-1"),
+            ("F", Some(8), "ACME", "DR-1"),
+        ),
+        (("M", "006M", "", ""), ("M", Some(0), "", "")),
+        (("X", "", "ACME", ""), ("", None, "ACME", "")),
+    ] {
+        h.ingestor
+            .accept(
+                site,
+                InstanceSource::Memory(with_patient(sex, age, manufacturer, model)),
+                &modality("ED_DR1"),
+            )
+            .await
+            .expect("accepted");
+        let event = next_event(&h.bus).await;
+        assert_eq!(
+            (
+                event.patient_sex.as_str(),
+                event.patient_age_years,
+                event.manufacturer.as_str(),
+                event.manufacturer_model.as_str()
+            ),
+            expected,
+            "{sex} {age} {manufacturer} {model}"
+        );
+    }
+}

@@ -11,6 +11,9 @@ use fxtriage_proto::{Namespace, topics};
 pub use fxtriage_worklist::records::*;
 
 /// A consumed message, decoded and checked.
+// Handled one at a time and never stored in bulk: the size difference between
+// the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     Instance(StoredInstance),

@@ -312,6 +312,10 @@ pub struct StudySpec {
     pub columns: u32,
     /// When the image was acquired, as ingest would announce it.
     pub acquired_at: Option<OffsetDateTime>,
+    /// The monitoring subgroups, as ingest would announce them.
+    pub patient_sex: &'static str,
+    pub patient_age_years: Option<u32>,
+    pub manufacturer: &'static str,
 }
 
 impl StudySpec {
@@ -326,7 +330,23 @@ impl StudySpec {
             rows: 256,
             columns: 256,
             acquired_at: None,
+            patient_sex: "",
+            patient_age_years: None,
+            manufacturer: "",
         }
+    }
+
+    /// The patient's sex and age, and the equipment, as the dataset states them.
+    pub fn patient(
+        mut self,
+        sex: &'static str,
+        age_years: u32,
+        manufacturer: &'static str,
+    ) -> Self {
+        self.patient_sex = sex;
+        self.patient_age_years = Some(age_years);
+        self.manufacturer = manufacturer;
+        self
     }
 
     pub fn acquired(mut self, at: OffsetDateTime) -> Self {
@@ -394,6 +414,10 @@ impl StudySpec {
             sender: "TEST_SCU".into(),
             expected_instances: 0,
             acquired_at: self.acquired_at.map(to_timestamp),
+            patient_sex: self.patient_sex.into(),
+            patient_age_years: self.patient_age_years,
+            manufacturer: self.manufacturer.into(),
+            manufacturer_model: String::new(),
         }
     }
 

@@ -32,7 +32,8 @@ pub struct AnalyticsArgs {
     /// Studies received before this time (RFC 3339, or a date: its midnight UTC).
     #[arg(long)]
     pub to: Option<String>,
-    /// Group by: all, urgency, ai-result, body-part, model-version, site.
+    /// Group by: all, urgency, ai-result, body-part, model-version, site, sex,
+    /// age-band (paediatric bands first) or equipment (manufacturer and model).
     #[arg(long, default_value = "all")]
     pub by: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -309,7 +310,7 @@ pub fn timelines_csv(timelines: &[Timeline], identifiable: bool) -> anyhow::Resu
 pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let by = GroupBy::parse(&args.by).with_context(|| {
         format!(
-            "--by {:?}: one of all, urgency, ai-result, body-part, model-version, site",
+            "--by {:?}: one of all, urgency, ai-result, body-part, model-version, site, sex, age-band, equipment",
             args.by
         )
     })?;

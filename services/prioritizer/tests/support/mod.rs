@@ -110,6 +110,7 @@ pub fn instance_at(
         sender: "TEST_SCU".into(),
         expected_instances: 0,
         acquired_at: None,
+        ..Default::default()
     }
 }
 
