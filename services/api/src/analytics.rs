@@ -524,18 +524,133 @@ pub struct ModelDrift {
 
 /// One week's `scores` against the `expected` shares of the reference.
 pub fn drift_week(week: String, expected: &[f64], scores: &[f64]) -> DriftWeek {
-    let psi = fxtriage_core::stats::population_stability_index(
-        expected,
-        &fxtriage_core::stats::score_distribution(scores),
-    );
-    let enough_images = scores.len() as u64 >= DRIFT_MIN_IMAGES;
+    let mut counts = [0_u64; fxtriage_core::stats::SCORE_BINS];
+    for (bin, share) in fxtriage_core::stats::score_distribution(scores)
+        .iter()
+        .enumerate()
+    {
+        counts[bin] = (share * scores.len() as f64).round() as u64;
+    }
+    drift_of_counts(week, expected, &counts)
+}
+
+/// [`drift_week`] from the scores counted per bin.
+pub fn drift_of_counts(week: String, expected: &[f64], counts: &[u64]) -> DriftWeek {
+    let images: u64 = counts.iter().sum();
+    let actual: Vec<f64> = counts
+        .iter()
+        .map(|count| *count as f64 / images.max(1) as f64)
+        .collect();
+    let psi = fxtriage_core::stats::population_stability_index(expected, &actual);
+    let enough_images = images >= DRIFT_MIN_IMAGES;
     DriftWeek {
         week,
-        images: scores.len() as u64,
+        images,
         psi,
         enough_images,
         drifted: enough_images && psi > DRIFT_THRESHOLD,
     }
+}
+
+/// Days of scores the current drift is judged on (the admins' banner and the
+/// `fxtriage_model_score_psi` metric).
+pub const DRIFT_WINDOW_DAYS: i64 = 7;
+
+/// The current drift of one model at one site: its scores of the last
+/// [`DRIFT_WINDOW_DAYS`] against its registered reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrentDrift {
+    pub site: String,
+    pub model: String,
+    pub reference_data: String,
+    #[serde(flatten)]
+    pub window: DriftWeek,
+}
+
+/// The current drift of every model with a registered reference, at `site`
+/// or at every site; the scores are counted per bin in the database, so that
+/// a scrape moves ten numbers per model and site, not every score.
+pub async fn current_drift(
+    client: &tokio_postgres::Client,
+    site: Option<&str>,
+) -> Result<Vec<CurrentDrift>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT f.site_id, m.model_name || ' ' || m.model_version AS model, m.data, m.bins, \
+                 LEAST(floor(GREATEST(LEAST(f.probability::float8, 1), 0) * 10), 9)::int AS bin, \
+                 count(*) AS images \
+             FROM findings f JOIN model_references m USING (model_sha256) \
+             WHERE f.status = 'analysed' AND ($1::text IS NULL OR f.site_id = $1) \
+                 AND f.analysed_at >= now() - make_interval(days => $2::int) \
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2",
+            &[&site, &(DRIFT_WINDOW_DAYS as i32)],
+        )
+        .await?;
+    // (site, model) -> (reference data, reference bins, counts per bin).
+    type Counted = (String, Vec<f64>, Vec<u64>);
+    let mut found: BTreeMap<(String, String), Counted> = BTreeMap::new();
+    for row in &rows {
+        let bins: serde_json::Value = row.get("bins");
+        let entry = found
+            .entry((row.get("site_id"), row.get("model")))
+            .or_insert_with(|| {
+                (
+                    row.get("data"),
+                    bins.as_array()
+                        .map(|bins| bins.iter().filter_map(serde_json::Value::as_f64).collect())
+                        .unwrap_or_default(),
+                    vec![0; fxtriage_core::stats::SCORE_BINS],
+                )
+            });
+        let bin: i32 = row.get("bin");
+        let images: i64 = row.get("images");
+        entry.2[bin.clamp(0, 9) as usize] += images.max(0) as u64;
+    }
+    Ok(found
+        .into_iter()
+        .map(
+            |((site, model), (reference_data, expected, counts))| CurrentDrift {
+                site,
+                model,
+                reference_data,
+                window: drift_of_counts(
+                    format!("last {DRIFT_WINDOW_DAYS} days"),
+                    &expected,
+                    &counts,
+                ),
+            },
+        )
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct DriftAlertsResponse {
+    pub window_days: i64,
+    pub threshold: f64,
+    pub min_images: u64,
+    /// Every model with a reference that scored images here in the window.
+    pub models: Vec<CurrentDrift>,
+    /// Whether any of them drifted: the admins' banner.
+    pub drifted: bool,
+}
+
+/// `GET /api/v1/sites/{site}/drift-alerts`: for the site's admins.
+pub async fn get_drift_alerts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<DriftAlertsResponse>> {
+    caller.require_admin()?;
+    let client = state.pool.get().await?;
+    let models = current_drift(&client, Some(caller.site.as_str()))
+        .await
+        .doing("comparing the scores with the models' references")?;
+    Ok(Json(DriftAlertsResponse {
+        window_days: DRIFT_WINDOW_DAYS,
+        threshold: DRIFT_THRESHOLD,
+        min_images: DRIFT_MIN_IMAGES,
+        drifted: models.iter().any(|model| model.window.drifted),
+        models,
+    }))
 }
 
 /// Each ISO week's scores (image probabilities) of each model with a

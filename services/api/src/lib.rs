@@ -13,6 +13,7 @@
 //! | `POST /api/v1/sites/{site}/studies/{study}/report` | reader | close it and record the turnaround (and, optionally, whether there is a fracture) |
 //! | `GET /api/v1/sites/{site}/analytics` | viewer | turnaround and queue figures over a period, grouped ([`analytics`]) |
 //! | `GET /api/v1/sites/{site}/monitoring` | viewer | the AI's accuracy against the readers' outcomes, per model ([`analytics`]) |
+//! | `GET /api/v1/sites/{site}/drift-alerts` | admin | each model's score drift over the last 7 days against its reference: the admins' banner |
 //! | `GET /api/v1/sites/{site}/discrepancies`, `POST .../studies/{study}/discrepancy-review` | reader | reported "no fracture" where the AI suspected one: the second look ([`discrepancies`]) |
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
@@ -197,6 +198,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/analytics", get(analytics::get_analytics))
         .route("/analytics/plots", get(analytics::get_plots))
         .route("/monitoring", get(analytics::get_monitoring))
+        .route("/drift-alerts", get(analytics::get_drift_alerts))
         .route(
             "/studies/{study}/instances/{sop}/overlay.png",
             get(overlay::get_overlay),

@@ -258,6 +258,46 @@ async fn render_worklist_sizes(pool: &Pool, out: &mut String) -> Result<(), Stri
     Ok(())
 }
 
+/// Each model's score drift at each site over the last week, against its
+/// registered reference (labels: site and model name with version, both bounded).
+async fn render_drift(pool: &Pool, out: &mut String) -> Result<(), String> {
+    let client = pool.get().await.map_err(|error| error.to_string())?;
+    let drift = crate::analytics::current_drift(&client, None)
+        .await
+        .map_err(|error| error.to_string())?;
+    header(
+        out,
+        "fxtriage_model_score_psi",
+        "gauge",
+        "Population stability index of each model's scores at each site over the last 7 days against the model's registered reference.",
+    );
+    for model in &drift {
+        let _ = writeln!(
+            out,
+            "fxtriage_model_score_psi{{site=\"{}\",model=\"{}\"}} {}",
+            escape(&model.site),
+            escape(&model.model),
+            model.window.psi
+        );
+    }
+    header(
+        out,
+        "fxtriage_model_score_drifted",
+        "gauge",
+        "1 when that index is above 0.25 with at least 100 images in the window, else 0.",
+    );
+    for model in &drift {
+        let _ = writeln!(
+            out,
+            "fxtriage_model_score_drifted{{site=\"{}\",model=\"{}\"}} {}",
+            escape(&model.site),
+            escape(&model.model),
+            u8::from(model.window.drifted)
+        );
+    }
+    Ok(())
+}
+
 /// `GET /metrics`.
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
@@ -276,6 +316,9 @@ pub async fn get_metrics(State(state): State<AppState>) -> Response {
         "Whether the last scrape could read the worklist sizes from PostgreSQL.",
     );
     let _ = writeln!(out, "fxtriage_api_database_up {database_up}");
+    if let Err(error) = render_drift(&state.pool, &mut out).await {
+        tracing::warn!(%error, "score drift unavailable for /metrics");
+    }
     // What the process recorded through the metrics facade (dead letters, ...).
     out.push_str(&fxtriage_telemetry::metrics::render());
     let mut response = out.into_response();

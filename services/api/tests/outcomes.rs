@@ -227,6 +227,61 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         "five images are too few to judge, whatever the index"
     );
     assert_eq!(week["enough_images"], false);
+
+    // The admins' banner and the metric judge the last 7 days: five images are
+    // too few; with 120 more scoring 0.95 the scores have drifted.
+    let alerts = |token: &str| {
+        let api = &api;
+        let token = token.to_owned();
+        async move { api.get(&token, SITE, "/drift-alerts").await }
+    };
+    let answer: serde_json::Value = alerts(&api.demo.admin).await.json().await.expect("JSON");
+    assert_eq!(answer["drifted"], false, "{answer}");
+    assert_eq!(answer["models"][0]["images"], 5, "{answer}");
+    client
+        .execute(
+            "INSERT INTO findings (site_id, study_instance_uid, series_instance_uid, \
+                 sop_instance_uid, model_name, model_version, model_sha256, status, \
+                 probability, analysed_at) \
+             SELECT 'demo', '1.22.' || n, '1.22.' || n || '.1', '1.22.' || n || '.1.1', \
+                 'fxtriage-demo', '1.0.0', $1, 'analysed', 0.95, now() - interval '1 hour' \
+             FROM generate_series(1, 120) n",
+            &[&sha],
+        )
+        .await
+        .expect("findings");
+    let answer: serde_json::Value = alerts(&api.demo.admin).await.json().await.expect("JSON");
+    assert_eq!(answer["drifted"], true, "{answer}");
+    let model = &answer["models"][0];
+    assert_eq!(model["model"], "fxtriage-demo 1.0.0");
+    assert_eq!(model["images"], 125);
+    assert!(model["psi"].as_f64().unwrap() > 0.25, "{model}");
+    expect_error(
+        alerts(&api.demo.reader).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(
+        alerts(&api.other.admin).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "fxtriage_model_score_drifted{site=\"demo\",model=\"fxtriage-demo 1.0.0\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fxtriage_model_score_psi{site=\"demo\""));
     drop(client);
 
     // Readers and admins see the list; viewers do not; another site's reader

@@ -355,6 +355,39 @@ async fn an_admin_sees_undelivered_results_and_sends_one_again() {
         .expect("request");
     assert_eq!(refused.status(), 403);
 
+    // A registered reference whose scores all fell in the lowest bin, and a
+    // week of 120 more images scoring 0.95: the model's scores have drifted,
+    // and the site's admin is told on the page (its reader is not).
+    let client = app.database.connect().await;
+    let sha: String = client
+        .query_one("SELECT DISTINCT model_sha256 FROM findings", &[])
+        .await
+        .expect("the model's findings")
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO model_references (model_sha256, model_name, model_version, images, bins, data) \
+             SELECT $1, model_name, model_version, 1000, '[1,0,0,0,0,0,0,0,0,0]', 'its test data' \
+             FROM findings WHERE model_sha256 = $1 LIMIT 1",
+            &[&sha],
+        )
+        .await
+        .expect("reference");
+    client
+        .execute(
+            "INSERT INTO findings (site_id, study_instance_uid, series_instance_uid, \
+                 sop_instance_uid, model_name, model_version, model_sha256, status, \
+                 probability, analysed_at) \
+             SELECT 'north', '1.23.' || n, '1.23.' || n || '.1', '1.23.' || n || '.1.1', \
+                 model_name, model_version, $1, 'analysed', 0.95, now() - interval '1 hour' \
+             FROM (SELECT model_name, model_version FROM findings WHERE model_sha256 = $1 LIMIT 1) m, \
+                 generate_series(1, 120) n",
+            &[&sha],
+        )
+        .await
+        .expect("findings");
+    drop(client);
+
     let browser = Browser::launch(directory.path()).await;
     browser.goto(&format!("{}/", app.http)).await;
     browser.type_into("#login-site", "north").await;
@@ -382,6 +415,15 @@ async fn an_admin_sees_undelivered_results_and_sends_one_again() {
         )
         .await;
     browser
+        .wait_for(
+            "the drift banner for the admin",
+            "const banner = document.getElementById('drift-banner'); \
+             return !banner.hidden && banner.textContent.includes('drifted') \
+               && banner.textContent.includes('its test data');",
+            json!([]),
+        )
+        .await;
+    browser
         .screenshot(&artifacts_dir().join("deliveries.png"))
         .await;
     browser.click("#sign-out").await;
@@ -403,6 +445,13 @@ async fn an_admin_sees_undelivered_results_and_sends_one_again() {
         )
         .await;
     assert_eq!(hidden, json!(true), "a reader sees no deliveries panel");
+    let banner = browser
+        .script(
+            "return document.getElementById('drift-banner').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(banner, json!(true), "nor the drift banner");
     browser.quit().await;
     app.stop().await;
 }

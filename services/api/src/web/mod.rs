@@ -82,6 +82,7 @@ const MODULES: &[(&str, Asset)] = &[
         "/js/discrepancies.js",
         module(include_bytes!("js/discrepancies.js")),
     ),
+    ("/js/drift.js", module(include_bytes!("js/drift.js"))),
     ("/js/format.js", module(include_bytes!("js/format.js"))),
 ];
 

@@ -15,6 +15,7 @@ import { api } from "./api.js";
 import { refreshAnalytics } from "./analytics.js";
 import { refreshDeliveries } from "./deliveries.js";
 import { refreshDiscrepancies, watchDiscrepancyFilter } from "./discrepancies.js";
+import { refreshDriftBanner } from "./drift.js";
 import { startEvents, stopEvents } from "./events.js";
 import { $ } from "./format.js";
 import {
@@ -80,6 +81,7 @@ function route() {
   refreshWorklist();
   refreshDeliveries();
   refreshDiscrepancies();
+  refreshDriftBanner();
   refreshAnalytics();
 }
 
