@@ -1,15 +1,18 @@
-//! `/metrics` in the Prometheus text format (version 0.0.4), written by hand:
-//! requests by route template, method and status with a latency histogram, open
-//! event streams, expired claims, and each site's worklist size, counted from
-//! PostgreSQL when scraped.
+//! `/metrics` in the Prometheus text format: requests by route template,
+//! method and status with a latency histogram, open event streams, expired
+//! claims, and, counted from PostgreSQL when scraped, each site's worklist size
+//! and each model's score drift; then what the process recorded through the
+//! `metrics` facade (dead letters, ...).
+//!
+//! The series are kept and written by `metrics-exporter-prometheus` (the
+//! maintained implementation of the format: escaping, types, histograms), in a
+//! recorder of this API's own rather than the process-wide one, so that two
+//! APIs in one process (the tests, `standalone`) never count each other's
+//! requests or sites.
 //!
 //! Routes are labelled by their template (`/api/v1/sites/{site}/studies/{study}`),
 //! never by the path, so no UID reaches a label and the label set stays bounded.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -17,6 +20,8 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
+use metrics::{Gauge, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::state::AppState;
 
@@ -25,300 +30,244 @@ const LATENCY_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default)]
-struct Latency {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum_seconds: f64,
-}
+const REQUESTS: &str = "fxtriage_api_requests_total";
+const REQUEST_DURATION: &str = "fxtriage_api_request_duration_seconds";
+const EVENT_STREAMS: &str = "fxtriage_api_event_streams";
+const CLAIMS_EXPIRED: &str = "fxtriage_api_claims_expired_total";
+const DATABASE_UP: &str = "fxtriage_api_database_up";
+const WORKLIST_ITEMS: &str = "fxtriage_worklist_items";
+const WORKLIST_OVERDUE: &str = "fxtriage_worklist_overdue_items";
+const WORKLIST_OLDEST: &str = "fxtriage_worklist_oldest_waiting_seconds";
+const SCORE_PSI: &str = "fxtriage_model_score_psi";
+const SCORE_DRIFTED: &str = "fxtriage_model_score_drifted";
 
-#[derive(Debug, Default)]
-struct Requests {
-    /// (route, method, status) -> count.
-    answered: BTreeMap<(&'static str, String, u16), u64>,
-    /// (route, method) -> latency.
-    latency: BTreeMap<(&'static str, String), Latency>,
-}
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-#[derive(Debug, Default)]
+/// This API's series.
 pub struct Metrics {
-    requests: Mutex<Requests>,
-    sse_clients: Arc<AtomicI64>,
-    claims_expired: AtomicU64,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let help = |name: &'static str, text: &'static str| (name, text);
+        for (name, text) in [
+            help(
+                REQUESTS,
+                "HTTP requests answered, by route template, method and status.",
+            ),
+            help(EVENT_STREAMS, "Open Server-Sent Event streams."),
+            help(
+                CLAIMS_EXPIRED,
+                "Claims this process ended because they expired.",
+            ),
+            help(
+                DATABASE_UP,
+                "Whether the last scrape could read the worklist sizes from PostgreSQL.",
+            ),
+            help(
+                WORKLIST_ITEMS,
+                "Worklist items by site and state (open, claimed).",
+            ),
+            help(
+                WORKLIST_OVERDUE,
+                "Open or claimed worklist items past their deadline, by site and state.",
+            ),
+            help(
+                WORKLIST_OLDEST,
+                "How long the open item that arrived first has waited, by site (0 when none is open).",
+            ),
+            help(
+                SCORE_PSI,
+                "Population stability index of each model's scores at each site over the last 7 days against the model's registered reference.",
+            ),
+            help(
+                SCORE_DRIFTED,
+                "1 when that index is above 0.25 with at least 100 images in the window, else 0.",
+            ),
+        ] {
+            if name.ends_with("_total") {
+                recorder.describe_counter(name.into(), None, text.into());
+            } else {
+                recorder.describe_gauge(name.into(), None, text.into());
+            }
+        }
+        recorder.describe_histogram(
+            REQUEST_DURATION.into(),
+            Some(Unit::Seconds),
+            "Time to the response head, by route template and method.".into(),
+        );
+        Self { recorder, handle }
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(label, value)| Label::new(*label, (*value).to_owned()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Counts an open event stream until dropped.
-#[derive(Debug)]
-pub struct SseClient(Arc<AtomicI64>);
+pub struct SseClient(Gauge);
+
+impl std::fmt::Debug for SseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseClient").finish_non_exhaustive()
+    }
+}
 
 impl Drop for SseClient {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.decrement(1.0);
     }
 }
 
 impl Metrics {
     pub fn record_request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
-        let Ok(mut requests) = self.requests.lock() else {
-            return;
-        };
-        *requests
-            .answered
-            .entry((route, method.to_owned(), status))
-            .or_default() += 1;
-        let latency = requests
-            .latency
-            .entry((route, method.to_owned()))
-            .or_default();
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in latency.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        latency.count += 1;
-        latency.sum_seconds += seconds;
+        let status = status.to_string();
+        self.recorder
+            .register_counter(
+                &key(
+                    REQUESTS,
+                    &[("route", route), ("method", method), ("status", &status)],
+                ),
+                &METADATA,
+            )
+            .increment(1);
+        self.recorder
+            .register_histogram(
+                &key(REQUEST_DURATION, &[("route", route), ("method", method)]),
+                &METADATA,
+            )
+            .record(took.as_secs_f64());
     }
 
     pub fn sse_client_connected(&self) -> SseClient {
-        self.sse_clients.fetch_add(1, Ordering::Relaxed);
-        SseClient(Arc::clone(&self.sse_clients))
+        let gauge = self.gauge(EVENT_STREAMS, &[]);
+        gauge.increment(1.0);
+        SseClient(gauge)
     }
 
     pub fn claims_expired(&self, count: usize) {
-        self.claims_expired
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.recorder
+            .register_counter(&key(CLAIMS_EXPIRED, &[]), &METADATA)
+            .increment(count as u64);
     }
 
-    /// The process's own series.
-    pub fn render(&self, out: &mut String) {
-        if let Ok(requests) = self.requests.lock() {
-            header(
-                out,
-                "fxtriage_api_requests_total",
-                "counter",
-                "HTTP requests answered, by route template, method and status.",
-            );
-            for ((route, method, status), count) in &requests.answered {
-                let _ = writeln!(
-                    out,
-                    "fxtriage_api_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {count}",
-                    escape(route),
-                    escape(method)
-                );
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    /// Makes sure the process's own series exist before the first event, so
+    /// that a fresh API already shows them at zero.
+    fn touch(&self) {
+        self.gauge(EVENT_STREAMS, &[]).increment(0.0);
+        self.recorder
+            .register_counter(&key(CLAIMS_EXPIRED, &[]), &METADATA)
+            .increment(0);
+    }
+
+    /// Each site's open and claimed items (expired claims count as open), how
+    /// many of them are past their deadline, and how long the first has waited.
+    async fn count_worklists(&self, pool: &Pool) -> Result<(), String> {
+        let client = pool.get().await.map_err(|error| error.to_string())?;
+        let sites = client
+            .query("SELECT site_id FROM sites ORDER BY site_id", &[])
+            .await
+            .map_err(|error| error.to_string())?;
+        let counts = client
+            .query(
+                "SELECT site_id, \
+                     CASE WHEN state = 'claimed' AND claim_expires_at <= now() THEN 'open' \
+                          ELSE state END AS effective_state, \
+                     count(*) AS items, count(*) FILTER (WHERE deadline < now()) AS overdue, \
+                     EXTRACT(EPOCH FROM now() - min(arrived_at))::float8 AS oldest \
+                 FROM studies WHERE state IN ('open', 'claimed') GROUP BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+        // Every site shows, at zero when nothing waits.
+        for site in &sites {
+            let site: &str = site.get(0);
+            for state in ["open", "claimed"] {
+                let labels = [("site", site), ("state", state)];
+                self.gauge(WORKLIST_ITEMS, &labels).set(0.0);
+                self.gauge(WORKLIST_OVERDUE, &labels).set(0.0);
             }
-            header(
-                out,
-                "fxtriage_api_request_duration_seconds",
-                "histogram",
-                "Time to the response head, by route template and method.",
-            );
-            for ((route, method), latency) in &requests.latency {
-                let labels = format!("route=\"{}\",method=\"{}\"", escape(route), escape(method));
-                for (count, bound) in latency.buckets.iter().zip(LATENCY_BUCKETS) {
-                    let _ = writeln!(
-                        out,
-                        "fxtriage_api_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "fxtriage_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                    latency.count
-                );
-                let _ = writeln!(
-                    out,
-                    "fxtriage_api_request_duration_seconds_sum{{{labels}}} {}",
-                    latency.sum_seconds
-                );
-                let _ = writeln!(
-                    out,
-                    "fxtriage_api_request_duration_seconds_count{{{labels}}} {}",
-                    latency.count
-                );
+            self.gauge(WORKLIST_OLDEST, &[("site", site)]).set(0.0);
+        }
+        for row in &counts {
+            let site: &str = row.get("site_id");
+            let state: &str = row.get("effective_state");
+            let state = if state == "open" { "open" } else { "claimed" };
+            let labels = [("site", site), ("state", state)];
+            self.gauge(WORKLIST_ITEMS, &labels)
+                .set(row.get::<_, i64>("items") as f64);
+            self.gauge(WORKLIST_OVERDUE, &labels)
+                .set(row.get::<_, i64>("overdue") as f64);
+            if state == "open" {
+                let waited: Option<f64> = row.get("oldest");
+                self.gauge(WORKLIST_OLDEST, &[("site", site)])
+                    .set(waited.unwrap_or(0.0).max(0.0));
             }
         }
-        header(
-            out,
-            "fxtriage_api_event_streams",
-            "gauge",
-            "Open Server-Sent Event streams.",
-        );
-        let _ = writeln!(
-            out,
-            "fxtriage_api_event_streams {}",
-            self.sse_clients.load(Ordering::Relaxed)
-        );
-        header(
-            out,
-            "fxtriage_api_claims_expired_total",
-            "counter",
-            "Claims this process ended because they expired.",
-        );
-        let _ = writeln!(
-            out,
-            "fxtriage_api_claims_expired_total {}",
-            self.claims_expired.load(Ordering::Relaxed)
-        );
+        Ok(())
     }
-}
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Each site's open and claimed items (expired claims count as open) and how
-/// many of them are past their deadline.
-async fn render_worklist_sizes(pool: &Pool, out: &mut String) -> Result<(), String> {
-    let client = pool.get().await.map_err(|error| error.to_string())?;
-    let sites = client
-        .query("SELECT site_id FROM sites ORDER BY site_id", &[])
-        .await
-        .map_err(|error| error.to_string())?;
-    let counts = client
-        .query(
-            "SELECT site_id, \
-                 CASE WHEN state = 'claimed' AND claim_expires_at <= now() THEN 'open' \
-                      ELSE state END AS effective_state, \
-                 count(*) AS items, count(*) FILTER (WHERE deadline < now()) AS overdue, \
-                 EXTRACT(EPOCH FROM now() - min(arrived_at))::float8 AS oldest \
-             FROM studies WHERE state IN ('open', 'claimed') GROUP BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut sizes: BTreeMap<(String, &'static str), (i64, i64)> = BTreeMap::new();
-    // The longest any open item of each site has waited since it arrived.
-    let mut oldest: BTreeMap<String, f64> = BTreeMap::new();
-    for site in &sites {
-        let site: String = site.get(0);
-        for state in ["open", "claimed"] {
-            sizes.insert((site.clone(), state), (0, 0));
+    /// Each model's score drift at each site over the last week, against its
+    /// registered reference (labels: site and model name with version, both bounded).
+    async fn measure_drift(&self, pool: &Pool) -> Result<(), String> {
+        let client = pool.get().await.map_err(|error| error.to_string())?;
+        let drift = crate::analytics::current_drift(&client, None)
+            .await
+            .map_err(|error| error.to_string())?;
+        for model in &drift {
+            let labels = [
+                ("site", model.site.as_str()),
+                ("model", model.model.as_str()),
+            ];
+            self.gauge(SCORE_PSI, &labels).set(model.window.psi);
+            self.gauge(SCORE_DRIFTED, &labels)
+                .set(f64::from(u8::from(model.window.drifted)));
         }
-        oldest.insert(site, 0.0);
+        Ok(())
     }
-    for row in &counts {
-        let site: String = row.get("site_id");
-        let state: &str = row.get("effective_state");
-        let state = if state == "open" { "open" } else { "claimed" };
-        if state == "open" {
-            let waited: Option<f64> = row.get("oldest");
-            oldest.insert(site.clone(), waited.unwrap_or(0.0).max(0.0));
-        }
-        sizes.insert((site, state), (row.get("items"), row.get("overdue")));
-    }
-    header(
-        out,
-        "fxtriage_worklist_items",
-        "gauge",
-        "Worklist items by site and state (open, claimed).",
-    );
-    for ((site, state), (items, _)) in &sizes {
-        let _ = writeln!(
-            out,
-            "fxtriage_worklist_items{{site=\"{}\",state=\"{state}\"}} {items}",
-            escape(site)
-        );
-    }
-    header(
-        out,
-        "fxtriage_worklist_overdue_items",
-        "gauge",
-        "Open or claimed worklist items past their deadline, by site and state.",
-    );
-    for ((site, state), (_, overdue)) in &sizes {
-        let _ = writeln!(
-            out,
-            "fxtriage_worklist_overdue_items{{site=\"{}\",state=\"{state}\"}} {overdue}",
-            escape(site)
-        );
-    }
-    header(
-        out,
-        "fxtriage_worklist_oldest_waiting_seconds",
-        "gauge",
-        "How long the open item that arrived first has waited, by site (0 when none is open).",
-    );
-    for (site, waited) in &oldest {
-        let _ = writeln!(
-            out,
-            "fxtriage_worklist_oldest_waiting_seconds{{site=\"{}\"}} {waited}",
-            escape(site)
-        );
-    }
-    Ok(())
-}
-
-/// Each model's score drift at each site over the last week, against its
-/// registered reference (labels: site and model name with version, both bounded).
-async fn render_drift(pool: &Pool, out: &mut String) -> Result<(), String> {
-    let client = pool.get().await.map_err(|error| error.to_string())?;
-    let drift = crate::analytics::current_drift(&client, None)
-        .await
-        .map_err(|error| error.to_string())?;
-    header(
-        out,
-        "fxtriage_model_score_psi",
-        "gauge",
-        "Population stability index of each model's scores at each site over the last 7 days against the model's registered reference.",
-    );
-    for model in &drift {
-        let _ = writeln!(
-            out,
-            "fxtriage_model_score_psi{{site=\"{}\",model=\"{}\"}} {}",
-            escape(&model.site),
-            escape(&model.model),
-            model.window.psi
-        );
-    }
-    header(
-        out,
-        "fxtriage_model_score_drifted",
-        "gauge",
-        "1 when that index is above 0.25 with at least 100 images in the window, else 0.",
-    );
-    for model in &drift {
-        let _ = writeln!(
-            out,
-            "fxtriage_model_score_drifted{{site=\"{}\",model=\"{}\"}} {}",
-            escape(&model.site),
-            escape(&model.model),
-            u8::from(model.window.drifted)
-        );
-    }
-    Ok(())
 }
 
 /// `GET /metrics`.
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::new();
-    state.metrics.render(&mut out);
-    let database_up = match render_worklist_sizes(&state.pool, &mut out).await {
-        Ok(()) => 1,
+    let metrics = &state.metrics;
+    metrics.touch();
+    let database_up = match metrics.count_worklists(&state.pool).await {
+        Ok(()) => 1.0,
         Err(error) => {
             tracing::warn!(%error, "worklist sizes unavailable for /metrics");
-            0
+            0.0
         }
     };
-    header(
-        &mut out,
-        "fxtriage_api_database_up",
-        "gauge",
-        "Whether the last scrape could read the worklist sizes from PostgreSQL.",
-    );
-    let _ = writeln!(out, "fxtriage_api_database_up {database_up}");
-    if let Err(error) = render_drift(&state.pool, &mut out).await {
+    metrics.gauge(DATABASE_UP, &[]).set(database_up);
+    if let Err(error) = metrics.measure_drift(&state.pool).await {
         tracing::warn!(%error, "score drift unavailable for /metrics");
     }
+    let mut out = metrics.handle.render();
     // What the process recorded through the metrics facade (dead letters, ...).
     out.push_str(&fxtriage_telemetry::metrics::render());
     let mut response = out.into_response();
@@ -389,6 +338,55 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 mod tests {
     use super::*;
 
+    /// The exporter writes what the hand-written writer wrote: the same names,
+    /// labels in the same order, help and type lines, histogram buckets.
+    #[test]
+    fn requests_are_counted_with_their_latency_and_two_apis_never_mix() {
+        let metrics = Metrics::default();
+        let other = Metrics::default();
+        metrics.record_request(
+            "/api/v1/sites/{site}/worklist",
+            "GET",
+            200,
+            Duration::from_millis(30),
+        );
+        metrics.record_request(
+            "/api/v1/sites/{site}/worklist",
+            "GET",
+            200,
+            Duration::from_millis(3),
+        );
+        let stream = metrics.sse_client_connected();
+        metrics.claims_expired(2);
+        let text = metrics.handle.render();
+        for expected in [
+            "# TYPE fxtriage_api_requests_total counter",
+            "fxtriage_api_requests_total{route=\"/api/v1/sites/{site}/worklist\",method=\"GET\",status=\"200\"} 2",
+            "# TYPE fxtriage_api_request_duration_seconds histogram",
+            "fxtriage_api_request_duration_seconds_bucket{route=\"/api/v1/sites/{site}/worklist\",method=\"GET\",le=\"0.005\"} 1",
+            "fxtriage_api_request_duration_seconds_bucket{route=\"/api/v1/sites/{site}/worklist\",method=\"GET\",le=\"0.05\"} 2",
+            "fxtriage_api_request_duration_seconds_count{route=\"/api/v1/sites/{site}/worklist\",method=\"GET\"} 2",
+            "fxtriage_api_event_streams 1",
+            "fxtriage_api_claims_expired_total 2",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        drop(stream);
+        assert!(
+            metrics
+                .handle
+                .render()
+                .contains("fxtriage_api_event_streams 0")
+        );
+        assert!(
+            !other
+                .handle
+                .render()
+                .contains("fxtriage_api_requests_total{"),
+            "another API's recorder saw nothing"
+        );
+    }
+
     #[test]
     fn paths_are_labelled_by_template_and_nothing_else() {
         assert_eq!(
@@ -409,8 +407,7 @@ mod tests {
         metrics.record_request("/metrics", "GET", 200, Duration::from_millis(20));
         metrics.record_request("/metrics", "GET", 200, Duration::from_millis(2));
         metrics.record_request("/metrics", "GET", 503, Duration::from_secs(20));
-        let mut out = String::new();
-        metrics.render(&mut out);
+        let out = metrics.handle.render();
         assert!(out.contains(
             "fxtriage_api_requests_total{route=\"/metrics\",method=\"GET\",status=\"200\"} 2"
         ));
@@ -423,6 +420,14 @@ mod tests {
         assert!(out.contains(
             "fxtriage_api_request_duration_seconds_bucket{route=\"/metrics\",method=\"GET\",le=\"+Inf\"} 3"
         ));
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        // Label values are escaped as the format requires.
+        metrics
+            .gauge(WORKLIST_ITEMS, &[("site", "a\"b\\c\nd"), ("state", "open")])
+            .set(1.0);
+        let out = metrics.handle.render();
+        assert!(
+            out.contains(r#"fxtriage_worklist_items{site="a\"b\\c\nd",state="open"} 1"#),
+            "{out}"
+        );
     }
 }
