@@ -8,6 +8,7 @@ mod support;
 use std::process::Command;
 
 use fxtriage_testkit::FreshDatabase;
+use parquet::record::Field;
 use support::succeeded;
 
 const SITES: &str = r#"
@@ -24,6 +25,38 @@ id = "third"
 name = "Third hospital"
 ai_enabled_from = "2026-02-01"
 "#;
+
+/// The column names of a Parquet file, in order.
+fn parquet_columns(path: &std::path::Path) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("Parquet");
+    reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|column| column.name().to_owned())
+        .collect()
+}
+
+/// The rows of a Parquet file, each as its columns by name.
+fn parquet_rows(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, Field>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("Parquet");
+    reader
+        .get_row_iter(None)
+        .expect("rows")
+        .map(|row| {
+            row.expect("row")
+                .get_column_iter()
+                .map(|(name, field)| (name.clone(), field.clone()))
+                .collect()
+        })
+        .collect()
+}
 
 /// A study received `received_minutes` ago with a deadline `target_minutes`
 /// after it, reported `reported_minutes` ago by the RIS when given.
@@ -163,6 +196,68 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
         !written.contains("1.41.9"),
         "another site's study: {written}"
     );
+
+    // The same as Parquet, for analytics teams: the timelines (pseudonyms,
+    // times as UTC timestamps, absent times null) and the figures.
+    let parquet = directory.path().join("timelines.parquet");
+    let figures_file = directory.path().join("figures.parquet");
+    run(&[
+        "--site",
+        "demo",
+        "--by",
+        "urgency",
+        "--format",
+        "parquet",
+        "--output",
+        figures_file.to_str().unwrap(),
+        "--timelines",
+        parquet.to_str().unwrap(),
+    ]);
+    let rows = parquet_rows(&parquet);
+    assert_eq!(rows.len(), 4, "one row per study of the site");
+    let columns = parquet_columns(&parquet);
+    assert!(
+        columns[..4] == ["site", "study", "accession", "urgency"],
+        "{columns:?}"
+    );
+    for row in &rows {
+        assert_eq!(row["site"], Field::Str("demo".into()));
+        let Field::Str(study) = &row["study"] else {
+            panic!("study {:?}", row["study"]);
+        };
+        assert!(
+            study.starts_with("study-") && !study.contains("1.41."),
+            "{study}"
+        );
+        assert!(
+            matches!(row["received"], Field::TimestampMicros(_)),
+            "{row:?}"
+        );
+    }
+    let reported = rows
+        .iter()
+        .filter(|row| matches!(row["reported"], Field::TimestampMicros(_)))
+        .count();
+    let unreported = rows
+        .iter()
+        .filter(|row| row["reported"] == Field::Null)
+        .count();
+    assert_eq!((reported, unreported), (3, 1), "{rows:?}");
+    let groups = parquet_rows(&figures_file);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["group"], Field::Str("emergency".into()));
+    assert_eq!(groups[0]["studies"], Field::Long(3));
+    let Field::Double(median) = groups[0]["turnaround_median_s"] else {
+        panic!("{:?}", groups[0]);
+    };
+    assert!((median - 2100.0).abs() < 5.0, "{median}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["analytics", "--site", "demo", "--format", "parquet"])
+        .env("FXTRIAGE_DATABASE_URL", &database.url)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--output FILE"));
 
     let csv = run(&[
         "--site", "demo", "--site", "other", "--by", "site", "--format", "csv",

@@ -19,6 +19,8 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    /// A Parquet file, written to --output.
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -38,7 +40,11 @@ pub struct AnalyticsArgs {
     pub by: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write each study's timeline to this CSV file.
+    /// With --format parquet: the file to write.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Also write each study's timeline to this file: Parquet when its name
+    /// ends in .parquet, else CSV.
     #[arg(long)]
     pub timelines: Option<PathBuf>,
     /// Keep the study UIDs and accession numbers in the timelines (default: pseudonyms).
@@ -233,6 +239,112 @@ fn figures_csv(figures: &[Figures]) -> anyhow::Result<String> {
     Ok(String::from_utf8(writer.into_inner()?)?)
 }
 
+/// The figures as Parquet: the CSV's columns, times in seconds, absent
+/// figures null.
+pub fn figures_parquet(figures: &[Figures]) -> anyhow::Result<Vec<u8>> {
+    use super::parquet_export::{Column, write};
+    let spread = |pick: &dyn Fn(&Figures) -> Option<f64>| {
+        Column::OptionalDouble(figures.iter().map(pick).collect())
+    };
+    write(
+        "message figures { \
+            REQUIRED BYTE_ARRAY group (UTF8); REQUIRED INT64 studies; REQUIRED INT64 reported; \
+            OPTIONAL DOUBLE turnaround_median_s; OPTIONAL DOUBLE turnaround_p90_s; \
+            OPTIONAL DOUBLE turnaround_p95_s; OPTIONAL DOUBLE turnaround_max_s; \
+            OPTIONAL DOUBLE deadline_met; OPTIONAL DOUBLE deadline_met_lower; \
+            OPTIONAL DOUBLE deadline_met_upper; OPTIONAL DOUBLE queue_wait_median_s; \
+            OPTIONAL DOUBLE queue_wait_p90_s; REQUIRED INT64 waiting_past_target; \
+            REQUIRED INT64 impossible_order; }",
+        vec![
+            Column::Text(figures.iter().map(|g| g.group.clone()).collect()),
+            Column::Int(figures.iter().map(|g| g.studies as i64).collect()),
+            Column::Int(figures.iter().map(|g| g.reported as i64).collect()),
+            spread(&|g| g.turnaround_seconds.map(|s| s.median)),
+            spread(&|g| g.turnaround_seconds.map(|s| s.p90)),
+            spread(&|g| g.turnaround_seconds.map(|s| s.p95)),
+            spread(&|g| g.turnaround_seconds.map(|s| s.max)),
+            spread(&|g| g.deadline_met.value),
+            spread(&|g| g.deadline_met.lower),
+            spread(&|g| g.deadline_met.upper),
+            spread(&|g| g.queue_wait_seconds.map(|s| s.median)),
+            spread(&|g| g.queue_wait_seconds.map(|s| s.p90)),
+            Column::Int(
+                figures
+                    .iter()
+                    .map(|g| g.waiting_past_target as i64)
+                    .collect(),
+            ),
+            Column::Int(figures.iter().map(|g| g.impossible_order as i64).collect()),
+        ],
+    )
+}
+
+/// The timelines as Parquet, with the CSV's columns (times as UTC timestamps
+/// in microseconds) and the same pseudonyms unless `identifiable`.
+pub fn timelines_parquet(timelines: &[Timeline], identifiable: bool) -> anyhow::Result<Vec<u8>> {
+    use super::parquet_export::{Column, micros, write};
+    let pseudonyms = Pseudonyms::new();
+    let text =
+        |pick: &dyn Fn(&Timeline) -> String| Column::Text(timelines.iter().map(pick).collect());
+    let time = |pick: &dyn Fn(&Timeline) -> Option<OffsetDateTime>| {
+        Column::OptionalInt(timelines.iter().map(|t| pick(t).map(micros)).collect())
+    };
+    let required_time = |pick: &dyn Fn(&Timeline) -> OffsetDateTime| {
+        Column::Int(timelines.iter().map(|t| micros(pick(t))).collect())
+    };
+    write(
+        "message timeline { \
+            REQUIRED BYTE_ARRAY site (UTF8); REQUIRED BYTE_ARRAY study (UTF8); \
+            REQUIRED BYTE_ARRAY accession (UTF8); REQUIRED BYTE_ARRAY urgency (UTF8); \
+            REQUIRED BYTE_ARRAY ai_result (UTF8); REQUIRED BYTE_ARRAY body_parts (UTF8); \
+            REQUIRED BYTE_ARRAY model (UTF8); \
+            OPTIONAL INT64 acquired (TIMESTAMP(MICROS,true)); \
+            REQUIRED INT64 received (TIMESTAMP(MICROS,true)); \
+            OPTIONAL INT64 first_analysed (TIMESTAMP(MICROS,true)); \
+            OPTIONAL INT64 ai_final (TIMESTAMP(MICROS,true)); \
+            REQUIRED INT64 listed (TIMESTAMP(MICROS,true)); \
+            OPTIONAL INT64 first_opened (TIMESTAMP(MICROS,true)); \
+            OPTIONAL INT64 claimed (TIMESTAMP(MICROS,true)); \
+            OPTIONAL INT64 reported (TIMESTAMP(MICROS,true)); \
+            REQUIRED INT64 deadline (TIMESTAMP(MICROS,true)); \
+            OPTIONAL DOUBLE turnaround_s; OPTIONAL DOUBLE queue_wait_s; \
+            OPTIONAL BYTE_ARRAY fracture (UTF8); }",
+        vec![
+            text(&|t| t.site_id.clone()),
+            text(&|t| {
+                if identifiable {
+                    t.study_instance_uid.clone()
+                } else {
+                    pseudonyms.of("study", &t.study_instance_uid)
+                }
+            }),
+            text(&|t| {
+                if identifiable {
+                    t.accession_number.clone()
+                } else {
+                    pseudonyms.of("accession", &t.accession_number)
+                }
+            }),
+            text(&|t| t.urgency.clone()),
+            text(&|t| t.ai_result.clone()),
+            text(&|t| t.body_parts.join(";")),
+            text(&|t| t.model.clone()),
+            time(&|t| t.acquired),
+            required_time(&|t| t.received),
+            time(&|t| t.first_analysed),
+            time(&|t| t.ai_final),
+            required_time(&|t| t.listed),
+            time(&|t| t.first_opened),
+            time(&|t| t.claimed),
+            time(&|t| t.reported),
+            required_time(&|t| t.deadline),
+            Column::OptionalDouble(timelines.iter().map(Timeline::turnaround_seconds).collect()),
+            Column::OptionalDouble(timelines.iter().map(Timeline::queue_wait_seconds).collect()),
+            Column::OptionalText(timelines.iter().map(|t| t.fracture.clone()).collect()),
+        ],
+    )
+}
+
 /// The timelines as CSV, identifiers pseudonymised unless `identifiable`.
 pub fn timelines_csv(timelines: &[Timeline], identifiable: bool) -> anyhow::Result<Vec<u8>> {
     let pseudonyms = Pseudonyms::new();
@@ -329,6 +441,10 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let figures = analytics::figures(&found, by, args.before_after_ai, now);
     let mut stdout = std::io::stdout().lock();
     if args.accuracy {
+        anyhow::ensure!(
+            args.format != Format::Parquet,
+            "--accuracy prints a table or JSON; --format parquet is for the turnaround figures"
+        );
         let models = analytics::accuracy(&found, by);
         match args.format {
             Format::Json => {
@@ -360,6 +476,15 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
                 write!(stdout, "{}", table(&figures))?;
             }
             Format::Csv => write!(stdout, "{}", figures_csv(&figures)?)?,
+            Format::Parquet => {
+                let path = args
+                    .output
+                    .as_ref()
+                    .context("--format parquet writes a file: name it with --output FILE")?;
+                std::fs::write(path, figures_parquet(&figures)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {} groups to {}", figures.len(), path.display());
+            }
             Format::Json => {
                 serde_json::to_writer_pretty(
                     &mut stdout,
@@ -376,7 +501,15 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.timelines {
-        std::fs::write(path, timelines_csv(&found, args.identifiable)?)
+        let parquet = path
+            .extension()
+            .is_some_and(|extension| extension.eq_ignore_ascii_case("parquet"));
+        let written = if parquet {
+            timelines_parquet(&found, args.identifiable)?
+        } else {
+            timelines_csv(&found, args.identifiable)?
+        };
+        std::fs::write(path, written)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!(
             "wrote {} timelines to {}{}",

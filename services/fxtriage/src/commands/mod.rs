@@ -10,6 +10,7 @@ pub mod inference;
 pub mod ingest;
 pub mod migrate;
 pub mod models;
+pub mod parquet_export;
 pub mod prioritizer;
 pub mod quarantine;
 pub mod samples;
