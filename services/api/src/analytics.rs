@@ -39,7 +39,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, GroupCaller};
 use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 
@@ -774,6 +774,52 @@ pub struct AnalyticsResponse {
     /// Whether each group is split before and after the site's AI began.
     pub before_after_ai: bool,
     pub groups: Vec<Figures>,
+}
+
+/// A reading network's figures: its sites' studies together.
+#[derive(Debug, Serialize)]
+pub struct GroupAnalyticsResponse {
+    pub group: String,
+    pub sites: Vec<String>,
+    pub by: GroupBy,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub before_after_ai: bool,
+    pub groups: Vec<Figures>,
+}
+
+/// `GET /api/v1/groups/{group}/analytics`: the figures over the group's
+/// sites in service (`?by=site` puts them side by side).
+pub async fn get_group_analytics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<GroupCaller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<GroupAnalyticsResponse>> {
+    let (from, to, by, before_after_ai) = parse_query(query)?;
+    let sites: Vec<String> = caller
+        .sites
+        .iter()
+        .map(|site| site.as_str().to_owned())
+        .collect();
+    let client = state.pool.get().await?;
+    let found = timelines(&client, &sites, from, to)
+        .await
+        .doing("reading the studies' timelines")?;
+    let at = OffsetDateTime::now_utc();
+    Ok(Json(GroupAnalyticsResponse {
+        group: caller.group.as_str().to_owned(),
+        sites,
+        by,
+        from,
+        to,
+        at,
+        before_after_ai,
+        groups: figures(&found, by, before_after_ai, at),
+    }))
 }
 
 fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {

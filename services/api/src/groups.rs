@@ -6,6 +6,7 @@
 //! | `GET /api/v1/groups/{group}` | viewer | the group's name and sites |
 //! | `GET /api/v1/groups/{group}/worklist` | viewer | one worklist merged across the group's sites, earliest deadline first, each item with its `site_id`; the same filters and paging as a site's |
 //! | `POST /api/v1/groups/{group}/worklist/next` | reader | claim the next open study of any of the group's sites (204 when none) |
+//! | `GET /api/v1/groups/{group}/analytics` | viewer | the turnaround figures over the group's sites ([`crate::analytics::get_group_analytics`]) |
 //!
 //! A study of the group is claimed, released, reported and viewed through its
 //! site's routes (`/api/v1/sites/{site}/studies/{study}/...`), which a group

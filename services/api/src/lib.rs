@@ -18,6 +18,7 @@
 //! | `GET /api/v1/sites/{site}/studies/{study}/instances/{sop}/overlay.png` | viewer | the image with its boxes |
 //! | `GET /api/v1/sites/{site}/events` | viewer | worklist changes as Server-Sent Events ([`events`]) |
 //! | `GET /api/v1/groups/{group}/...` | viewer, reader | a reading network's merged worklist ([`groups`]) |
+//! | `GET /api/v1/groups/{group}/analytics` | viewer | the network's turnaround figures over its sites ([`analytics`]) |
 //! | `GET /api/v1/sites/{site}/deliveries`, `POST .../deliveries/{id}/retry` | admin | the site's result deliveries ([`deliveries`]) |
 //! | `/api/v1/admin/...` | deployment admin | the site registry and the tokens ([`admin`]) |
 //! | `GET /health/live`, `/health/ready`, `/metrics` | none | probes and Prometheus metrics |
@@ -210,6 +211,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/", get(groups::get_group))
         .route("/worklist", get(groups::get_group_worklist))
         .route("/worklist/next", post(groups::post_group_claim_next))
+        .route("/analytics", get(analytics::get_group_analytics))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate_group));
     let admin_routes = Router::new()
         .route("/sites", get(admin::get_sites))

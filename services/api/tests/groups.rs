@@ -337,3 +337,51 @@ async fn the_admin_api_applies_sites_files_and_manages_tokens_for_a_deployment_a
     );
     api.finish().await;
 }
+
+/// A reading network's analytics: its sites' studies together, side by side
+/// with `by=site`; a site's token gets 404 there.
+#[tokio::test]
+async fn a_group_sees_the_turnaround_figures_of_its_sites() {
+    let Some(api) = start_api().await else {
+        return;
+    };
+    studies_at_both_sites(&api).await;
+    let response = api
+        .group_get(&api.network.viewer, GROUP, "/analytics?by=site")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let figures: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(figures["group"], GROUP);
+    assert_eq!(
+        figures["sites"],
+        serde_json::json!([SITE, OTHER_SITE]),
+        "{figures}"
+    );
+    let groups = figures["groups"].as_array().expect("groups");
+    let studies = |site: &str| {
+        groups
+            .iter()
+            .find(|group| group["group"] == site)
+            .map(|group| group["studies"].clone())
+    };
+    assert_eq!(studies(SITE), Some(serde_json::json!(3)), "{figures}");
+    assert_eq!(studies(OTHER_SITE), Some(serde_json::json!(2)), "{figures}");
+    let all: serde_json::Value = api
+        .group_get(&api.network.viewer, GROUP, "/analytics")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(all["groups"][0]["studies"], 5, "{all}");
+    let site_token = api.group_get(&api.demo.admin, GROUP, "/analytics").await;
+    assert_eq!(
+        site_token.status(),
+        StatusCode::NOT_FOUND,
+        "a site's token does not learn that the group exists"
+    );
+    let bad = api
+        .group_get(&api.network.viewer, GROUP, "/analytics?by=colour")
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    api.finish().await;
+}

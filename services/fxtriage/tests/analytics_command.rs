@@ -24,6 +24,11 @@ name = "Other hospital"
 id = "third"
 name = "Third hospital"
 ai_enabled_from = "2026-02-01"
+
+[[group]]
+id = "network"
+name = "Demo and Other"
+sites = ["demo", "other"]
 "#;
 
 /// The column names of a Parquet file, in order.
@@ -266,6 +271,20 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with("demo,4,3,"), "{csv}");
     assert!(lines[2].starts_with("other,1,1,"), "{csv}");
+
+    // A reading network: its sites, as the registry has them.
+    let csv = run(&["--group", "network", "--by", "site", "--format", "csv"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].starts_with("demo,4,3,"), "{csv}");
+    assert!(lines[2].starts_with("other,1,1,"), "{csv}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        .args(["analytics", "--group", "nowhere"])
+        .env("FXTRIAGE_DATABASE_URL", &database.url)
+        .output()
+        .expect("run");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no such reading network"));
 
     let table = run(&["--site", "demo", "--from", "2000-01-01"]);
     assert!(

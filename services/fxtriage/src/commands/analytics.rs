@@ -26,8 +26,11 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct AnalyticsArgs {
     /// The sites (repeatable).
-    #[arg(long = "site", required = true)]
+    #[arg(long = "site", required_unless_present = "groups")]
     pub sites: Vec<String>,
+    /// Reading networks (repeatable): their sites, as the site registry has them.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
     /// Studies received at or after this time (RFC 3339, or a date: its midnight UTC).
     #[arg(long)]
     pub from: Option<String>,
@@ -434,6 +437,23 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let client = fxtriage_db::DbConfig::from_url(&args.database_url)?
         .connect()
         .await?;
+    let mut args = args;
+    if !args.groups.is_empty() {
+        let pool = fxtriage_db::DbConfig::from_url(&args.database_url)?.pool()?;
+        let registry = fxtriage_sites::store::load(&pool.get().await?)
+            .await
+            .context("cannot read the site registry")?;
+        let snapshot = fxtriage_sites::Snapshot::from_registry(&registry);
+        for group in &args.groups {
+            let sites = snapshot.group_sites(group).with_context(|| {
+                format!("--group {group:?}: no such reading network in service")
+            })?;
+            args.sites
+                .extend(sites.iter().map(|site| site.as_str().to_owned()));
+        }
+        args.sites.sort();
+        args.sites.dedup();
+    }
     let found = analytics::timelines(&client, &args.sites, from, to)
         .await
         .context("cannot read the studies' timelines")?;
