@@ -16,6 +16,7 @@
 //! The prioritizer and the API are two clients of this crate; neither depends on
 //! the other.
 
+pub mod audit_chain;
 pub mod deliveries;
 pub mod error;
 pub mod orders;

@@ -85,6 +85,8 @@ pub enum Command {
     Models(commands::models::ModelsArgs),
     /// Write synthetic sample studies (radiographs with and without fractures) as DICOM files.
     Samples(commands::samples::SamplesArgs),
+    /// Check the audit log: `audit verify` reports each site's first broken link.
+    Audit(commands::audit::AuditArgs),
     /// Simulate a reading list under several policies: `simulate SCENARIO.toml`.
     Simulate(commands::simulate::SimulateArgs),
     /// Print a site's worklist in reading order.
@@ -106,6 +108,7 @@ impl Command {
             Command::Inference(_) => "fxtriage-inference",
             Command::Analyze(_) => "fxtriage-analyze",
             Command::Samples(_) => "fxtriage-samples",
+            Command::Audit(_) => "fxtriage-audit",
             Command::Simulate(_) => "fxtriage-simulate",
             Command::Models(_) => "fxtriage-models",
             Command::Analytics(_) => "fxtriage-analytics",

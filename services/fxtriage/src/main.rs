@@ -72,6 +72,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokens(args) => commands::tokens::run(args).await,
         Command::Standalone(args) => commands::standalone::run(args, shutdown).await,
         Command::Samples(args) => commands::samples::run(&args),
+        Command::Audit(args) => commands::audit::run(args).await,
         Command::Simulate(args) => commands::simulate::run(&args),
         Command::Models(args) => commands::models::run(args).await,
         Command::Analytics(args) => commands::analytics::run(args).await,

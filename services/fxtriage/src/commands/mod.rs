@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod analyze;
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod dispatch;
 pub mod import;
