@@ -3,8 +3,8 @@
 -- order (chain_seq) assigned under a per-site lock. Changing, removing or
 -- inserting a row anywhere breaks the chain from that row on, which
 -- `fxtriage audit verify` reports. (The append-only trigger of V2 already
--- refuses UPDATE and DELETE; the chain shows it if someone with the power to
--- drop that trigger did so anyway. A verifier keeps the printed head hashes
+-- refuses UPDATE and DELETE, and TRUNCATE from here on; the chain shows it if
+-- someone with the power to drop those triggers did so anyway. A verifier keeps the printed head hashes
 -- elsewhere to detect a rewrite of the whole chain.)
 
 ALTER TABLE audit_log
@@ -12,20 +12,22 @@ ALTER TABLE audit_log
     ADD COLUMN previous_hash BYTEA,
     ADD COLUMN row_hash BYTEA;
 
--- The content a row's hash covers, as one text: every column but the chain's.
+-- The content a row's hash covers, as one text: every column but the chain's,
+-- as a JSON array (each value quoted and escaped, so that no text can move
+-- from one column into the next without changing the hash).
 CREATE FUNCTION audit_log_content(entry audit_log) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
-    SELECT concat_ws(E'\x1f',
+    SELECT jsonb_build_array(
         entry.site_id,
-        entry.chain_seq::text,
+        entry.chain_seq,
         to_char(entry.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        coalesce(entry.token_id, ''),
+        entry.token_id,
         entry.actor,
         entry.action,
-        coalesce(entry.study_instance_uid, ''),
-        coalesce(entry.sop_instance_uid, ''),
-        coalesce(entry.group_id, ''),
-        entry.detail::text)
+        entry.study_instance_uid,
+        entry.sop_instance_uid,
+        entry.group_id,
+        entry.detail)::text
 $$;
 
 -- The hash of a row after `previous` (the first row of a site follows 32 zero bytes).
@@ -94,6 +96,7 @@ CREATE TRIGGER audit_log_chain
     BEFORE INSERT ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_chain();
 
--- Nobody but the table's owner may change or remove audit rows (and the
--- append-only trigger refuses the owner too).
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
+-- TRUNCATE bypasses row triggers: refused too.
+CREATE TRIGGER audit_log_not_truncated
+    BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

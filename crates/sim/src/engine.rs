@@ -329,10 +329,11 @@ pub fn simulate(
         None => shifts.iter().map(|shift| shift.count as usize).sum(),
     };
     // The hours of the day at which the number of readers may change.
+    // A shift ending at 24:00 ends at midnight, the next day's 0:00.
     let mut boundaries: Vec<f64> = shifts
         .iter()
         .flat_map(|shift| [shift.start_hour, shift.end_hour])
-        .filter(|hour| *hour < 24.0)
+        .map(|hour| hour % 24.0)
         .collect();
     boundaries.sort_by(f64::total_cmp);
     boundaries.dedup();
@@ -421,7 +422,10 @@ pub fn simulate(
                 index: index as u32,
             };
             queue.push(study);
-            if preemptive && busy >= capacity && busy > 0 {
+            // Only a full team preempts: after a shift shrank, readers above
+            // the new number finish their studies and leave, and a newcomer
+            // waits for a reader on duty rather than pausing one who is leaving.
+            if preemptive && busy == capacity && busy > 0 {
                 // The least urgent study being read, if the newcomer outranks it.
                 let least = slots
                     .iter()
@@ -453,4 +457,80 @@ pub fn simulate(
         }
     }
     completion
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(readers: &str) -> Scenario {
+        Scenario::parse(&format!(
+            r#"
+seed = 1
+replications = 2
+patients = 10
+[arrivals]
+rate_per_hour = 1
+{readers}
+[reading_minutes]
+fracture = {{ distribution = "exponential", mean = 10.0 }}
+no_fracture = {{ distribution = "exponential", mean = 10.0 }}
+[population]
+prevalence = 0.1
+[ai]
+sensitivity = 0.9
+specificity = 0.9
+[[policy]]
+name = "fifo"
+kind = "fifo"
+"#
+        ))
+        .expect("valid")
+    }
+
+    fn patient(arrival: f64, reading: f64) -> Patient {
+        Patient {
+            arrival,
+            urgency: Urgency::Outpatient,
+            fracture: false,
+            interrupting: false,
+            score: 0.0,
+            reading,
+        }
+    }
+
+    /// Shifts: a reader from 08:00 to 24:00 and nobody at night. A study in
+    /// hand at midnight is finished; one arriving at night waits for 08:00,
+    /// on every day, not only the first.
+    #[test]
+    fn nobody_reads_between_shifts_and_a_shift_ends_at_midnight() {
+        let scenario =
+            scenario("[readers]\nshifts = [{ start_hour = 8, end_hour = 24, count = 1 }]");
+        let day = 1440.0;
+        let patients = [
+            patient(day + 23.0 * 60.0 + 50.0, 30.0),
+            patient(day + 24.0 * 60.0 + 30.0, 10.0),
+            patient(2.0 * day + 9.0 * 60.0, 5.0),
+        ];
+        let choice = &scenario.policies[0];
+        let ai = scenario.ai.binormal();
+        let deadlines = deadlines(&patients, choice, &ai);
+        let ids = Identifiers::new(patients.len());
+        let done = simulate(&scenario, &patients, &deadlines, &ids);
+        assert!(
+            (done[0] - (2.0 * day + 20.0)).abs() < 1e-9,
+            "finished after midnight: {}",
+            done[0]
+        );
+        assert!(
+            (done[1] - (2.0 * day + 8.0 * 60.0 + 10.0)).abs() < 1e-9,
+            "read from 08:00: {}",
+            done[1]
+        );
+        assert!(
+            (done[2] - (2.0 * day + 9.0 * 60.0 + 5.0)).abs() < 1e-9,
+            "{}",
+            done[2]
+        );
+    }
 }

@@ -35,10 +35,12 @@ pub async fn verify(
         .query(
             "WITH chain AS ( \
                  SELECT a.site_id, a.id, a.chain_seq, a.row_hash, \
-                     a.row_hash = audit_log_hash(a.previous_hash, a) AS content_ok, \
-                     a.previous_hash = coalesce(lag(a.row_hash) OVER w, \
+                     a.row_hash IS NOT DISTINCT FROM audit_log_hash(a.previous_hash, a) \
+                         AND a.row_hash IS NOT NULL AS content_ok, \
+                     a.previous_hash IS NOT DISTINCT FROM coalesce(lag(a.row_hash) OVER w, \
                          decode(repeat('00', 32), 'hex')) AS link_ok, \
-                     a.chain_seq = coalesce(lag(a.chain_seq) OVER w, 0) + 1 AS order_ok \
+                     a.chain_seq IS NOT DISTINCT FROM coalesce(lag(a.chain_seq) OVER w, 0) + 1 \
+                         AS order_ok \
                  FROM audit_log a WHERE $1::text IS NULL OR a.site_id = $1 \
                  WINDOW w AS (PARTITION BY a.site_id ORDER BY a.chain_seq)) \
              SELECT site_id, count(*) AS rows, \

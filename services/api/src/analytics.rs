@@ -88,12 +88,13 @@ pub struct Timeline {
     pub equipment: String,
 }
 
-/// The age bands of the monitoring, paediatric first.
+/// The age bands of the monitoring, paediatric first (their names sort in
+/// that order).
 pub fn age_band(years: Option<i32>) -> &'static str {
     match years {
         None => "(age unknown)",
-        Some(..=1) => "0-1 (infant)",
-        Some(2..=11) => "2-11 (child)",
+        Some(..=1) => "00-01 (infant)",
+        Some(2..=11) => "02-11 (child)",
         Some(12..=17) => "12-17 (adolescent)",
         Some(18..=44) => "18-44",
         Some(45..=64) => "45-64",
@@ -576,23 +577,29 @@ pub async fn current_drift(
 ) -> Result<Vec<CurrentDrift>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT f.site_id, m.model_name || ' ' || m.model_version AS model, m.data, m.bins, \
+            "SELECT f.site_id, m.model_sha256, m.model_name || ' ' || m.model_version AS model, \
+                 m.data, m.bins, \
                  LEAST(floor(GREATEST(LEAST(f.probability::float8, 1), 0) * 10), 9)::int AS bin, \
                  count(*) AS images \
              FROM findings f JOIN model_references m USING (model_sha256) \
              WHERE f.status = 'analysed' AND ($1::text IS NULL OR f.site_id = $1) \
                  AND f.analysed_at >= now() - make_interval(days => $2::int) \
-             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2",
+             GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 3, 2",
             &[&site, &(DRIFT_WINDOW_DAYS as i32)],
         )
         .await?;
-    // (site, model) -> (reference data, reference bins, counts per bin).
+    // (site, model name, model SHA-256) -> (reference data, reference bins,
+    // counts per bin): two builds of one name and version stay apart.
     type Counted = (String, Vec<f64>, Vec<u64>);
-    let mut found: BTreeMap<(String, String), Counted> = BTreeMap::new();
+    let mut found: BTreeMap<(String, String, String), Counted> = BTreeMap::new();
     for row in &rows {
         let bins: serde_json::Value = row.get("bins");
         let entry = found
-            .entry((row.get("site_id"), row.get("model")))
+            .entry((
+                row.get("site_id"),
+                row.get("model"),
+                row.get("model_sha256"),
+            ))
             .or_insert_with(|| {
                 (
                     row.get("data"),
@@ -609,7 +616,7 @@ pub async fn current_drift(
     Ok(found
         .into_iter()
         .map(
-            |((site, model), (reference_data, expected, counts))| CurrentDrift {
+            |((site, model, _), (reference_data, expected, counts))| CurrentDrift {
                 site,
                 model,
                 reference_data,
@@ -840,6 +847,9 @@ type Period = (
     bool,
 );
 
+/// The shortest period the API groups by sex, age band or equipment.
+pub const SUBGROUP_MIN_DAYS: i64 = 7;
+
 fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResult<Period> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let from = parse_time("from", query.from.as_deref())?;
@@ -852,6 +862,17 @@ fn parse_query(query: Result<Query<AnalyticsQuery>, QueryRejection>) -> ApiResul
             )
         })?,
     };
+    // Sex, age and equipment are only ever shown over a week or more, so that
+    // a narrow window cannot single out one patient's study.
+    if matches!(by, GroupBy::Sex | GroupBy::AgeBand | GroupBy::Equipment) {
+        let from = from.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let to = to.unwrap_or_else(OffsetDateTime::now_utc);
+        if to - from < time::Duration::days(SUBGROUP_MIN_DAYS) {
+            return Err(ApiError::bad_request(format!(
+                "by sex, age-band or equipment needs a period of at least {SUBGROUP_MIN_DAYS} days"
+            )));
+        }
+    }
     let before_after_ai = match query.compare.as_deref() {
         None | Some("") => false,
         Some("ai") => true,
@@ -1054,8 +1075,16 @@ mod tests {
 
     #[test]
     fn age_bands_put_children_in_their_own_bands() {
-        assert_eq!(age_band(Some(0)), "0-1 (infant)");
-        assert_eq!(age_band(Some(7)), "2-11 (child)");
+        assert_eq!(age_band(Some(0)), "00-01 (infant)");
+        assert_eq!(age_band(Some(7)), "02-11 (child)");
+        let mut bands: Vec<&str> = [90, 30, 15, 7, 0, 50, 70]
+            .map(|age| age_band(Some(age)))
+            .to_vec();
+        bands.sort();
+        assert_eq!(
+            bands[..3],
+            ["00-01 (infant)", "02-11 (child)", "12-17 (adolescent)"]
+        );
         assert_eq!(age_band(Some(17)), "12-17 (adolescent)");
         assert_eq!(age_band(Some(18)), "18-44");
         assert_eq!(age_band(Some(80)), "80+");

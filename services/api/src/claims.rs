@@ -396,10 +396,14 @@ pub async fn sweep_expired_claims(state: &AppState) -> Result<usize, StoreError>
             )
             .await
             .doing("finding expired claims")?;
-        let mut touched = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let site_id: String = row.get(0);
-            let study_uid: String = row.get(1);
+        // Site by site: each site's audit rows take that site's chain lock
+        // until the commit (migration V11), and taking them in one order in
+        // every transaction keeps two sweepers from waiting on each other.
+        let mut expiring: Vec<(String, String)> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        expiring.sort();
+        let mut touched = Vec::with_capacity(expiring.len());
+        for (site_id, study_uid) in expiring {
             let site = SiteId::parse(site_id)
                 .map_err(|error| StoreError::Conflict(format!("studies.site_id: {error}")))?;
             if let Some(study) = study_for_update(&tx, &site, &study_uid).await? {

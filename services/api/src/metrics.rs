@@ -13,6 +13,8 @@
 //! Routes are labelled by their template (`/api/v1/sites/{site}/studies/{study}`),
 //! never by the path, so no UID reaches a label and the label set stays bounded.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -48,6 +50,12 @@ static METADATA: Metadata<'static> =
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The sites, and the (site, model) pairs, the last scrape reported: a
+    /// series that is no longer measured (a site retired, a model that scored
+    /// nothing for a week, a database that does not answer) is set to NaN
+    /// rather than left at its last value.
+    sites: Mutex<BTreeSet<String>>,
+    models: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,7 +118,12 @@ impl Default for Metrics {
             Some(Unit::Seconds),
             "Time to the response head, by route template and method.".into(),
         );
-        Self { recorder, handle }
+        Self {
+            recorder,
+            handle,
+            sites: Mutex::default(),
+            models: Mutex::default(),
+        }
     }
 }
 
@@ -185,7 +198,9 @@ impl Metrics {
     }
 
     /// Each site's open and claimed items (expired claims count as open), how
-    /// many of them are past their deadline, and how long the first has waited.
+    /// many of them are past their deadline, and how long the first has waited;
+    /// every site of the registry, at zero when nothing waits. Each value is
+    /// set once, so that a concurrent scrape never reads a half-set family.
     async fn count_worklists(&self, pool: &Pool) -> Result<(), String> {
         let client = pool.get().await.map_err(|error| error.to_string())?;
         let sites = client
@@ -204,41 +219,91 @@ impl Metrics {
             )
             .await
             .map_err(|error| error.to_string())?;
-        // Every site shows, at zero when nothing waits.
+        // (site, state) -> (items, overdue); site -> oldest open wait.
+        let mut sizes: BTreeMap<(String, &'static str), (f64, f64)> = BTreeMap::new();
+        let mut oldest: BTreeMap<String, f64> = BTreeMap::new();
         for site in &sites {
-            let site: &str = site.get(0);
+            let site: String = site.get(0);
             for state in ["open", "claimed"] {
-                let labels = [("site", site), ("state", state)];
-                self.gauge(WORKLIST_ITEMS, &labels).set(0.0);
-                self.gauge(WORKLIST_OVERDUE, &labels).set(0.0);
+                sizes.insert((site.clone(), state), (0.0, 0.0));
             }
-            self.gauge(WORKLIST_OLDEST, &[("site", site)]).set(0.0);
+            oldest.insert(site, 0.0);
         }
         for row in &counts {
-            let site: &str = row.get("site_id");
-            let state: &str = row.get("effective_state");
-            let state = if state == "open" { "open" } else { "claimed" };
-            let labels = [("site", site), ("state", state)];
-            self.gauge(WORKLIST_ITEMS, &labels)
-                .set(row.get::<_, i64>("items") as f64);
-            self.gauge(WORKLIST_OVERDUE, &labels)
-                .set(row.get::<_, i64>("overdue") as f64);
+            let site: String = row.get("site_id");
+            let state = if row.get::<_, &str>("effective_state") == "open" {
+                "open"
+            } else {
+                "claimed"
+            };
             if state == "open" {
                 let waited: Option<f64> = row.get("oldest");
-                self.gauge(WORKLIST_OLDEST, &[("site", site)])
-                    .set(waited.unwrap_or(0.0).max(0.0));
+                oldest.insert(site.clone(), waited.unwrap_or(0.0).max(0.0));
             }
+            sizes.insert(
+                (site, state),
+                (
+                    row.get::<_, i64>("items") as f64,
+                    row.get::<_, i64>("overdue") as f64,
+                ),
+            );
+        }
+        for ((site, state), (items, overdue)) in &sizes {
+            let labels = [("site", site.as_str()), ("state", *state)];
+            self.gauge(WORKLIST_ITEMS, &labels).set(*items);
+            self.gauge(WORKLIST_OVERDUE, &labels).set(*overdue);
+        }
+        for (site, waited) in &oldest {
+            self.gauge(WORKLIST_OLDEST, &[("site", site.as_str())])
+                .set(*waited);
+        }
+        let now: BTreeSet<String> = oldest.into_keys().collect();
+        let gone: Vec<String> = match self.sites.lock() {
+            Ok(mut known) => {
+                let gone = known.difference(&now).cloned().collect();
+                *known = now;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        for site in &gone {
+            self.unknown_worklist(site);
         }
         Ok(())
     }
 
+    /// A site's worklist series, unknown (NaN).
+    fn unknown_worklist(&self, site: &str) {
+        for state in ["open", "claimed"] {
+            let labels = [("site", site), ("state", state)];
+            self.gauge(WORKLIST_ITEMS, &labels).set(f64::NAN);
+            self.gauge(WORKLIST_OVERDUE, &labels).set(f64::NAN);
+        }
+        self.gauge(WORKLIST_OLDEST, &[("site", site)]).set(f64::NAN);
+    }
+
+    /// When the database does not answer, every site's worklist series is
+    /// unknown until it does.
+    fn worklists_unknown(&self) {
+        let known: Vec<String> = self
+            .sites
+            .lock()
+            .map(|known| known.iter().cloned().collect())
+            .unwrap_or_default();
+        for site in &known {
+            self.unknown_worklist(site);
+        }
+    }
+
     /// Each model's score drift at each site over the last week, against its
-    /// registered reference (labels: site and model name with version, both bounded).
+    /// registered reference (labels: site and model name with version, both
+    /// bounded); a pair measured before but not now is NaN and not drifted.
     async fn measure_drift(&self, pool: &Pool) -> Result<(), String> {
         let client = pool.get().await.map_err(|error| error.to_string())?;
         let drift = crate::analytics::current_drift(&client, None)
             .await
             .map_err(|error| error.to_string())?;
+        let mut now = BTreeSet::new();
         for model in &drift {
             let labels = [
                 ("site", model.site.as_str()),
@@ -247,6 +312,20 @@ impl Metrics {
             self.gauge(SCORE_PSI, &labels).set(model.window.psi);
             self.gauge(SCORE_DRIFTED, &labels)
                 .set(f64::from(u8::from(model.window.drifted)));
+            now.insert((model.site.clone(), model.model.clone()));
+        }
+        let gone: Vec<(String, String)> = match self.models.lock() {
+            Ok(mut known) => {
+                let gone = known.difference(&now).cloned().collect();
+                *known = now;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        for (site, model) in &gone {
+            let labels = [("site", site.as_str()), ("model", model.as_str())];
+            self.gauge(SCORE_PSI, &labels).set(f64::NAN);
+            self.gauge(SCORE_DRIFTED, &labels).set(0.0);
         }
         Ok(())
     }
@@ -260,6 +339,7 @@ pub async fn get_metrics(State(state): State<AppState>) -> Response {
         Ok(()) => 1.0,
         Err(error) => {
             tracing::warn!(%error, "worklist sizes unavailable for /metrics");
+            metrics.worklists_unknown();
             0.0
         }
     };

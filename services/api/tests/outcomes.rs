@@ -162,7 +162,7 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         }
     };
     let bands = by("age-band").await;
-    let children = &bands["2-11 (child)"];
+    let children = &bands["02-11 (child)"];
     assert_eq!(children["with_outcome"], 2, "{bands:?}");
     assert_eq!(children["at_suspected"]["sensitivity"]["successes"], 1);
     assert_eq!(children["at_suspected"]["sensitivity"]["total"], 1);
@@ -177,6 +177,14 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
     let sexes = by("sex").await;
     assert_eq!(sexes["F"]["with_outcome"], 2, "{sexes:?}");
     assert_eq!(sexes["M"]["with_outcome"], 2, "{sexes:?}");
+    let narrow = api
+        .get(
+            &api.demo.viewer,
+            SITE,
+            "/monitoring?by=sex&from=2026-03-01T10:00:00Z&to=2026-03-01T10:00:01Z",
+        )
+        .await;
+    expect_error(narrow, StatusCode::BAD_REQUEST, "bad-request").await;
     let equipment = by("equipment").await;
     assert_eq!(equipment["ACME DR-1"]["with_outcome"], 2, "{equipment:?}");
     assert_eq!(
@@ -282,6 +290,31 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         "{metrics}"
     );
     assert!(metrics.contains("fxtriage_model_score_psi{site=\"demo\""));
+    // A model no longer measured (its reference withdrawn) does not stay drifted.
+    client
+        .execute("DELETE FROM model_references", &[])
+        .await
+        .expect("reference withdrawn");
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "fxtriage_model_score_drifted{site=\"demo\",model=\"fxtriage-demo 1.0.0\"} 0"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("fxtriage_model_score_psi{site=\"demo\",model=\"fxtriage-demo 1.0.0\"} NaN"),
+        "{metrics}"
+    );
     drop(client);
 
     // Readers and admins see the list; viewers do not; another site's reader

@@ -143,6 +143,15 @@ async fn the_audit_chain_shows_every_kind_of_tampering() {
             || format!("{refused:?}").contains("append-only")
     );
 
+    let truncated = client
+        .batch_execute("TRUNCATE audit_log")
+        .await
+        .expect_err("no truncating either");
+    assert!(
+        format!("{truncated:?}").contains("append-only"),
+        "{truncated:?}"
+    );
+
     // A row changed: reported at that row.
     tamper(
         &client,

@@ -383,7 +383,7 @@ fn instance_stored(
             _ => String::new(),
         },
         patient_age_years: fxtriage_dicom::age_in_years(&info.patient_age)
-            .filter(|age| *age <= 150.0)
+            .filter(|age| (0.0..=150.0).contains(age))
             .map(|age| age.floor() as u32),
         manufacturer: info.manufacturer.chars().take(64).collect(),
         manufacturer_model: info.manufacturer_model.chars().take(64).collect(),

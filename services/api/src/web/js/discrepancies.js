@@ -60,11 +60,12 @@ function row(item) {
 }
 
 // Until the reader ticks or unticks the box, the site's setting decides
-// (`[site.second_look] include_possible`), and the box shows it.
-let chosen = false;
+// (`[site.second_look] include_possible`), and the box shows it. The choice
+// holds for the site it was made on, not for the next one signed in.
+let chosenFor = null;
 
 function query() {
-  if (!chosen) return "";
+  if (chosenFor !== session.site) return "";
   return $("discrepancies-possible").checked ? "?include=possible" : "?include=suspected";
 }
 
@@ -118,7 +119,7 @@ async function recordReview(study, select, note, button) {
 
 export function watchDiscrepancyFilter() {
   $("discrepancies-possible").addEventListener("change", () => {
-    chosen = true;
+    chosenFor = session.site;
     refreshDiscrepancies();
   });
 }
