@@ -137,32 +137,17 @@ pub async fn timelines(
 ) -> Result<Vec<Timeline>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT s.site_id, s.study_instance_uid, s.accession_number, \
-                 COALESCE(r.urgency, s.urgency) AS urgency, \
-                 COALESCE(r.ai_result, s.ai_result) AS ai_result, \
-                 COALESCE(r.deadline, s.deadline) AS deadline, \
-                 s.body_parts, s.arrived_at, s.created_at, \
-                 f.first_analysed, f.ai_final, \
-                 COALESCE(f.model, '') AS model, \
-                 i.acquired, COALESCE(i.patient_sex, '') AS patient_sex, i.patient_age_years, \
-                 COALESCE(i.equipment, '') AS equipment, \
-                 (SELECT min(a.at) FROM audit_log a WHERE a.site_id = s.site_id \
-                     AND a.study_instance_uid = s.study_instance_uid \
-                     AND a.action = 'study.read') AS first_opened, \
-                 (SELECT min(c.claimed_at) FROM claims c WHERE c.site_id = s.site_id \
-                     AND c.study_instance_uid = s.study_instance_uid) AS claimed, \
-                 r.reported_at, r.fracture, \
-                 CASE WHEN e.ai_from IS NULL THEN '' \
-                     WHEN s.arrived_at < e.ai_from THEN 'before AI' ELSE 'with AI' END \
-                     AS ai_period \
-             FROM studies s \
-             LEFT JOIN LATERAL ( \
-                 SELECT (NULLIF(config->>'ai_enabled_from', '') || 'T00:00:00Z')::timestamptz \
-                     AS ai_from \
-                 FROM sites WHERE site_id = s.site_id) e ON true \
-             LEFT JOIN reports r USING (site_id, study_instance_uid) \
-             LEFT JOIN LATERAL ( \
-                 SELECT min(acquired_at) AS acquired, \
+            // One pass per table over the period's studies, joined by hash (or
+            // by index for a short period), not a lookup per study per table:
+            // a correlated subquery per study took 12 minutes over 200,000.
+            "WITH s AS MATERIALIZED ( \
+                 SELECT site_id, study_instance_uid, accession_number, urgency, ai_result, \
+                     deadline, body_parts, arrived_at, created_at \
+                 FROM studies WHERE site_id = ANY($1) \
+                     AND ($2::timestamptz IS NULL OR arrived_at >= $2) \
+                     AND ($3::timestamptz IS NULL OR arrived_at < $3)), \
+             i AS ( \
+                 SELECT site_id, study_instance_uid, min(acquired_at) AS acquired, \
                      (array_agg(patient_sex ORDER BY received_at) \
                          FILTER (WHERE patient_sex <> ''))[1] AS patient_sex, \
                      (array_agg(patient_age_years ORDER BY received_at) \
@@ -170,18 +155,44 @@ pub async fn timelines(
                      (array_agg(trim(manufacturer || ' ' || manufacturer_model) ORDER BY received_at) \
                          FILTER (WHERE manufacturer <> '' OR manufacturer_model <> ''))[1] \
                          AS equipment \
-                 FROM instances WHERE site_id = s.site_id \
-                     AND study_instance_uid = s.study_instance_uid) i ON true \
-             LEFT JOIN LATERAL ( \
-                 SELECT min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
+                 FROM instances JOIN s USING (site_id, study_instance_uid) GROUP BY 1, 2), \
+             f AS ( \
+                 SELECT site_id, study_instance_uid, \
+                     min(analysed_at) FILTER (WHERE status = 'analysed') AS first_analysed, \
                      max(analysed_at) AS ai_final, \
                      (array_agg(model_name || ' ' || model_version \
                          ORDER BY analysed_at DESC NULLS LAST))[1] AS model \
-                 FROM findings WHERE site_id = s.site_id \
-                     AND study_instance_uid = s.study_instance_uid) f ON true \
-             WHERE s.site_id = ANY($1) \
-                 AND ($2::timestamptz IS NULL OR s.arrived_at >= $2) \
-                 AND ($3::timestamptz IS NULL OR s.arrived_at < $3) \
+                 FROM findings JOIN s USING (site_id, study_instance_uid) GROUP BY 1, 2), \
+             o AS ( \
+                 SELECT a.site_id, a.study_instance_uid, min(a.at) AS first_opened \
+                 FROM audit_log a JOIN s USING (site_id, study_instance_uid) \
+                 WHERE a.action = 'study.read' GROUP BY 1, 2), \
+             c AS ( \
+                 SELECT site_id, study_instance_uid, min(claimed_at) AS claimed \
+                 FROM claims JOIN s USING (site_id, study_instance_uid) GROUP BY 1, 2), \
+             e AS ( \
+                 SELECT site_id, \
+                     (NULLIF(config->>'ai_enabled_from', '') || 'T00:00:00Z')::timestamptz AS ai_from \
+                 FROM sites WHERE site_id = ANY($1)) \
+             SELECT s.site_id, s.study_instance_uid, s.accession_number, \
+                 COALESCE(r.urgency, s.urgency) AS urgency, \
+                 COALESCE(r.ai_result, s.ai_result) AS ai_result, \
+                 COALESCE(r.deadline, s.deadline) AS deadline, \
+                 s.body_parts, s.arrived_at, s.created_at, \
+                 f.first_analysed, f.ai_final, COALESCE(f.model, '') AS model, \
+                 i.acquired, COALESCE(i.patient_sex, '') AS patient_sex, i.patient_age_years, \
+                 COALESCE(i.equipment, '') AS equipment, \
+                 o.first_opened, c.claimed, r.reported_at, r.fracture, \
+                 CASE WHEN e.ai_from IS NULL THEN '' \
+                     WHEN s.arrived_at < e.ai_from THEN 'before AI' ELSE 'with AI' END \
+                     AS ai_period \
+             FROM s \
+             LEFT JOIN e USING (site_id) \
+             LEFT JOIN reports r USING (site_id, study_instance_uid) \
+             LEFT JOIN i USING (site_id, study_instance_uid) \
+             LEFT JOIN f USING (site_id, study_instance_uid) \
+             LEFT JOIN o USING (site_id, study_instance_uid) \
+             LEFT JOIN c USING (site_id, study_instance_uid) \
              ORDER BY s.arrived_at, s.site_id, s.study_instance_uid",
             &[&sites, &from, &to],
         )

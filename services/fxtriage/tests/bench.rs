@@ -578,3 +578,61 @@ fn simulate_benchmark_prints_the_simulation_next_to_its_baseline() {
     assert_eq!((draw.len(), simulate.len()), (1, 1), "{printed}");
     assert!(draw[0] > 0.0 && simulate[0] > draw[0], "{printed}");
 }
+
+/// `bench analytics` on a small network: it seeds the studies (once: a rerun
+/// adds none), reads every timeline and prints its figures next to the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_benchmark_seeds_a_network_and_times_its_figures() {
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let database = FreshDatabase::create_on(
+        &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
+        "fxtriage_bench_analytics",
+    )
+    .await;
+    let run = || {
+        bench(
+            &[
+                "analytics",
+                "--studies",
+                "3000",
+                "--sites",
+                "4",
+                "--rounds",
+                "1",
+            ],
+            [("FXTRIAGE_DATABASE_URL", database.url.as_str())],
+        )
+    };
+    let printed = run();
+    assert!(
+        printed.contains("analytics: 3000 studies of 4 sites over a year (3000 seeded now)"),
+        "{printed}"
+    );
+    assert!(printed.contains("(3 groups)"), "one per urgency: {printed}");
+    let baseline = figure(&printed, "reading studies and reports alone (baseline):");
+    let timelines = figure(&printed, "reading the timelines:");
+    let total = figure(&printed, "timelines and figures (the command's work):");
+    assert_eq!(
+        (baseline.len(), timelines.len(), total.len()),
+        (1, 1, 1),
+        "{printed}"
+    );
+    assert!(
+        baseline[0] > 0.0 && timelines[0] > 0.0 && total[0] >= timelines[0],
+        "{printed}"
+    );
+    let again = run();
+    assert!(again.contains("(0 seeded now)"), "{again}");
+    let client = database.connect().await;
+    let opened: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'study.read'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(opened, 300, "a tenth of the studies opened");
+}

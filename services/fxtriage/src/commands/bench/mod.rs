@@ -1,9 +1,10 @@
-//! `fxtriage bench decode`, `bench ingest`, `bench inference`, `bench pipeline`, `bench simulate` and `bench worklist`: load
+//! `fxtriage bench analytics`, `bench decode`, `bench ingest`, `bench inference`, `bench pipeline`, `bench simulate` and `bench worklist`: load
 //! generators that print throughput and latency figures. Performance targets live here, not in
 //! timed tests. Each figure is a median over repeated rounds or a percentile
 //! over every request, and each pipeline figure is printed next to a baseline
 //! measured in the same run.
 
+pub mod analytics;
 pub mod decode;
 pub mod inference;
 pub mod ingest;
@@ -41,6 +42,9 @@ pub enum BenchCommand {
     /// of each process; distributed (separate processes on the local stack)
     /// and standalone.
     Pipeline(pipeline::PipelineBenchArgs),
+    /// The turnaround figures of a 20-site network over a year (2 million
+    /// studies), next to reading the same studies alone.
+    Analytics(analytics::AnalyticsBenchArgs),
     /// The queue simulator on a million patients, next to drawing them alone.
     Simulate(simulate::SimulateBenchArgs),
     /// Worklist reads per second with their latency over the HTTP API, and
@@ -55,6 +59,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Simulate(args) => simulate::run(args),
+        BenchCommand::Analytics(args) => analytics::run(args).await,
         BenchCommand::Worklist(args) => worklist::run(args).await,
     }
 }
