@@ -274,15 +274,7 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         alerts(&api.other.admin).await.status(),
         StatusCode::NOT_FOUND
     );
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&api).await;
     assert!(
         metrics.contains(
             "fxtriage_model_score_drifted{site=\"demo\",model=\"fxtriage-demo 1.0.0\"} 1"
@@ -295,15 +287,7 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
         .execute("DELETE FROM model_references", &[])
         .await
         .expect("reference withdrawn");
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&api).await;
     assert!(
         metrics.contains(
             "fxtriage_model_score_drifted{site=\"demo\",model=\"fxtriage-demo 1.0.0\"} 0"
@@ -430,6 +414,18 @@ async fn a_report_of_no_fracture_where_the_ai_suspected_one_is_listed_for_a_seco
     assert_eq!(studies_of(&narrowed), ["1.21.1"], "{narrowed}");
 
     api.finish().await;
+}
+
+/// What `/metrics` serves.
+async fn scrape(api: &TestApi) -> String {
+    api.http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
 
 /// The SHA-256 of the model whose findings the test studies carry.
