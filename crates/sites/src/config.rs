@@ -54,6 +54,33 @@ pub struct SiteConfig {
     /// listed for a second look.
     #[serde(default, skip_serializing_if = "SecondLook::is_default")]
     pub second_look: SecondLook,
+    /// How much of ingest this site may hold at once.
+    #[serde(default, skip_serializing_if = "IntakeLimits::is_default")]
+    pub intake: IntakeLimits,
+}
+
+/// How much of ingest one site may hold at once, so that one hospital's burst
+/// (a PACS migration, a misconfigured router opening association after
+/// association) cannot take every association or request slot from the others.
+/// Unset: only the service-wide limits apply (`--max-associations`, 32 by
+/// default, for C-STORE). Over the limit a C-STORE association is rejected as
+/// transient (local limit exceeded) and a STOW-RS request gets 429 with
+/// `Retry-After`, so senders retry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeLimits {
+    /// C-STORE associations open at once to the site's called AE titles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_associations: Option<u32>,
+    /// STOW-RS requests in progress at once for the site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_stow_requests: Option<u32>,
+}
+
+impl IntakeLimits {
+    fn is_default(&self) -> bool {
+        *self == IntakeLimits::default()
+    }
 }
 
 /// Which studies the discrepancy list holds: reported as no fracture where the
@@ -109,6 +136,7 @@ impl SiteConfig {
             hl7_sending_facilities: Vec::new(),
             ai_enabled_from: None,
             second_look: SecondLook::default(),
+            intake: IntakeLimits::default(),
         }
     }
 
@@ -158,6 +186,17 @@ impl SiteConfig {
         }
         if let Err(error) = self.policy.validate() {
             problems.push(("policy", error.to_string()));
+        }
+        for (name, limit) in [
+            ("max_associations", self.intake.max_associations),
+            ("max_stow_requests", self.intake.max_stow_requests),
+        ] {
+            if limit == Some(0) {
+                problems.push((
+                    "intake",
+                    format!("intake.{name} = 0 would refuse every sender; leave it out for no per-site limit"),
+                ));
+            }
         }
         for problem in self.destinations.problems() {
             problems.push(("destinations", problem));

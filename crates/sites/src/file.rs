@@ -11,6 +11,9 @@
 //! modalities = ["CR", "DX"]            #   appendicular skeleton and pelvis)
 //! [site.limits]
 //! max_instance_bytes = 268435456
+//! [site.intake]                        # optional: what the site may hold at once
+//! max_associations = 8                 #   C-STORE associations
+//! max_stow_requests = 4                #   STOW-RS requests
 //! [site.urgency.ae_titles]
 //! ED_DR1 = "emergency"
 //! [site.urgency.departments]
@@ -615,6 +618,43 @@ resources = ["diagnostic-report"]
         assert!(
             errors[0].0 >= 2 && errors[0].0 <= 12,
             "a line of the site: {errors:#?}"
+        );
+    }
+
+    #[test]
+    fn intake_limits_are_read_written_back_and_a_zero_is_refused() {
+        let text = r#"
+[[site]]
+id = "north"
+called_ae_titles = ["NORTH_FX"]
+[site.intake]
+max_associations = 8
+max_stow_requests = 2
+"#;
+        let file = parse(text, &Existing::default(), false).expect("valid");
+        assert_eq!(file.sites[0].intake.max_associations, Some(8));
+        assert_eq!(file.sites[0].intake.max_stow_requests, Some(2));
+        let written = to_toml(&file.sites, &file.groups);
+        assert_eq!(
+            parse(&written, &Existing::default(), false).expect("valid"),
+            file
+        );
+        // Unset, nothing is written for it.
+        let plain = parse("[[site]]\nid = \"a\"\n", &Existing::default(), false).expect("valid");
+        assert!(!to_toml(&plain.sites, &plain.groups).contains("intake"));
+
+        let errors = refused(&text.replace("max_stow_requests = 2", "max_stow_requests = 0"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].1.contains("intake.max_stow_requests = 0"),
+            "{errors:?}"
+        );
+        let errors = refused(&text.replace("max_associations = 8", "max_sessions = 8"));
+        assert!(
+            errors
+                .iter()
+                .any(|(_, message)| message.contains("max_sessions")),
+            "{errors:?}"
         );
     }
 

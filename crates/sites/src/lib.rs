@@ -7,7 +7,8 @@
 //! - [`file`]: the declarative sites file, checked whole with a line for every error;
 //! - [`store`]: reading the registry and applying a file in one transaction;
 //! - [`registry`]: a service's live snapshot;
-//! - [`credentials`]: tokens with a role on a site, a group or the deployment.
+//! - [`credentials`]: tokens with a role on a site, a group or the deployment;
+//! - [`throttle`]: failed authentication rate-limited per address and token prefix.
 
 pub mod config;
 pub mod credentials;
@@ -15,10 +16,12 @@ pub mod destinations;
 pub mod file;
 pub mod registry;
 pub mod store;
+pub mod throttle;
 
-pub use config::{GroupConfig, SiteConfig, UrgencyMapping};
+pub use config::{GroupConfig, IntakeLimits, SiteConfig, UrgencyMapping};
 pub use credentials::{ApiToken, CreatedToken, Credential, Role, Scope, TokenError};
 pub use destinations::Destinations;
 pub use file::{Existing, InvalidFile, RegistryFile};
 pub use registry::{SiteRegistry, Snapshot};
 pub use store::{ApplyError, ApplyOptions, Change, Registry, RegistryError};
+pub use throttle::{FailedAuthThrottle, ThrottleLimits};

@@ -322,6 +322,16 @@ fn changed_site_fields(before: &SiteConfig, after: &SiteConfig) -> Vec<&'static 
     differs("urgency", before.urgency != after.urgency);
     differs("policy", before.policy != after.policy);
     differs("destinations", before.destinations != after.destinations);
+    differs(
+        "hl7_sending_facilities",
+        before.hl7_sending_facilities != after.hl7_sending_facilities,
+    );
+    differs(
+        "ai_enabled_from",
+        before.ai_enabled_from != after.ai_enabled_from,
+    );
+    differs("second_look", before.second_look != after.second_look);
+    differs("intake", before.intake != after.intake);
     fields
 }
 
@@ -536,4 +546,29 @@ pub async fn apply_text(
     };
     let file = crate::file::parse(text, &crate::file::Existing::of(&current), options.prune)?;
     Ok(apply(pool, &file, options).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_a_file_can_change_is_named_in_the_plan() {
+        let before = SiteConfig::new(SiteId::parse("a").expect("id"), "A");
+        assert!(changed_site_fields(&before, &before).is_empty());
+        let mut after = before.clone();
+        after.hl7_sending_facilities = vec!["RIS_A".into()];
+        after.ai_enabled_from = Some("2026-01-01".into());
+        after.second_look.include_possible = true;
+        after.intake.max_associations = Some(4);
+        assert_eq!(
+            changed_site_fields(&before, &after),
+            [
+                "hl7_sending_facilities",
+                "ai_enabled_from",
+                "second_look",
+                "intake"
+            ]
+        );
+    }
 }

@@ -4,6 +4,9 @@
 //! - no or malformed credentials: 401 with `WWW-Authenticate: Bearer`;
 //! - an unknown or revoked token (or one of a retired site or group): 401 with
 //!   `error="invalid_token"`;
+//! - after too many invalid tokens from one address or with one token prefix
+//!   (`fxtriage_sites::throttle`, 20 a minute by default): 429 with
+//!   `Retry-After`, before any lookup, until that minute ends;
 //! - a valid token whose scope does not cover the URL's site or group (a site
 //!   token on another site, a group token on a site outside its group, a site
 //!   token on a group, a deployment token on a worklist), or a site or group that
@@ -16,7 +19,10 @@
 //! [`AdminCaller`]: a deployment admin token.
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, Request, State};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, RawPathParams, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -128,8 +134,8 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = presented_token(&request)?;
-    let credential = credential_of(&state, token).await?;
+    let (presented, address) = presented_by(&request)?;
+    let credential = credential_of(&state, &presented, address).await?;
     let requested = path_param(&path_params, "site").unwrap_or_default();
     let snapshot = state.sites.current();
     let (covers, group) = match &credential.scope {
@@ -170,8 +176,8 @@ pub async fn authenticate_group(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = presented_token(&request)?;
-    let credential = credential_of(&state, token).await?;
+    let (presented, address) = presented_by(&request)?;
+    let credential = credential_of(&state, &presented, address).await?;
     let requested = path_param(&path_params, "group").unwrap_or_default();
     let group = match &credential.scope {
         Scope::Group(group) if group.as_str() == requested => group.clone(),
@@ -211,8 +217,8 @@ pub async fn authenticate_admin(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = presented_token(&request)?;
-    let credential = credential_of(&state, token).await?;
+    let (presented, address) = presented_by(&request)?;
+    let credential = credential_of(&state, &presented, address).await?;
     if credential.scope != Scope::Deployment || credential.role != Role::Admin {
         tracing::warn!(token_id = %credential.token_id, "a token without deployment admin rights asked for the admin API; answered 404");
         return Err(ApiError::not_found());
@@ -223,11 +229,39 @@ pub async fn authenticate_admin(
     Ok(next.run(request).await)
 }
 
-async fn credential_of(state: &AppState, token: ApiToken) -> ApiResult<Credential> {
-    let client = state.pool.get().await?;
-    match credentials::authenticate(&client, &token).await {
+/// The credential of the request's bearer token, through the failed
+/// authentication throttle: an address or token prefix with too many invalid
+/// tokens lately gets 429 before any lookup, and each invalid token counts.
+async fn credential_of(
+    state: &AppState,
+    presented: &str,
+    address: Option<IpAddr>,
+) -> ApiResult<Credential> {
+    let now = Instant::now();
+    if let Err(retry_after) = state.auth_throttle.check(address, presented, now) {
+        return Err(ApiError::too_many_failures(retry_after));
+    }
+    let found = match ApiToken::from_presented(presented) {
+        None => Ok(None),
+        Some(token) => {
+            let client = state.pool.get().await?;
+            credentials::authenticate(&client, &token).await
+        }
+    };
+    match found {
         Ok(Some(credential)) => Ok(credential),
-        Ok(None) => Err(ApiError::invalid_token()),
+        Ok(None) => {
+            if state.auth_throttle.record_failure(address, presented, now) {
+                let limits = state.auth_throttle.limits();
+                tracing::warn!(
+                    address = ?address,
+                    max_failures = limits.max_failures,
+                    window = ?limits.window,
+                    "invalid tokens over the limit: this address or token prefix is answered 429 until its window ends"
+                );
+            }
+            Err(ApiError::invalid_token())
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot check a token");
             Err(ApiError::unavailable(
@@ -237,7 +271,18 @@ async fn credential_of(state: &AppState, token: ApiToken) -> ApiResult<Credentia
     }
 }
 
-fn presented_token(request: &Request) -> ApiResult<ApiToken> {
+/// The bearer token the request presents, and the client's address.
+fn presented_by(request: &Request) -> ApiResult<(String, Option<IpAddr>)> {
+    let presented = presented_token(request)?.to_owned();
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    Ok((presented, address))
+}
+
+/// The value after `Bearer ` in the request's `Authorization` header.
+fn presented_token(request: &Request) -> ApiResult<&str> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -250,5 +295,5 @@ fn presented_token(request: &Request) -> ApiResult<ApiToken> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::unauthenticated());
     }
-    ApiToken::from_presented(credentials.trim()).ok_or_else(ApiError::invalid_token)
+    Ok(credentials.trim())
 }

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub detail: Option<serde_json::Value>,
     /// `WWW-Authenticate` challenge of a 401.
     challenge: Option<&'static str>,
+    /// `Retry-After` in seconds, of a 429 or 503.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -51,6 +54,20 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "the bearer token is unknown or revoked",
+            )
+        }
+    }
+
+    /// Too many invalid tokens from this address or with this token's prefix
+    /// lately (`fxtriage_sites::throttle`): refused before any lookup.
+    pub fn too_many_failures(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failures",
+                "too many invalid tokens from this address or with this token's prefix; retry after the Retry-After seconds",
             )
         }
     }
@@ -118,6 +135,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

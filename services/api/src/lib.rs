@@ -85,6 +85,9 @@ pub struct Config {
     /// The sites and groups; `None`: the site registry of the database of
     /// `clients`, followed as it changes.
     pub sites: Option<fxtriage_sites::SiteRegistry>,
+    /// Invalid tokens allowed per client address and per token prefix before
+    /// that address or prefix is answered 429 for the rest of the window.
+    pub failed_auth: fxtriage_sites::ThrottleLimits,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             claim_sweep_interval: Duration::from_secs(30),
             max_concurrent_overlays: 2,
             sites: None,
+            failed_auth: fxtriage_sites::ThrottleLimits::default(),
         }
     }
 }
@@ -149,6 +153,7 @@ pub async fn serve(
         bus: clients.bus,
         namespace: clients.namespace,
         overlay_permits: Arc::new(Semaphore::new(config.max_concurrent_overlays.max(1))),
+        auth_throttle: Arc::new(fxtriage_sites::FailedAuthThrottle::new(config.failed_auth)),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
         events: EventHub::new(),
@@ -169,9 +174,13 @@ pub async fn serve(
         )),
     ];
     tracing::info!(%bound, "api listening");
-    let served = axum::serve(listener, router(state, readiness))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    // The client's address is kept for the failed-authentication throttle.
+    let served = axum::serve(
+        listener,
+        router(state, readiness).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .await;
     stop.cancel();
     for helper in helpers {
         helper.await.context("an api task failed")?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub events: EventHub,
     /// Overlays decode whole radiographs: at most this many at once.
     pub overlay_permits: Arc<Semaphore>,
+    /// Invalid tokens counted per address and token prefix.
+    pub auth_throttle: Arc<fxtriage_sites::FailedAuthThrottle>,
     /// Cancelled when the server drains; long-lived responses (event streams) end.
     pub shutdown: CancellationToken,
 }

@@ -1,7 +1,8 @@
 //! Who may see and do what, against the real PostgreSQL: requests without a
 //! valid token get 401, a token never sees another site (404, as for a missing
 //! study), a viewer only reads, malformed requests get 400 with a JSON message,
-//! and the probes and metrics answer without a token.
+//! too many invalid tokens from one address get 429, and the probes and
+//! metrics answer without a token.
 
 mod support;
 
@@ -45,7 +46,9 @@ async fn send(
 
 #[tokio::test]
 async fn requests_without_a_valid_token_get_401_with_a_bearer_challenge() {
-    let Some(api) = start_api().await else {
+    // 24 invalid tokens from one address on purpose: the throttle that would
+    // answer the 21st with 429 is tested on its own below.
+    let Some(api) = start_api_with(|config| config.failed_auth.max_failures = 100).await else {
         return;
     };
     let spec = StudySpec::new("1.5.1", Urgency::Emergency, now());
@@ -108,6 +111,86 @@ async fn requests_without_a_valid_token_get_401_with_a_bearer_challenge() {
         0,
         "nothing was claimed"
     );
+    api.finish().await;
+}
+
+/// A client whose requests come from `address` (any of 127.0.0.0/8 reaches
+/// the API's loopback listener).
+fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn too_many_invalid_tokens_from_one_address_get_429_before_any_lookup() {
+    let Some(api) = start_api_with(|config| config.failed_auth.max_failures = 5).await else {
+        return;
+    };
+    let worklist = api.site_url(SITE, "/worklist");
+    let attacker = client_from([127, 0, 0, 2]);
+    for guess in 0..5 {
+        // Each guess differs in its first characters: the address is what counts them.
+        let token = format!("Bearer fxt_{guess:08}{}", "0".repeat(56));
+        let response = attacker
+            .get(&worklist)
+            .header("authorization", token)
+            .send()
+            .await
+            .expect("request");
+        expect_error(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    }
+    // Now even a valid token from that address is held, before it is looked up.
+    let held = attacker
+        .get(&worklist)
+        .bearer_auth(&api.demo.viewer)
+        .send()
+        .await
+        .expect("request");
+    let retry_after: u64 = held
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    expect_error(held, StatusCode::TOO_MANY_REQUESTS, "too-many-failures").await;
+    // The same on the admin API.
+    let admin = attacker
+        .get(format!("{}/api/v1/admin/sites", api.base))
+        .bearer_auth(&api.deployment_admin)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(admin.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another address is served as before.
+    let neighbour = client_from([127, 0, 0, 3])
+        .get(&worklist)
+        .bearer_auth(&api.demo.viewer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(neighbour.status(), StatusCode::OK);
+    // A revoked token's prefix is held from any address once it has failed
+    // five times, even spread over five addresses.
+    let revoked = format!("Bearer fxt_deadbeef{}", "1".repeat(56));
+    for host in 10..15 {
+        let response = client_from([127, 0, 0, host])
+            .get(&worklist)
+            .header("authorization", &revoked)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let sixth = client_from([127, 0, 0, 20])
+        .get(&worklist)
+        .header("authorization", &revoked)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(sixth.status(), StatusCode::TOO_MANY_REQUESTS);
     api.finish().await;
 }
 

@@ -6,6 +6,7 @@
 pub mod accept;
 pub mod dimse;
 pub mod import;
+mod intake;
 pub mod quarantine;
 mod sender;
 pub mod sites;

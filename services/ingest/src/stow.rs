@@ -23,7 +23,9 @@
 //!   token's role may not store (STOW-RS needs `sender` or `admin`; see
 //!   `fxtriage_sites::credentials`), 406 for an `Accept` without
 //!   `application/dicom+json`, 413 for a body over [`StowLimits::max_request_bytes`]
-//!   or more parts than [`StowLimits::max_parts`], 415 for another media type.
+//!   or more parts than [`StowLimits::max_parts`], 415 for another media type,
+//!   429 with `Retry-After` when the site has `intake.max_stow_requests` in
+//!   progress already, or after too many invalid tokens from the address.
 //! - A request that ends early (malformed multipart, size or part limit) after some
 //!   instances were stored is answered like a complete one (202), with a Failed
 //!   SOP item without UIDs that says where it stopped, so the sender still learns
@@ -66,6 +68,7 @@ use tracing::Instrument as _;
 
 use deadpool_postgres::Pool;
 
+use crate::intake::SiteGate;
 use crate::{IngestError, Ingestor, InstanceSource, Sender, SiteConfig, SiteRegistry};
 
 pub(crate) use header::HeaderUids;
@@ -88,6 +91,9 @@ pub struct StowLimits {
     /// would cost far more than their bytes. A request with more is read up to
     /// this many and answered 413 (what was stored before is listed).
     pub max_parts: usize,
+    /// Invalid tokens allowed per client address and per token prefix before
+    /// they are answered 429 for the rest of the window.
+    pub failed_auth: fxtriage_sites::ThrottleLimits,
 }
 
 impl Default for StowLimits {
@@ -97,6 +103,7 @@ impl Default for StowLimits {
             memory_threshold_bytes: 8 * 1024 * 1024,
             spool_dir: None,
             max_parts: 1000,
+            failed_auth: fxtriage_sites::ThrottleLimits::default(),
         }
     }
 }
@@ -117,6 +124,8 @@ pub fn router_with_limits(
         ingestor,
         sites,
         database,
+        throttle: Arc::new(fxtriage_sites::FailedAuthThrottle::new(limits.failed_auth)),
+        per_site: SiteGate::default(),
         limits: Arc::new(limits),
     };
     axum::Router::new()
@@ -136,6 +145,9 @@ struct StowState {
     sites: SiteRegistry,
     database: Pool,
     limits: Arc<StowLimits>,
+    throttle: Arc<fxtriage_sites::FailedAuthThrottle>,
+    /// Requests in progress per site, against each site's `intake.max_stow_requests`.
+    per_site: SiteGate,
 }
 
 async fn store_instances(
@@ -161,18 +173,40 @@ async fn store(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
     // Authorisation comes first: an unauthorised caller learns nothing else.
-    let (site, credential) =
-        match auth::authorise(&parts.headers, &site_id, &state.sites, &state.database).await {
-            Ok(authorised) => authorised,
-            Err(refused) => return refused,
-        };
+    let asker = auth::Asker {
+        headers: &parts.headers,
+        address: peer.map(|peer| peer.ip()),
+    };
+    let authorised = auth::authorise(
+        asker,
+        &site_id,
+        &state.sites,
+        &state.database,
+        &state.throttle,
+    )
+    .await;
+    let (site, credential) = match authorised {
+        Ok(authorised) => authorised,
+        Err(refused) => return refused,
+    };
+    let _site_slot = match state
+        .per_site
+        .enter(&site.id, site.intake.max_stow_requests)
+    {
+        Ok(slot) => slot,
+        Err(in_progress) => {
+            tracing::warn!(site = %site.id, in_progress, "STOW-RS request refused: the site's limit of requests in progress (intake.max_stow_requests) is reached");
+            return busy();
+        }
+    };
     let sender = Sender::StowRs {
         token_id: credential.token_id,
-        peer: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| *peer),
+        peer,
     };
 
     let expected_study = match study.as_deref().map(DicomUid::parse) {
@@ -231,6 +265,20 @@ async fn store(
 
 fn header_text(headers: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The site has as many requests in progress as it may: retry in a moment.
+fn busy() -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "this site has as many STOW-RS requests in progress as it may (intake.max_stow_requests); retry after the Retry-After seconds",
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 fn too_large(limit: u64) -> Response {

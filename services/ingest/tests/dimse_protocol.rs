@@ -403,6 +403,47 @@ async fn associations_beyond_the_limit_are_refused_as_transient() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_at_its_own_limit_of_associations_refuses_as_transient_and_others_go_on() {
+    let scp = Scp::start().await;
+    let holder = associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION)
+        .await
+        .expect("the site's one association");
+    let refused = associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION).await;
+    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
+        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Transient);
+    assert!(matches!(
+        association_rj.source,
+        AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+        )
+    ));
+    // Other sites are not held by it.
+    let other = associate(&scp, AE_TITLE, uids::VERIFICATION)
+        .await
+        .expect("another site associates");
+    other.release().await.expect("release");
+    holder.release().await.expect("release");
+    // The site's slot is free again once its association's task has ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION).await {
+            Ok(association) => {
+                association.release().await.expect("release");
+                break;
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the site's slot was never freed: {error}"),
+        }
+    }
+    scp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_store_in_progress_finish_then_closes_idle_associations() {
     // Every instance in a buffer file: the file shows the store in progress.
     let scp = Scp::start_with(DimseOptions {

@@ -23,8 +23,8 @@ const BOUNDARY: &str = "fxtriage-test-boundary";
 const DICOM_MULTIPART: &str =
     "multipart/related; type=\"application/dicom\"; boundary=fxtriage-test-boundary";
 
-/// Two sites (kings with a small instance limit) and a group of both, in a
-/// database of the test's own.
+/// Two sites (kings with a small instance limit, and one STOW-RS request at
+/// a time) and a group of both, in a database of the test's own.
 const SITES: &str = r#"
 [[site]]
 id = "st-marys"
@@ -33,6 +33,8 @@ id = "st-marys"
 id = "kings"
 [site.limits]
 max_instance_bytes = 50000
+[site.intake]
+max_stow_requests = 1
 
 [[group]]
 id = "network"
@@ -1117,4 +1119,162 @@ fn randomised_hostile_bodies_are_answered_with_a_documented_status() {
         ))
         .status();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn too_many_invalid_tokens_from_one_address_get_429_even_with_a_valid_token() {
+    let Some(server) = serve(StowLimits {
+        failed_auth: fxtriage_sites::ThrottleLimits {
+            max_failures: 3,
+            ..Default::default()
+        },
+        ..StowLimits::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let body = dicom_parts(&[&SyntheticInstance::wrist().to_part10()]);
+    for guess in 0..3 {
+        let token = format!("fxt_{guess:08}{}", "0".repeat(56));
+        let response = server
+            .post(
+                "st-marys/studies",
+                Some(&token),
+                DICOM_MULTIPART,
+                body.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), 401, "guess {guess}");
+    }
+    let held = server
+        .post(
+            "st-marys/studies",
+            Some(server.tokens.st_marys.as_str()),
+            DICOM_MULTIPART,
+            body.clone(),
+        )
+        .await;
+    assert_eq!(held.status(), 429);
+    let retry_after: u64 = held
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(server.object_count().await, 0, "nothing stored");
+    // From another address the same request is stored.
+    let neighbour = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client")
+        .post(format!("{}/st-marys/studies", server.base))
+        .header("Content-Type", DICOM_MULTIPART)
+        .header("Accept", "application/dicom+json")
+        .bearer_auth(&server.tokens.st_marys)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(neighbour.status(), 200);
+    assert_eq!(server.published().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_site_at_its_limit_of_requests_in_progress_gets_429_and_other_sites_do_not() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let Some(server) = serve(StowLimits::default()).await else {
+        return;
+    };
+    // A request to kings (one at a time) whose body has only begun: authorised,
+    // and holding kings' one slot while the rest of its body is awaited.
+    let address = server
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("address")
+        .to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /dicomweb/sites/kings/studies HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: {DICOM_MULTIPART}\r\n\
+         Accept: application/dicom+json\r\nContent-Length: 1000000\r\n\r\n--{BOUNDARY}\r\n",
+        server.tokens.kings
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    slow.flush().await.expect("flush");
+
+    let fresh = || dicom_parts(&[&small_wrist().to_part10()]);
+    // The slow request reaches its handler soon: wait on that, not a fixed time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let busy = loop {
+        let response = server
+            .post(
+                "kings/studies",
+                Some(server.tokens.kings.as_str()),
+                DICOM_MULTIPART,
+                fresh(),
+            )
+            .await;
+        if response.status() == 429 {
+            break response;
+        }
+        // Served before the slow one took the slot: fine, ask again.
+        assert_eq!(response.status(), 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never held kings' slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        busy.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(
+        busy.text()
+            .await
+            .expect("body")
+            .contains("intake.max_stow_requests"),
+        "the reason names the setting"
+    );
+    // St Mary's has no such limit and is not held by kings' request.
+    let other = server
+        .post(
+            "st-marys/studies",
+            Some(server.tokens.st_marys.as_str()),
+            DICOM_MULTIPART,
+            fresh(),
+        )
+        .await;
+    assert_eq!(other.status(), 200);
+    // Once the slow sender gives up, kings takes requests again.
+    drop(slow);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = server
+            .post(
+                "kings/studies",
+                Some(server.tokens.kings.as_str()),
+                DICOM_MULTIPART,
+                fresh(),
+            )
+            .await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kings' slot was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

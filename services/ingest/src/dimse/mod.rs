@@ -2,7 +2,8 @@
 //!
 //! Each connection is one association on its own task, up to
 //! [`DimseOptions::max_associations`] at once; more are refused with
-//! A-ASSOCIATE-RJ (transient, local limit exceeded). The called AE title picks the
+//! A-ASSOCIATE-RJ (transient, local limit exceeded), as are those over their
+//! site's `intake.max_associations`. The called AE title picks the
 //! site (`negotiation`); an unknown one is refused at association time. The site's
 //! storage SOP classes and C-ECHO are accepted in the common transfer syntaxes, and
 //! every instance is stored as received (`association`, `instance_file`).
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use self::association::{AssociationContext, serve_association};
 use self::instance_file::Buffering;
 use self::negotiation::{Acceptors, peek_called_ae_title};
+use crate::intake::SiteGate;
 use crate::{Ingestor, SiteRegistry};
 
 /// How the C-STORE SCP serves associations.
@@ -98,6 +100,8 @@ struct Shared {
     ingestor: Ingestor,
     buffering: Buffering,
     idle_timeout: Duration,
+    /// Associations open per site, against each site's `intake.max_associations`.
+    per_site: SiteGate,
 }
 
 impl Shared {
@@ -142,6 +146,7 @@ pub async fn serve(
             options.instance_memory_limit_bytes,
         ),
         idle_timeout: options.idle_timeout,
+        per_site: SiteGate::default(),
     });
     let slots = Arc::new(Semaphore::new(options.max_associations));
     // Refusing takes a task too; past this many at once, connections are just closed.
@@ -181,7 +186,7 @@ pub async fn serve(
                             "association refused: the limit of concurrent associations is reached"
                         );
                         if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-                            tokio::spawn(refuse_over_limit(socket, max_pdu_length, permit));
+                            tokio::spawn(refuse_over_limit(socket, max_pdu_length, Some(permit)));
                         }
                     }
                 }
@@ -228,9 +233,35 @@ async fn run_association(
     let idle_timeout = shared.idle_timeout;
     let sites = shared.sites.current();
     let acceptors = shared.acceptors_for(&sites);
+    let requested_ae_title = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        peeked = peek_called_ae_title(&socket, idle_timeout.min(ASSOCIATE_RQ_PEEK_TIMEOUT)) => peeked,
+    };
+    // The site's own limit on associations open at once, before negotiating.
+    let requested_site = requested_ae_title
+        .as_deref()
+        .and_then(|called| sites.by_called_ae_title(called));
+    let _site_slot = match requested_site {
+        None => None,
+        Some(site) => match shared
+            .per_site
+            .enter(&site.id, site.intake.max_associations)
+        {
+            Ok(slot) => Some(slot),
+            Err(open) => {
+                tracing::warn!(
+                    %peer,
+                    site = %site.id,
+                    open,
+                    "association refused: the site's limit of concurrent associations (intake.max_associations) is reached"
+                );
+                refuse_over_limit(socket, shared.max_pdu_length, None).await;
+                return;
+            }
+        },
+    };
     let negotiated = async {
-        let requested_ae_title =
-            peek_called_ae_title(&socket, idle_timeout.min(ASSOCIATE_RQ_PEEK_TIMEOUT)).await;
         let options = acceptors.for_called_ae_title(requested_ae_title.as_deref());
         (options.establish_async(socket).await, requested_ae_title)
     };
@@ -300,12 +331,13 @@ fn associations_counted(outcome: &'static str) {
     .increment(1);
 }
 
-/// Answers an association request over the limit with A-ASSOCIATE-RJ (transient,
-/// local limit exceeded), so the sender knows to retry later.
+/// Answers an association request over the limit (the service's, or its
+/// site's) with A-ASSOCIATE-RJ (transient, local limit exceeded), so the
+/// sender knows to retry later. `_permit` bounds the refusals in progress.
 async fn refuse_over_limit(
     mut socket: TcpStream,
     max_pdu_length: u32,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let mut buffer = bytes::BytesMut::new();
     let request = tokio::time::timeout(

@@ -11,16 +11,22 @@
 //!   that does not exist or is retired: 404, the same answer for both, so a token
 //!   never learns which other sites exist;
 //! - a token whose role may not send: 403, saying which role it lacks;
-//! - the credentials cannot be read (PostgreSQL down): 503 with `Retry-After`.
+//! - the credentials cannot be read (PostgreSQL down): 503 with `Retry-After`;
+//! - after too many invalid tokens from one address or with one token prefix
+//!   (`fxtriage_sites::throttle`, 20 a minute by default): 429 with
+//!   `Retry-After`, before any lookup, until that minute ends.
 //!
 //! The token itself is never logged or recorded: a sender is named by its token id.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use deadpool_postgres::Pool;
+use fxtriage_sites::FailedAuthThrottle;
 use fxtriage_sites::credentials::{self, ApiToken, Credential, Scope};
 
 use crate::{SiteConfig, SiteRegistry};
@@ -52,22 +58,48 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     Ok(token)
 }
 
-/// The site `site_id` and the caller's credential, or the response that refuses.
+/// Who is asking: the request's headers and the peer's address.
+pub(super) struct Asker<'a> {
+    pub headers: &'a HeaderMap,
+    pub address: Option<IpAddr>,
+}
+
+/// The site `site_id` and the caller's credential, or the response that
+/// refuses. Invalid tokens are counted by `throttle`, which answers 429 for
+/// an address or token prefix over its limit before any lookup.
 pub(super) async fn authorise(
-    headers: &HeaderMap,
+    asker: Asker<'_>,
     site_id: &str,
     sites: &SiteRegistry,
     database: &Pool,
+    throttle: &FailedAuthThrottle,
 ) -> Result<(Arc<SiteConfig>, Credential), Response> {
-    let presented = bearer_token(headers).map_err(unauthorised)?;
-    let token = ApiToken::from_presented(presented).ok_or(unauthorised(Refusal::InvalidToken))?;
-    let credential = match database.get().await {
-        Ok(client) => credentials::authenticate(&client, &token).await,
-        Err(error) => Err(error.into()),
+    let presented = bearer_token(asker.headers).map_err(unauthorised)?;
+    let now = Instant::now();
+    if let Err(retry_after) = throttle.check(asker.address, presented, now) {
+        return Err(too_many_failures(retry_after));
+    }
+    let credential = match ApiToken::from_presented(presented) {
+        None => Ok(None),
+        Some(token) => match database.get().await {
+            Ok(client) => credentials::authenticate(&client, &token).await,
+            Err(error) => Err(error.into()),
+        },
     };
     let credential = match credential {
         Ok(Some(credential)) => credential,
-        Ok(None) => return Err(unauthorised(Refusal::InvalidToken)),
+        Ok(None) => {
+            if throttle.record_failure(asker.address, presented, now) {
+                let limits = throttle.limits();
+                tracing::warn!(
+                    address = ?asker.address,
+                    max_failures = limits.max_failures,
+                    window = ?limits.window,
+                    "invalid STOW-RS tokens over the limit: this address or token prefix is answered 429 until its window ends"
+                );
+            }
+            return Err(unauthorised(Refusal::InvalidToken));
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot check a STOW-RS token");
             return Err(unavailable());
@@ -114,6 +146,19 @@ pub(super) fn unauthorised(refusal: Refusal) -> Response {
     if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
     }
+    response
+}
+
+fn too_many_failures(retry_after: Duration) -> Response {
+    let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many invalid tokens from this address or with this token's prefix; retry after the Retry-After seconds",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

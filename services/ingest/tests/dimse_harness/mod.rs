@@ -43,9 +43,18 @@ pub fn sites_toml() -> String {
         id = "listed"
         called_ae_titles = ["{LISTED_AE_TITLE}"]
         calling_ae_titles = ["{ALLOWED_CALLING_AE_TITLE}"]
+
+        [[site]]
+        id = "single"
+        called_ae_titles = ["{SINGLE_AE_TITLE}"]
+        [site.intake]
+        max_associations = 1
         "#
     )
 }
+
+/// A site that may hold one association at a time.
+pub const SINGLE_AE_TITLE: &str = "FXSINGLE";
 
 /// A site that admits only one sender, by its calling AE title.
 pub const LISTED_AE_TITLE: &str = "LISTED_FX";
