@@ -200,6 +200,108 @@ async fn current_schema_version(client: &tokio_postgres::Client) -> Result<Optio
     Ok(row.get(0))
 }
 
+/// [`migrate`], except that a schema already at this build's version is left
+/// alone without taking the lock or running the migration tool (which
+/// creates its history table if missing): so a service whose database role
+/// may not create or alter tables (see [`grant_service_role`]) starts against
+/// a database its owner has migrated.
+async fn migrate_unless_current(config: &DbConfig) -> Result<MigrationReport, DbError> {
+    let client = config.connect().await?;
+    // No history table yet (a new database): migrate.
+    if let Ok(Some(version)) = current_schema_version(&client).await
+        && version >= latest_known_version()
+    {
+        return Ok(MigrationReport {
+            applied: Vec::new(),
+            current_version: Some(version),
+        });
+    }
+    drop(client);
+    migrate(config).await
+}
+
+/// What a role needs to have been granted before the services may run as it.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(
+        "{0:?} is not a role name fxtriage grants to: lower-case letters, digits and '_', starting with a letter or '_', at most 63"
+    )]
+    InvalidRole(String),
+    #[error("role {0} does not exist; create it first (CREATE ROLE {0} LOGIN PASSWORD ...)")]
+    NoSuchRole(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Grants `role` what the services need and nothing more, on the (migrated)
+/// database of `config`, whose connection must be the schema's owner (the
+/// role that ran the migrations):
+///
+/// - every table: SELECT, INSERT, UPDATE, DELETE; sequences: USAGE, SELECT,
+///   UPDATE;
+/// - `audit_log`: SELECT and INSERT only, so a service can neither change nor
+///   remove an audit row, nor disable the triggers that refuse it (only the
+///   owner may), nor truncate;
+/// - the migration history: SELECT only (services check the version, the
+///   owner migrates);
+/// - no CREATE on the schema (nor for PUBLIC, as PostgreSQL 15 and later
+///   already have it), no ownership of anything.
+///
+/// Run again after each migration (`fxtriage migrate --service-role ROLE`
+/// does both), so that new tables are granted too.
+pub async fn grant_service_role(config: &DbConfig, role: &str) -> Result<(), GrantError> {
+    let valid = !role.is_empty()
+        && role.len() <= 63
+        && role
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(GrantError::InvalidRole(role.to_owned()));
+    }
+    let mut client = config.connect().await?;
+    let query = |doing: &'static str| move |source| DbError::Query { doing, source };
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .map_err(query("looking the role up"))?;
+    if exists.is_none() {
+        return Err(GrantError::NoSuchRole(role.to_owned()));
+    }
+    // The name is checked above to be a plain lower-case identifier: quoting it
+    // is then exact, and no other text reaches the statements.
+    let role = format!("\"{role}\"");
+    let statements = [
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("REVOKE CREATE ON SCHEMA public FROM {role}"),
+        // Before PostgreSQL 15 every role could create tables in `public`.
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        format!("REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit_log FROM {role}"),
+        format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON refinery_schema_history FROM {role}"),
+    ];
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(query("starting the grants"))?;
+    for statement in &statements {
+        transaction
+            .batch_execute(statement)
+            .await
+            .map_err(query("granting the service role its privileges"))?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(query("committing the grants"))?;
+    tracing::info!(role = %role, database = config.database(), "service role granted");
+    Ok(())
+}
+
 /// The highest migration version this build knows.
 pub fn latest_known_version() -> i32 {
     embedded::migrations::runner()
@@ -219,7 +321,7 @@ pub async fn wait_and_migrate(
 ) -> Result<Option<Pool>, DbError> {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match migrate(config).await {
+        match migrate_unless_current(config).await {
             Ok(report) => {
                 tracing::info!(version = ?report.current_version, database = config.database(), "schema is current");
                 return config.pool().map(Some);
