@@ -61,7 +61,8 @@ READS = {
                        "FXTRIAGE_LOG_FORMAT", "FXTRIAGE_OTLP_ENDPOINT", "FXTRIAGE_S3_ACCESS_KEY_ID",
                        "FXTRIAGE_S3_BUCKET", "FXTRIAGE_S3_ENDPOINT", "FXTRIAGE_S3_REGION",
                        "FXTRIAGE_S3_SECRET_ACCESS_KEY", "FXTRIAGE_SITES", "FXTRIAGE_STORE_DIR"},
-    "migrate": {"FXTRIAGE_DATABASE_URL", "FXTRIAGE_LOG", "FXTRIAGE_LOG_FORMAT", "FXTRIAGE_OTLP_ENDPOINT"},
+    "migrate": {"FXTRIAGE_DATABASE_URL", "FXTRIAGE_LOG", "FXTRIAGE_LOG_FORMAT", "FXTRIAGE_OTLP_ENDPOINT",
+                "FXTRIAGE_SERVICE_ROLE"},
     "sites apply": {"FXTRIAGE_DATABASE_URL", "FXTRIAGE_LOG", "FXTRIAGE_LOG_FORMAT", "FXTRIAGE_OTLP_ENDPOINT"},
 }
 NEEDS = {
@@ -618,6 +619,22 @@ def check_values_files(facts, renders):
                     and env_of(container)["FXTRIAGE_EXECUTION_PROVIDER"]["value"] == "cpu"
                     and "-gpu:" not in container["image"],
                     f"{name}: GPU in the render or provider {env_of(container)['FXTRIAGE_EXECUTION_PROVIDER']}")
+
+    fact = "with migration.ownerSecret and serviceRole, the migration Job alone uses the owner's Secret and grants the services' role"
+    owner, service_secret = "fxtriage-postgres-owner", "fxtriage-postgres"
+    for obj, spec, _ in pod_specs(renders["full-values"]):
+        for container in containers(spec):
+            env = env_of(container)
+            secrets = {variable["valueFrom"]["secretKeyRef"]["name"] for name, variable in env.items()
+                       if ("POSTGRES" in name or name == "FXTRIAGE_DATABASE_URL") and "valueFrom" in variable}
+            if obj["kind"] == "Job":
+                facts.check(fact, secrets == {owner}, f"full-values {ident(obj)} {container['name']}: {secrets}")
+                role = env.get("FXTRIAGE_SERVICE_ROLE", {}).get("value")
+                wanted = "fxtriage_service" if command_of(container) == "migrate" else None
+                facts.check(fact, role == wanted, f"full-values {ident(obj)} {container['name']}: role {role}")
+            elif secrets:
+                facts.check(fact, secrets == {service_secret} and "FXTRIAGE_SERVICE_ROLE" not in env,
+                            f"full-values {ident(obj)} {container['name']}: {secrets}")
 
     fact = "minimal values: five Deployments, the migration Job, network policies and four budgets by default; no Ingress, HPA, ServiceMonitor, PrometheusRule or dashboards"
     counts = kinds(renders["minimal-values"])

@@ -263,22 +263,23 @@ readinessProbe:
      Kubernetes fills in from the Secret: (dict "root" $ "application" "fxtriage-api") */}}
 {{- define "fxtriage.env.postgres" -}}
 {{- $pg := .root.Values.postgres -}}
+{{- $secret := .secret | default $pg.existingSecret -}}
 {{- if $pg.urlKey }}
 - name: FXTRIAGE_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ $pg.existingSecret }}
+      name: {{ $secret }}
       key: {{ $pg.urlKey }}
 {{- else }}
 - name: SECRET_POSTGRES_USER
   valueFrom:
     secretKeyRef:
-      name: {{ $pg.existingSecret }}
+      name: {{ $secret }}
       key: {{ $pg.usernameKey }}
 - name: SECRET_POSTGRES_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $pg.existingSecret }}
+      name: {{ $secret }}
       key: {{ $pg.passwordKey }}
 - name: FXTRIAGE_DATABASE_URL
   value: {{ printf "host=%s port=%v dbname=%s user='$(SECRET_POSTGRES_USER)' password='$(SECRET_POSTGRES_PASSWORD)' sslmode=%s application_name=%s" $pg.host $pg.port $pg.database $pg.sslmode .application | quote }}
@@ -380,7 +381,11 @@ spec:
     {{- toYaml .args | nindent 4 }}
   env:
     {{- include "fxtriage.env.common" $root | nindent 4 }}
-    {{- include "fxtriage.env.postgres" (dict "root" $root "application" "fxtriage-migrate") | trim | nindent 4 }}
+    {{- include "fxtriage.env.postgres" (dict "root" $root "application" "fxtriage-migrate" "secret" $root.Values.migration.ownerSecret) | trim | nindent 4 }}
+    {{- if and (eq .name "migrate") $root.Values.migration.serviceRole }}
+    - name: FXTRIAGE_SERVICE_ROLE
+      value: {{ $root.Values.migration.serviceRole | quote }}
+    {{- end }}
   resources:
     {{- toYaml $root.Values.migration.resources | nindent 4 }}
   securityContext:
