@@ -57,6 +57,39 @@ pub struct SiteConfig {
     /// How much of ingest this site may hold at once.
     #[serde(default, skip_serializing_if = "IntakeLimits::is_default")]
     pub intake: IntakeLimits,
+    /// Whether C-STORE to this site must come over DICOM TLS, and from whom.
+    #[serde(default, skip_serializing_if = "DicomTls::is_default")]
+    pub dicom_tls: DicomTls,
+}
+
+/// C-STORE over DICOM TLS (the secure transport connection profile, PS3.15
+/// B.1) for one site. Ingest serves TLS on a listener of its own
+/// (`--dimse-tls-address`, with its certificate and, for client
+/// certificates, the CA that signs the senders').
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomTls {
+    /// Plain C-STORE to the site's AE titles is rejected at association:
+    /// its images come over TLS only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// When not empty, an association must present a client certificate,
+    /// signed by the configured client CA, whose subject alternative names
+    /// include one of these DNS names (implies `required`): the sender is
+    /// then known by its certificate, not only by the AE title it claims.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_names: Vec<String>,
+}
+
+impl DicomTls {
+    fn is_default(&self) -> bool {
+        *self == DicomTls::default()
+    }
+
+    /// Whether plain (unencrypted) C-STORE to the site is refused.
+    pub fn tls_only(&self) -> bool {
+        self.required || !self.client_names.is_empty()
+    }
 }
 
 /// How much of ingest one site may hold at once, so that one hospital's burst
@@ -137,6 +170,7 @@ impl SiteConfig {
             ai_enabled_from: None,
             second_look: SecondLook::default(),
             intake: IntakeLimits::default(),
+            dicom_tls: DicomTls::default(),
         }
     }
 
@@ -186,6 +220,23 @@ impl SiteConfig {
         }
         if let Err(error) = self.policy.validate() {
             problems.push(("policy", error.to_string()));
+        }
+        for name in &self.dicom_tls.client_names {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                problems.push((
+                    "dicom_tls",
+                    format!("dicom_tls.client_names: {name:?} is not a DNS name"),
+                ));
+            }
         }
         for (name, limit) in [
             ("max_associations", self.intake.max_associations),

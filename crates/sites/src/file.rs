@@ -14,6 +14,9 @@
 //! [site.intake]                        # optional: what the site may hold at once
 //! max_associations = 8                 #   C-STORE associations
 //! max_stow_requests = 4                #   STOW-RS requests
+//! [site.dicom_tls]                     # optional: C-STORE over DICOM TLS only
+//! required = true
+//! client_names = ["cr-ed1.st-marys.example"]  # and from these client certificates
 //! [site.urgency.ae_titles]
 //! ED_DR1 = "emergency"
 //! [site.urgency.departments]
@@ -622,7 +625,7 @@ resources = ["diagnostic-report"]
     }
 
     #[test]
-    fn intake_limits_are_read_written_back_and_a_zero_is_refused() {
+    fn intake_limits_and_dicom_tls_are_read_written_back_and_checked() {
         let text = r#"
 [[site]]
 id = "north"
@@ -630,8 +633,11 @@ called_ae_titles = ["NORTH_FX"]
 [site.intake]
 max_associations = 8
 max_stow_requests = 2
+[site.dicom_tls]
+client_names = ["cr-ed1.north.example"]
 "#;
         let file = parse(text, &Existing::default(), false).expect("valid");
+        assert!(file.sites[0].dicom_tls.tls_only(), "client names imply TLS");
         assert_eq!(file.sites[0].intake.max_associations, Some(8));
         assert_eq!(file.sites[0].intake.max_stow_requests, Some(2));
         let written = to_toml(&file.sites, &file.groups);
@@ -647,6 +653,13 @@ max_stow_requests = 2
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].1.contains("intake.max_stow_requests = 0"),
+            "{errors:?}"
+        );
+        let errors = refused(&text.replace("cr-ed1.north.example", "not a name"));
+        assert!(
+            errors
+                .iter()
+                .any(|(_, message)| message.contains("is not a DNS name")),
             "{errors:?}"
         );
         let errors = refused(&text.replace("max_associations = 8", "max_sessions = 8"));

@@ -18,7 +18,7 @@ pub mod registry;
 pub mod store;
 pub mod throttle;
 
-pub use config::{GroupConfig, IntakeLimits, SiteConfig, UrgencyMapping};
+pub use config::{DicomTls, GroupConfig, IntakeLimits, SiteConfig, UrgencyMapping};
 pub use credentials::{ApiToken, CreatedToken, Credential, Role, Scope, TokenError};
 pub use destinations::Destinations;
 pub use file::{Existing, InvalidFile, RegistryFile};

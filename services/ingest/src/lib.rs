@@ -32,6 +32,10 @@ pub struct Config {
     /// DIMSE C-STORE SCP.
     pub dimse_address: SocketAddr,
     pub dimse: dimse::DimseOptions,
+    /// DIMSE C-STORE SCP over DICOM TLS (the secure transport profile; its
+    /// port is 2762 by convention), with its configuration
+    /// ([`dimse::server_config`]); `None`: no TLS listener.
+    pub dimse_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     /// The sites served; `None`: the site registry of the database of `clients`,
     /// followed as it changes.
     pub sites: Option<SiteRegistry>,
@@ -82,6 +86,25 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for DIMSE on {}", config.dimse_address))?;
     let dimse_bound = dimse_listener.local_addr()?;
+    let tls_task = match config.dimse_tls {
+        None => None,
+        Some((address, tls)) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for DICOM TLS on {address}"))?;
+            tracing::info!(dimse_tls = %listener.local_addr()?, "ingest listening for DICOM TLS");
+            Some(tokio::spawn(dimse::serve(
+                listener,
+                ingestor.clone(),
+                sites.clone(),
+                dimse::DimseOptions {
+                    tls: Some(tls),
+                    ..config.dimse.clone()
+                },
+                shutdown.clone(),
+            )))
+        }
+    };
     let dimse_task = tokio::spawn(dimse::serve(
         dimse_listener,
         ingestor,
@@ -94,6 +117,11 @@ pub async fn run(
 
     shutdown.cancelled().await;
     readiness.set_ready(false);
+    if let Some(tls_task) = tls_task {
+        tls_task
+            .await
+            .context("the DICOM TLS server task failed")??;
+    }
     let dimse_outcome = dimse_task.await.context("the DIMSE server task failed")?;
     let http_outcome = http_task.await.context("the HTTP server task failed")?;
     watcher.await.context("the dependency watcher failed")?;

@@ -1,6 +1,8 @@
 //! `fxtriage ingest`: DIMSE C-STORE and STOW-RS into the object store, events on the bus.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use fxtriage_clients::Clients;
@@ -32,6 +34,8 @@ pub struct IngestArgs {
     #[arg(long, env = "FXTRIAGE_DIMSE_INSTANCE_MEMORY_MB", default_value_t = 32)]
     pub dimse_instance_memory_mb: u64,
     #[command(flatten)]
+    pub dimse_tls: DimseTlsArgs,
+    #[command(flatten)]
     pub sites: SitesFileArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -41,7 +45,56 @@ pub struct IngestArgs {
     pub store: StoreArgs,
 }
 
+/// DICOM TLS for C-STORE: a second listener, the secure transport profile.
+#[derive(Debug, Args)]
+pub struct DimseTlsArgs {
+    /// Where C-STORE over DICOM TLS is served (2762 is the profile's port);
+    /// with --dimse-tls-certificate and --dimse-tls-key. No TLS listener when unset.
+    #[arg(long, env = "FXTRIAGE_DIMSE_TLS_ADDR", requires_all = ["dimse_tls_certificate", "dimse_tls_key"])]
+    pub dimse_tls_address: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM), its own certificate first.
+    #[arg(
+        long,
+        env = "FXTRIAGE_DIMSE_TLS_CERTIFICATE",
+        requires = "dimse_tls_address"
+    )]
+    pub dimse_tls_certificate: Option<PathBuf>,
+    /// The TLS listener's private key (PEM).
+    #[arg(long, env = "FXTRIAGE_DIMSE_TLS_KEY", requires = "dimse_tls_address")]
+    pub dimse_tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) that sign senders' client certificates; needed
+    /// by sites that name their senders' certificates (`[site.dicom_tls]
+    /// client_names`).
+    #[arg(
+        long,
+        env = "FXTRIAGE_DIMSE_TLS_CLIENT_CA",
+        requires = "dimse_tls_address"
+    )]
+    pub dimse_tls_client_ca: Option<PathBuf>,
+}
+
+impl DimseTlsArgs {
+    /// The TLS listener's address and configuration, read from the files now,
+    /// so that a wrong file stops the service at start with its name.
+    pub fn load(&self) -> anyhow::Result<Option<(SocketAddr, Arc<rustls::ServerConfig>)>> {
+        let (Some(address), Some(certificate), Some(key)) = (
+            self.dimse_tls_address,
+            &self.dimse_tls_certificate,
+            &self.dimse_tls_key,
+        ) else {
+            return Ok(None);
+        };
+        let config = fxtriage_ingest::dimse::server_config(&fxtriage_ingest::dimse::TlsFiles {
+            certificate_chain: certificate,
+            private_key: key,
+            client_ca: self.dimse_tls_client_ca.as_deref(),
+        })?;
+        Ok(Some((address, config)))
+    }
+}
+
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let dimse_tls = args.dimse_tls.load()?;
     let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
         return Ok(());
     };
@@ -61,6 +114,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             instance_memory_limit_bytes: args.dimse_instance_memory_mb << 20,
             ..Default::default()
         },
+        dimse_tls,
         // The registry of the database, followed as it changes.
         sites: None,
     };

@@ -49,6 +49,8 @@ pub struct StandaloneArgs {
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]
+    pub dimse_tls: crate::commands::ingest::DimseTlsArgs,
+    #[command(flatten)]
     pub sites: crate::clients::SitesFileArgs,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -184,6 +186,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         http_address: args.stow_address,
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions::default(),
+        dimse_tls: args.dimse_tls.load()?,
         sites: None,
     };
     tasks.spawn(fxtriage_ingest::run(

@@ -10,7 +10,6 @@ use dicom_ul::association::AsyncServerAssociation;
 use dicom_ul::pdu::{
     PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason,
 };
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{self, Request, Response, status};
@@ -124,10 +123,18 @@ impl Ending {
     }
 }
 
+/// The stream an association runs over: plain TCP, or DICOM TLS.
+pub(crate) trait Transport:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Transport for S {}
+
 /// Serves `association` until it is released, aborted or lost, or until `shutdown`
 /// is cancelled while no operation is in progress.
-pub(crate) async fn serve_association(
-    mut association: AsyncServerAssociation<TcpStream>,
+pub(crate) async fn serve_association<S: Transport>(
+    mut association: AsyncServerAssociation<S>,
     context: AssociationContext<'_>,
     shutdown: CancellationToken,
 ) {
@@ -210,8 +217,8 @@ pub(crate) async fn serve_association(
 }
 
 /// Handles one presentation data value; `Err` ends the association.
-async fn handle_value(
-    association: &mut AsyncServerAssociation<TcpStream>,
+async fn handle_value<S: Transport>(
+    association: &mut AsyncServerAssociation<S>,
     context: &AssociationContext<'_>,
     phase: &mut Phase,
     tally: &mut Tally,
@@ -329,8 +336,8 @@ fn accepted_context(
 }
 
 /// Acts on a complete command set: answers it now, or prepares for its data set.
-async fn start_operation(
-    association: &mut AsyncServerAssociation<TcpStream>,
+async fn start_operation<S: Transport>(
+    association: &mut AsyncServerAssociation<S>,
     context: &AssociationContext<'_>,
     phase: &mut Phase,
     tally: &mut Tally,
@@ -490,8 +497,8 @@ async fn store(
     store_response(&outcome)
 }
 
-async fn respond(
-    association: &mut AsyncServerAssociation<TcpStream>,
+async fn respond<S: Transport>(
+    association: &mut AsyncServerAssociation<S>,
     context_id: u8,
     request: &Request,
     response: &Response,

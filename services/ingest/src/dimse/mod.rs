@@ -3,7 +3,10 @@
 //! Each connection is one association on its own task, up to
 //! [`DimseOptions::max_associations`] at once; more are refused with
 //! A-ASSOCIATE-RJ (transient, local limit exceeded), as are those over their
-//! site's `intake.max_associations`. The called AE title picks the
+//! site's `intake.max_associations`. With [`DimseOptions::tls`] the listener
+//! speaks DICOM TLS ([`server_config`]); a site with `[site.dicom_tls]` is
+//! refused on a plain listener, and on a TLS one when its client certificate
+//! does not name one of the site's `client_names`. The called AE title picks the
 //! site (`negotiation`); an unknown one is refused at association time. The site's
 //! storage SOP classes and C-ECHO are accepted in the common transfer syntaxes, and
 //! every instance is stored as received (`association`, `instance_file`).
@@ -17,9 +20,11 @@ mod command;
 mod instance_file;
 mod negotiation;
 mod store_status;
+mod tls;
 
 pub use self::instance_file::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 pub use self::negotiation::TRANSFER_SYNTAXES;
+pub use self::tls::{TlsFiles, server_config};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +35,7 @@ use dicom_ul::Pdu;
 use dicom_ul::association::{Association as _, Error as AssociationError};
 use dicom_ul::pdu::{
     self, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJSource, PresentationContextResultReason,
+    AssociationRJServiceUserReason, AssociationRJSource, PresentationContextResultReason,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -66,6 +71,9 @@ pub struct DimseOptions {
     pub memory_budget_bytes: u64,
     /// The largest instance held in memory.
     pub instance_memory_limit_bytes: u64,
+    /// DICOM TLS: this listener's associations come over TLS with this
+    /// configuration (see [`server_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for DimseOptions {
@@ -78,6 +86,7 @@ impl Default for DimseOptions {
             temp_dir: None,
             memory_budget_bytes: 256 << 20,
             instance_memory_limit_bytes: 32 << 20,
+            tls: None,
         }
     }
 }
@@ -102,6 +111,8 @@ struct Shared {
     idle_timeout: Duration,
     /// Associations open per site, against each site's `intake.max_associations`.
     per_site: SiteGate,
+    /// The TLS configuration of a DICOM TLS listener.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -116,6 +127,7 @@ impl Shared {
                 sites,
                 self.max_pdu_length,
                 self.idle_timeout,
+                self.tls.as_ref(),
             ));
         }
         Arc::clone(&current)
@@ -134,7 +146,12 @@ pub async fn serve(
     let max_pdu_length = options
         .max_pdu_length
         .clamp(pdu::MINIMUM_PDU_SIZE, pdu::MAXIMUM_PDU_SIZE);
-    let acceptors = Acceptors::new(&sites.current(), max_pdu_length, options.idle_timeout);
+    let acceptors = Acceptors::new(
+        &sites.current(),
+        max_pdu_length,
+        options.idle_timeout,
+        options.tls.as_ref(),
+    );
     let shared = Arc::new(Shared {
         acceptors: std::sync::Mutex::new(Arc::new(acceptors)),
         sites,
@@ -147,6 +164,7 @@ pub async fn serve(
         ),
         idle_timeout: options.idle_timeout,
         per_site: SiteGate::default(),
+        tls: options.tls.clone(),
     });
     let slots = Arc::new(Semaphore::new(options.max_associations));
     // Refusing takes a task too; past this many at once, connections are just closed.
@@ -186,7 +204,7 @@ pub async fn serve(
                             "association refused: the limit of concurrent associations is reached"
                         );
                         if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-                            tokio::spawn(refuse_over_limit(socket, max_pdu_length, Some(permit)));
+                            tokio::spawn(refuse(socket, max_pdu_length, over_limit_rejection(), Some(permit)));
                         }
                     }
                 }
@@ -230,6 +248,22 @@ async fn run_association(
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
+    if shared.tls.is_some() {
+        run_tls_association(socket, peer, shared, shutdown).await;
+    } else {
+        run_plain_association(socket, peer, shared, shutdown).await;
+    }
+}
+
+/// An association over plain TCP: the called AE title is read from the
+/// request before negotiating, to choose the site's options, to refuse a site
+/// that takes C-STORE over TLS only, and to hold the site to its own limit.
+async fn run_plain_association(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let idle_timeout = shared.idle_timeout;
     let sites = shared.sites.current();
     let acceptors = shared.acceptors_for(&sites);
@@ -238,10 +272,21 @@ async fn run_association(
         () = shutdown.cancelled() => return,
         peeked = peek_called_ae_title(&socket, idle_timeout.min(ASSOCIATE_RQ_PEEK_TIMEOUT)) => peeked,
     };
-    // The site's own limit on associations open at once, before negotiating.
     let requested_site = requested_ae_title
         .as_deref()
         .and_then(|called| sites.by_called_ae_title(called));
+    if let Some(site) = requested_site
+        && site.dicom_tls.tls_only()
+    {
+        tracing::warn!(
+            %peer,
+            site = %site.id,
+            "association refused: the site takes C-STORE over DICOM TLS only (dicom_tls)"
+        );
+        refuse(socket, shared.max_pdu_length, tls_only_rejection(), None).await;
+        return;
+    }
+    // The site's own limit on associations open at once, before negotiating.
     let _site_slot = match requested_site {
         None => None,
         Some(site) => match shared
@@ -256,7 +301,7 @@ async fn run_association(
                     open,
                     "association refused: the site's limit of concurrent associations (intake.max_associations) is reached"
                 );
-                refuse_over_limit(socket, shared.max_pdu_length, None).await;
+                refuse(socket, shared.max_pdu_length, over_limit_rejection(), None).await;
                 return;
             }
         },
@@ -272,23 +317,116 @@ async fn run_association(
         () = shutdown.cancelled() => return,
         negotiated = negotiated => negotiated,
     };
-    let association = match established {
-        Ok(association) => association,
+    let Some(association) = established_or_logged(established, peer, requested_ae_title.as_deref())
+    else {
+        return;
+    };
+    serve_established(association, peer, &shared, &sites, shutdown, None).await;
+}
+
+/// An association over DICOM TLS: the handshake comes first, so the options
+/// of every site negotiate (see `negotiation::Acceptors::any_site`); the
+/// site's limit and its accepted client certificates are checked once the
+/// called AE title is known, and an association that fails them is aborted.
+async fn run_tls_association(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let sites = shared.sites.current();
+    let acceptors = shared.acceptors_for(&sites);
+    let established = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        established = acceptors.any_site().establish_tls_async(socket) => established,
+    };
+    let Some(mut association) = established_or_logged(established, peer, None) else {
+        return;
+    };
+    let called_ae_title = association.called_ae_title().to_owned();
+    let Some(site) = sites.by_called_ae_title(&called_ae_title) else {
+        tracing::error!(%peer, called_ae_title, "association accepted for an AE title without a site");
+        let _ = association.abort().await;
+        return;
+    };
+    let names = &site.dicom_tls.client_names;
+    if !names.is_empty() {
+        let certificates = association.inner_stream().get_ref().1.peer_certificates();
+        if !tls::client_named(certificates, names) {
+            associations_counted("rejected");
+            tracing::warn!(
+                %peer,
+                site = %site.id,
+                presented = certificates.is_some_and(|chain| !chain.is_empty()),
+                "association aborted: the client certificate is missing or names none of the site's dicom_tls.client_names"
+            );
+            let _ = association.abort().await;
+            return;
+        }
+    }
+    let site_slot = match shared
+        .per_site
+        .enter(&site.id, site.intake.max_associations)
+    {
+        Ok(slot) => slot,
+        Err(open) => {
+            associations_counted("rejected");
+            tracing::warn!(
+                %peer,
+                site = %site.id,
+                open,
+                "association aborted: the site's limit of concurrent associations (intake.max_associations) is reached"
+            );
+            let _ = association.abort().await;
+            return;
+        }
+    };
+    serve_established(
+        association,
+        peer,
+        &shared,
+        &sites,
+        shutdown,
+        Some(site_slot),
+    )
+    .await;
+}
+
+/// The association, or `None` after logging (and counting) why not.
+fn established_or_logged<S>(
+    established: Result<dicom_ul::association::AsyncServerAssociation<S>, AssociationError>,
+    peer: SocketAddr,
+    requested_ae_title: Option<&str>,
+) -> Option<dicom_ul::association::AsyncServerAssociation<S>> {
+    match established {
+        Ok(association) => Some(association),
         Err(AssociationError::Rejected { association_rj, .. }) => {
             associations_counted("rejected");
             tracing::warn!(
                 %peer,
-                called_ae_title = requested_ae_title.as_deref().unwrap_or(""),
+                called_ae_title = requested_ae_title.unwrap_or(""),
                 reason = %association_rj.source,
                 "association rejected"
             );
-            return;
+            None
         }
         Err(error) => {
             tracing::info!(%peer, %error, "association not established");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Serves an established association for its site.
+async fn serve_established<S: association::Transport>(
+    association: dicom_ul::association::AsyncServerAssociation<S>,
+    peer: SocketAddr,
+    shared: &Shared,
+    sites: &crate::Sites,
+    shutdown: CancellationToken,
+    _site_slot: Option<crate::intake::SiteSlot>,
+) {
     let called_ae_title = association.called_ae_title().to_owned();
     let Some(site) = sites.by_called_ae_title(&called_ae_title) else {
         // The access control admitted only the site's AE titles, so this is unreachable
@@ -310,6 +448,7 @@ async fn run_association(
         called_ae_title,
         site = %site.id,
         accepted_contexts,
+        tls = shared.tls.is_some(),
         "association accepted"
     );
     let context = AssociationContext::new(
@@ -331,12 +470,35 @@ fn associations_counted(outcome: &'static str) {
     .increment(1);
 }
 
-/// Answers an association request over the limit (the service's, or its
-/// site's) with A-ASSOCIATE-RJ (transient, local limit exceeded), so the
-/// sender knows to retry later. `_permit` bounds the refusals in progress.
-async fn refuse_over_limit(
+/// A-ASSOCIATE-RJ for an association over a limit (the service's, or its
+/// site's): transient, local limit exceeded, so the sender retries later.
+fn over_limit_rejection() -> AssociationRJ {
+    AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    }
+}
+
+/// A-ASSOCIATE-RJ for plain C-STORE to a site that takes TLS only:
+/// permanent (the same request will never pass), called AE title not
+/// recognised on this port.
+fn tls_only_rejection() -> AssociationRJ {
+    AssociationRJ {
+        result: AssociationRJResult::Permanent,
+        source: AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+        ),
+    }
+}
+
+/// Reads the A-ASSOCIATE-RQ waiting on `socket` and answers it with
+/// `rejection`. `_permit` bounds the refusals in progress.
+async fn refuse(
     mut socket: TcpStream,
     max_pdu_length: u32,
+    rejection: AssociationRJ,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let mut buffer = bytes::BytesMut::new();
@@ -354,12 +516,7 @@ async fn refuse_over_limit(
         return;
     };
     associations_counted("rejected");
-    let rejection = Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-        ),
-    });
+    let rejection = Pdu::AssociationRJ(rejection);
     let mut encoded = Vec::new();
     if dicom_ul::write_pdu(&mut encoded, &rejection).is_ok() {
         let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {

@@ -43,12 +43,11 @@ pub(crate) type AcceptorOptions =
     ServerAssociationOptions<'static, CalledAeTitles, DefaultNegotiation>;
 
 /// Accepts an association only if it calls one of these AE titles, from one of
-/// the allowed calling AE titles when there is a list.
+/// the allowed calling AE titles of that AE title's site when it has a list.
 #[derive(Debug, Clone)]
 pub(crate) struct CalledAeTitles {
-    ae_titles: Vec<String>,
-    /// `None`: any calling AE title.
-    calling_ae_titles: Option<Vec<String>>,
+    /// Called AE title to its site's allowed calling AE titles (`None`: any).
+    ae_titles: HashMap<String, Option<Vec<String>>>,
 }
 
 impl AccessControl for CalledAeTitles {
@@ -59,14 +58,10 @@ impl AccessControl for CalledAeTitles {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if !self
-            .ae_titles
-            .iter()
-            .any(|ae_title| ae_title == called_ae_title.trim())
-        {
+        let Some(allowed) = self.ae_titles.get(called_ae_title.trim()) else {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-        }
-        let admitted = self.calling_ae_titles.as_ref().is_none_or(|allowed| {
+        };
+        let admitted = allowed.as_ref().is_none_or(|allowed| {
             allowed
                 .iter()
                 .any(|allowed| allowed == calling_ae_title.trim())
@@ -81,21 +76,30 @@ impl AccessControl for CalledAeTitles {
 
 /// Association options for every site, by called AE title, and the options that
 /// reject a call to any other AE title; built for one revision of the registry.
+/// A DICOM TLS listener cannot read the called AE title before the handshake,
+/// so it negotiates with `any_site`: every site's AE titles (each with its
+/// site's calling AE titles) and the SOP classes of all of them; each
+/// instance is still checked against its own site's SOP classes when it is
+/// validated.
 #[derive(Debug)]
 pub(crate) struct Acceptors {
     pub(crate) revision: i64,
     by_called_ae_title: HashMap<String, AcceptorOptions>,
     unknown_called_ae_title: AcceptorOptions,
+    any_site: AcceptorOptions,
 }
 
 impl Acceptors {
-    pub(crate) fn new(sites: &Sites, max_pdu_length: u32, timeout: Duration) -> Self {
-        let base = |ae_titles: Vec<String>, calling_ae_titles: Option<Vec<String>>| {
+    /// `tls`: the acceptors of a DICOM TLS listener, with its configuration.
+    pub(crate) fn new(
+        sites: &Sites,
+        max_pdu_length: u32,
+        timeout: Duration,
+        tls: Option<&std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let base = |ae_titles: HashMap<String, Option<Vec<String>>>| {
             let mut options = ServerAssociationOptions::new()
-                .ae_access_control(CalledAeTitles {
-                    ae_titles,
-                    calling_ae_titles,
-                })
+                .ae_access_control(CalledAeTitles { ae_titles })
                 .max_pdu_length(max_pdu_length)
                 .read_timeout(timeout)
                 .write_timeout(timeout)
@@ -103,26 +107,46 @@ impl Acceptors {
             for transfer_syntax in TRANSFER_SYNTAXES {
                 options = options.with_transfer_syntax(*transfer_syntax);
             }
+            if let Some(tls) = tls {
+                options = options.tls_config(std::sync::Arc::clone(tls));
+            }
             options
         };
+        let titles_of = |site: &crate::SiteConfig| -> HashMap<String, Option<Vec<String>>> {
+            site.called_ae_titles
+                .iter()
+                .map(|title| (title.clone(), site.calling_ae_titles.clone()))
+                .collect()
+        };
         let mut by_called_ae_title = HashMap::new();
+        let mut every_title = HashMap::new();
+        let mut every_sop_class = std::collections::BTreeSet::new();
         for site in sites.sites() {
-            let mut options = base(
-                site.called_ae_titles.clone(),
-                site.calling_ae_titles.clone(),
-            );
+            let mut options = base(titles_of(site));
             for sop_class in site.routing.accepted_sop_classes() {
-                options = options.with_abstract_syntax(sop_class);
+                options = options.with_abstract_syntax(sop_class.clone());
+                every_sop_class.insert(sop_class);
             }
             for ae_title in &site.called_ae_titles {
                 by_called_ae_title.insert(ae_title.clone(), options.clone());
             }
+            every_title.extend(titles_of(site));
+        }
+        let mut any_site = base(every_title);
+        for sop_class in every_sop_class {
+            any_site = any_site.with_abstract_syntax(sop_class);
         }
         Self {
             revision: sites.revision,
             by_called_ae_title,
-            unknown_called_ae_title: base(Vec::new(), None),
+            unknown_called_ae_title: base(HashMap::new()),
+            any_site,
         }
+    }
+
+    /// The options of a DICOM TLS listener: any site's AE titles.
+    pub(crate) fn any_site(&self) -> &AcceptorOptions {
+        &self.any_site
     }
 
     /// The options for a request that calls `called_ae_title` (if it could be read).
@@ -203,35 +227,41 @@ mod tests {
 
     #[test]
     fn access_is_granted_under_the_sites_own_ae_titles_only() {
-        let site_a = CalledAeTitles {
-            ae_titles: vec!["SITE_A".into()],
-            calling_ae_titles: None,
+        let titles = |pairs: &[(&str, Option<&[&str]>)]| CalledAeTitles {
+            ae_titles: pairs
+                .iter()
+                .map(|(called, calling)| {
+                    (
+                        (*called).to_owned(),
+                        calling.map(|list| list.iter().map(|title| (*title).to_owned()).collect()),
+                    )
+                })
+                .collect(),
         };
+        let site_a = titles(&[("SITE_A", None)]);
         assert!(site_a.check_access("", "CR01", "SITE_A", None).is_ok());
         assert!(matches!(
             site_a.check_access("", "CR01", "SITE_B", None),
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         ));
-        let nobody = CalledAeTitles {
-            ae_titles: Vec::new(),
-            calling_ae_titles: None,
-        };
+        let nobody = titles(&[]);
         assert!(nobody.check_access("", "CR01", "SITE_A", None).is_err());
-        let listed = CalledAeTitles {
-            ae_titles: vec!["SITE_A".into()],
-            calling_ae_titles: Some(vec!["CR01".into()]),
-        };
+        let listed = titles(&[("SITE_A", Some(&["CR01"]))]);
         assert!(listed.check_access("", "CR01", "SITE_A", None).is_ok());
         assert!(matches!(
             listed.check_access("", "CR02", "SITE_A", None),
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         ));
+        // Every site at once (a TLS listener): each AE title keeps its own site's list.
+        let both = titles(&[("SITE_A", Some(&["CR01"])), ("SITE_B", None)]);
+        assert!(both.check_access("", "CR02", "SITE_B", None).is_ok());
+        assert!(both.check_access("", "CR02", "SITE_A", None).is_err());
 
         let mut site =
             fxtriage_sites::SiteConfig::new(fxtriage_core::SiteId::parse("a").expect("id"), "A");
         site.called_ae_titles = vec!["SITE_A".into(), "SITE_A2".into()];
         let sites = Sites::of_sites([site]);
-        let acceptors = Acceptors::new(&sites, 16_384, Duration::from_secs(1));
+        let acceptors = Acceptors::new(&sites, 16_384, Duration::from_secs(1), None);
         assert!(acceptors.by_called_ae_title.contains_key("SITE_A"));
         assert!(acceptors.by_called_ae_title.contains_key("SITE_A2"));
         assert!(!acceptors.by_called_ae_title.contains_key("OTHER"));

@@ -49,9 +49,20 @@ pub fn sites_toml() -> String {
         called_ae_titles = ["{SINGLE_AE_TITLE}"]
         [site.intake]
         max_associations = 1
+
+        [[site]]
+        id = "secure"
+        called_ae_titles = ["{SECURE_AE_TITLE}"]
+        [site.dicom_tls]
+        client_names = ["{SECURE_CLIENT_NAME}"]
         "#
     )
 }
+
+/// A site that takes C-STORE over DICOM TLS only, from a client certificate
+/// naming [`SECURE_CLIENT_NAME`].
+pub const SECURE_AE_TITLE: &str = "FXSECURE";
+pub const SECURE_CLIENT_NAME: &str = "cr-ed1.secure.test";
 
 /// A site that may hold one association at a time.
 pub const SINGLE_AE_TITLE: &str = "FXSINGLE";
