@@ -118,20 +118,60 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_with_tls(address, router, shutdown, None).await
+}
+
+/// [`serve`], over HTTPS when `tls` is given (see [`crate::tls::https_config`]).
+pub async fn serve_with_tls(
+    address: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        // The peer's address is kept (`ConnectInfo<SocketAddr>`): STOW-RS
-        // records who sent and throttles failed authentication by it.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    });
+    let task = tokio::spawn(serve_listener(listener, router, shutdown, tls));
     Ok((bound, task))
 }
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets the
+/// requests in progress finish: plain HTTP with axum, or HTTPS (rustls, by
+/// axum-server, since axum's own server has no TLS) when `tls` is given.
+/// Either way each request knows its peer's address (`ConnectInfo<SocketAddr>`:
+/// STOW-RS records who sent, and failed authentication is throttled by it).
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        return axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    };
+    let handle = axum_server::Handle::new();
+    let draining = handle.clone();
+    let stop = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        // As axum's graceful shutdown: no new connections, the requests in
+        // progress finish (long-lived ones end with the services' own drain).
+        draining.graceful_shutdown(Some(HTTPS_DRAIN_TIMEOUT));
+    });
+    let served = axum_server::from_tcp_rustls(
+        listener.into_std()?,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(service)
+    .await;
+    stop.abort();
+    served
+}
+
+/// How long HTTPS connections may take to finish once shutdown begins.
+const HTTPS_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves the health routes of a service that has nothing else to serve yet:
 /// ready as soon as it listens, not ready while draining, stopped on `shutdown`.

@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod propagation;
 mod setup;
+pub mod tls;
 
 pub use setup::{
     LocalTracing, LogFormat, TelemetryConfig, TelemetryError, TelemetryGuard, init, tracer_provider,

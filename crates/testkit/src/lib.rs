@@ -9,11 +9,13 @@
 //!   stack's broker never see each other's topics or consumer groups;
 //! - [`eventually`]: waiting on progress with a deadline, instead of sleeping;
 //! - [`process`]: child processes killed (with everything they started in their
-//!   process group) when their guard drops, also when the test panics.
+//!   process group) when their guard drops, also when the test panics;
+//! - [`pki`]: certificates generated for the TLS tests.
 
 pub mod database;
 pub mod eventually;
 pub mod namespace;
+pub mod pki;
 pub mod private_network;
 pub mod process;
 pub mod stack;

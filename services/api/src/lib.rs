@@ -88,6 +88,9 @@ pub struct Config {
     /// Invalid tokens allowed per client address and per token prefix before
     /// that address or prefix is answered 429 for the rest of the window.
     pub failed_auth: fxtriage_sites::ThrottleLimits,
+    /// HTTPS with this configuration (`fxtriage_telemetry::tls::https_config`);
+    /// `None`: plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
             max_concurrent_overlays: 2,
             sites: None,
             failed_auth: fxtriage_sites::ThrottleLimits::default(),
+            tls: None,
         }
     }
 }
@@ -174,13 +178,11 @@ pub async fn serve(
         )),
     ];
     tracing::info!(%bound, "api listening");
-    // The client's address is kept for the failed-authentication throttle.
-    let served = axum::serve(
-        listener,
-        router(state, readiness).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned())
-    .await;
+    // HTTPS when configured; the client's address is kept for the
+    // failed-authentication throttle either way.
+    let tls = state.config.tls.clone();
+    let served =
+        health::serve_listener(listener, router(state, readiness), stop.clone(), tls).await;
     stop.cancel();
     for helper in helpers {
         helper.await.context("an api task failed")?;

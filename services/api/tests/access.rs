@@ -195,6 +195,62 @@ async fn too_many_invalid_tokens_from_one_address_get_429_before_any_lookup() {
 }
 
 #[tokio::test]
+async fn the_api_serves_https_with_its_certificate_and_nothing_in_plain_http() {
+    let pki = fxtriage_testkit::pki::TestPki::generate();
+    let tls = fxtriage_telemetry::tls::https_config(&fxtriage_telemetry::tls::TlsFiles {
+        certificate_chain: &pki.server.certificate,
+        private_key: &pki.server.key,
+        client_ca: None,
+    })
+    .expect("HTTPS configuration");
+    // Ready over HTTPS, with a client that trusts the test's CA.
+    let Some(api) = start_api_over_https(tls, &pki.ca_pem).await else {
+        return;
+    };
+    let url = api.site_url(SITE, "/worklist");
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let response = api
+        .http
+        .get(&url)
+        .bearer_auth(&api.demo.viewer)
+        .send()
+        .await
+        .expect("an HTTPS request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let port = url
+        .trim_start_matches("https://localhost:")
+        .split('/')
+        .next()
+        .expect("port")
+        .to_owned();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    // A client that does not trust the test's CA refuses the server.
+    let untrusting = reqwest::Client::builder()
+        .resolve("localhost", address)
+        .build()
+        .expect("client");
+    let refused = untrusting
+        .get(&url)
+        .bearer_auth(&api.demo.viewer)
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Plain HTTP to the HTTPS port gets no answer of the API.
+    let plain = reqwest::Client::new()
+        .get(url.replace("https://localhost", "http://127.0.0.1"))
+        .bearer_auth(&api.demo.viewer)
+        .send()
+        .await;
+    assert!(
+        plain
+            .as_ref()
+            .map_or(true, |response| response.status() != StatusCode::OK),
+        "{plain:?}"
+    );
+    api.finish().await;
+}
+
+#[tokio::test]
 async fn a_token_of_another_site_gets_404_for_everything_of_that_site() {
     let Some(api) = start_api().await else {
         return;

@@ -157,6 +157,35 @@ impl DatabaseArgs {
     }
 }
 
+/// HTTPS on a service's HTTP listener (the API, STOW-RS).
+#[derive(Debug, Args)]
+pub struct HttpsArgs {
+    /// Serve HTTPS with this certificate chain (PEM, the server's own
+    /// certificate first) and --https-key; plain HTTP when unset (on loopback,
+    /// or behind a proxy that terminates TLS).
+    #[arg(long, env = "FXTRIAGE_HTTPS_CERTIFICATE", requires = "https_key")]
+    pub https_certificate: Option<PathBuf>,
+    /// The private key (PEM) of --https-certificate.
+    #[arg(long, env = "FXTRIAGE_HTTPS_KEY", requires = "https_certificate")]
+    pub https_key: Option<PathBuf>,
+}
+
+impl HttpsArgs {
+    /// The HTTPS configuration, read now so that a wrong file stops the
+    /// service at start with its name; `None` for plain HTTP.
+    pub fn load(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let (Some(certificate), Some(key)) = (&self.https_certificate, &self.https_key) else {
+            return Ok(None);
+        };
+        let config = fxtriage_telemetry::tls::https_config(&fxtriage_telemetry::tls::TlsFiles {
+            certificate_chain: certificate,
+            private_key: key,
+            client_ca: None,
+        })?;
+        Ok(Some(config))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SitesFileArgs {
     /// A sites file applied to the site registry at start-up, as `fxtriage sites

@@ -29,6 +29,9 @@ pub use sites::{SiteConfig, SiteRegistry, Sites};
 pub struct Config {
     /// HTTP: STOW-RS under `/dicomweb`, and `/health/live`, `/health/ready`.
     pub http_address: SocketAddr,
+    /// HTTPS on `http_address` with this configuration
+    /// (`fxtriage_telemetry::tls::https_config`); `None`: plain HTTP.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
     /// DIMSE C-STORE SCP.
     pub dimse_address: SocketAddr,
     pub dimse: dimse::DimseOptions,
@@ -79,9 +82,14 @@ pub async fn run(
     };
     let router = stow::router(ingestor.clone(), sites.clone(), database)
         .merge(health::router(readiness.clone()));
-    let (http_bound, http_task) = health::serve(config.http_address, router, shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
+    let (http_bound, http_task) = health::serve_with_tls(
+        config.http_address,
+        router,
+        shutdown.clone(),
+        config.http_tls.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
     let dimse_listener = tokio::net::TcpListener::bind(config.dimse_address)
         .await
         .with_context(|| format!("cannot listen for DIMSE on {}", config.dimse_address))?;

@@ -6,120 +6,13 @@
 
 mod dimse_harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use dimse_harness::*;
 use fxtriage_dicom::synthetic::SyntheticInstance;
 use fxtriage_ingest::dimse::{self, DimseOptions, TlsFiles};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-
-/// A certificate and its key, as PEM files.
-struct Identity {
-    certificate: PathBuf,
-    key: PathBuf,
-}
-
-/// The test's public key infrastructure, written to a temporary directory.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    server: Identity,
-    /// Signed by the CA, naming the secure site's sender.
-    sender: Identity,
-    /// Signed by the CA, naming another host.
-    other_sender: Identity,
-    /// Naming the secure site's sender, but signed by a CA the SCP does not trust.
-    forged_sender: Identity,
-}
-
-fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
-    let key = KeyPair::generate().expect("CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.distinguished_name.push(DnType::CommonName, name);
-    let pem = params.self_signed(&key).expect("CA certificate").pem();
-    (params, key, pem)
-}
-
-fn issue(
-    dir: &Path,
-    name: &str,
-    dns: &str,
-    purpose: ExtendedKeyUsagePurpose,
-    issuer: &Issuer<'_, KeyPair>,
-) -> Identity {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec![dns.to_owned()]).expect("params");
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    params.distinguished_name.push(DnType::CommonName, dns);
-    params.extended_key_usages = vec![purpose];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let certificate = params.signed_by(&key, issuer).expect("certificate");
-    let identity = Identity {
-        certificate: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-    };
-    std::fs::write(&identity.certificate, certificate.pem()).expect("write");
-    std::fs::write(&identity.key, key.serialize_pem()).expect("write");
-    identity
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca_params, ca_key, ca_pem) = ca("fxtriage test CA");
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca_pem).expect("write");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server = issue(
-        dir.path(),
-        "server",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-        &issuer,
-    );
-    let sender = issue(
-        dir.path(),
-        "sender",
-        SECURE_CLIENT_NAME,
-        ExtendedKeyUsagePurpose::ClientAuth,
-        &issuer,
-    );
-    let other_sender = issue(
-        dir.path(),
-        "other-sender",
-        "cr-ed2.elsewhere.test",
-        ExtendedKeyUsagePurpose::ClientAuth,
-        &issuer,
-    );
-    let (rogue_params, rogue_key, _) = ca("another CA");
-    let rogue = Issuer::new(rogue_params, rogue_key);
-    let forged_sender = issue(
-        dir.path(),
-        "forged-sender",
-        SECURE_CLIENT_NAME,
-        ExtendedKeyUsagePurpose::ClientAuth,
-        &rogue,
-    );
-    Pki {
-        _dir: dir,
-        ca: ca_path,
-        server,
-        sender,
-        other_sender,
-        forged_sender,
-    }
-}
+use fxtriage_testkit::pki::{Identity, TestPki};
 
 /// storescu arguments: fail fast, calling `called` on `port`, with `tls`
 /// options, sending `file`.
@@ -136,7 +29,7 @@ fn storescu(called: &str, port: &str, tls: &[String], file: &Path) -> Vec<String
     args
 }
 
-fn with_certificate(pki: &Pki, identity: &Identity) -> Vec<String> {
+fn with_certificate(pki: &TestPki, identity: &Identity) -> Vec<String> {
     vec![
         "+tls".to_owned(),
         identity.key.display().to_string(),
@@ -146,7 +39,7 @@ fn with_certificate(pki: &Pki, identity: &Identity) -> Vec<String> {
     ]
 }
 
-fn anonymous(pki: &Pki) -> Vec<String> {
+fn anonymous(pki: &TestPki) -> Vec<String> {
     vec![
         "+tla".to_owned(),
         "+cf".to_owned(),
@@ -159,7 +52,7 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
     if !tools_available("dicom tls", &["storescu"]) {
         return;
     }
-    let pki = pki();
+    let pki = TestPki::generate();
     let tls = dimse::server_config(&TlsFiles {
         certificate_chain: &pki.server.certificate,
         private_key: &pki.server.key,
@@ -197,7 +90,7 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
         storescu(
             SECURE_AE_TITLE,
             &scp.port(),
-            &with_certificate(&pki, &pki.sender),
+            &with_certificate(&pki, &pki.client),
             &file("named.dcm"),
         ),
     )
@@ -214,9 +107,9 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
     // Refused: a certificate of the CA naming another sender; no certificate;
     // a certificate naming the sender but signed by another CA.
     for (label, options) in [
-        ("another sender", with_certificate(&pki, &pki.other_sender)),
+        ("another sender", with_certificate(&pki, &pki.other_client)),
         ("no certificate", anonymous(&pki)),
-        ("another CA", with_certificate(&pki, &pki.forged_sender)),
+        ("another CA", with_certificate(&pki, &pki.forged_client)),
     ] {
         let refused = run_tool(
             "storescu",
@@ -265,10 +158,10 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
 
 #[test]
 fn a_certificate_and_a_key_that_do_not_go_together_are_refused_by_name() {
-    let pki = pki();
+    let pki = TestPki::generate();
     let error = dimse::server_config(&TlsFiles {
         certificate_chain: &pki.server.certificate,
-        private_key: &pki.sender.key,
+        private_key: &pki.client.key,
         client_ca: None,
     })
     .expect_err("mismatched key");

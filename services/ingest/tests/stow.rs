@@ -3,7 +3,6 @@
 //! instances are announced, refused ones are quarantined, and only a site's own
 //! token opens it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +77,17 @@ async fn serve_with(
     dir: tempfile::TempDir,
     limits: StowLimits,
 ) -> Option<Server> {
+    serve_over(store, dir, limits, None).await
+}
+
+/// [`serve_with`], served as ingest serves it (`health::serve_listener`),
+/// over HTTPS when `tls` is given.
+async fn serve_over(
+    store: Arc<dyn ObjectStore>,
+    dir: tempfile::TempDir,
+    limits: StowLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Option<Server> {
     let database = fxtriage_testkit::FreshDatabase::create("fxt_stow").await?;
     let config = fxtriage_db::DbConfig::from_url(&database.url).expect("URL");
     fxtriage_db::migrate(&config).await.expect("migrate");
@@ -109,16 +119,19 @@ async fn serve_with(
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tokio::spawn(async move {
-        axum::serve(
+        fxtriage_telemetry::health::serve_listener(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            tokio_util::sync::CancellationToken::new(),
+            tls,
         )
         .await
         .expect("serve");
     });
     Some(Server {
-        base: format!("http://{address}/dicomweb/sites"),
+        base: format!("{scheme}://{address}/dicomweb/sites"),
         store,
         bus,
         client: reqwest::Client::new(),
@@ -1277,4 +1290,99 @@ async fn a_site_at_its_limit_of_requests_in_progress_gets_429_and_other_sites_do
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn stow_rs_over_https_stores_for_curl_and_plain_http_or_an_unknown_ca_get_nothing() {
+    if !tools_available(&["curl"]) {
+        return;
+    }
+    let pki = fxtriage_testkit::pki::TestPki::generate();
+    let tls = fxtriage_telemetry::tls::https_config(&fxtriage_telemetry::tls::TlsFiles {
+        certificate_chain: &pki.server.certificate,
+        private_key: &pki.server.key,
+        client_ca: None,
+    })
+    .expect("HTTPS configuration");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects")));
+    let Some(server) = serve_over(store, dir, StowLimits::default(), Some(tls)).await else {
+        return;
+    };
+    let port = server
+        .base
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("port")
+        .to_owned();
+    let body_dir = tempfile::tempdir().expect("tempdir");
+    let body = body_dir.path().join("body.bin");
+    std::fs::write(&body, dicom_parts(&[&small_wrist().to_part10()])).expect("write");
+    let url = |scheme: &str| format!("{scheme}://localhost:{port}/dicomweb/sites/st-marys/studies");
+    // curl runs as a child process while this test's runtime serves it.
+    let curl = |extra: Vec<String>| {
+        let mut args: Vec<String> = vec![
+            "-sS".into(),
+            "--max-time".into(),
+            "30".into(),
+            "--resolve".into(),
+            format!("localhost:{port}:127.0.0.1"),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {}", server.tokens.st_marys),
+            "-H".into(),
+            format!("Content-Type: {DICOM_MULTIPART}"),
+            "-H".into(),
+            "Accept: application/dicom+json".into(),
+            "--data-binary".into(),
+            format!("@{}", body.display()),
+        ];
+        args.extend(extra);
+        let mut command = tokio::process::Command::new("curl");
+        command.args(args).kill_on_drop(true);
+        async move { command.output().await.expect("curl runs") }
+    };
+    // Trusting the test's CA: stored, answered 200.
+    let stored = curl(vec![
+        "--cacert".into(),
+        pki.ca.display().to_string(),
+        url("https"),
+    ])
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&stored.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    // Without the CA, curl refuses the server's certificate (exit 60); in
+    // plain HTTP the server answers nothing usable.
+    let untrusted = curl(vec![url("https")]).await;
+    assert_eq!(untrusted.status.code(), Some(60), "{untrusted:?}");
+    let plain = curl(vec![url("http")]).await;
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "{plain:?}");
+    assert_eq!(
+        server.published().await.len(),
+        1,
+        "only the HTTPS request stored"
+    );
+}
+
+/// True when every tool is on the PATH; otherwise the test is skipped (failed
+/// where the stack is required).
+fn tools_available(tools: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    fxtriage_testkit::stack::skip(&format!("{} not installed", missing.join(", ")));
+    false
 }

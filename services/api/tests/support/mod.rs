@@ -81,6 +81,16 @@ pub async fn start_api() -> Option<TestApi> {
 
 /// The API with `adjust` applied to its configuration.
 pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi> {
+    start(adjust, None).await
+}
+
+/// The API over HTTPS with `tls`, its base URL `https://localhost:PORT` and its
+/// client trusting the CA `ca_pem`.
+pub async fn start_api_over_https(tls: Arc<rustls::ServerConfig>, ca_pem: &str) -> Option<TestApi> {
+    start(|config| config.tls = Some(tls), Some(ca_pem)).await
+}
+
+async fn start(adjust: impl FnOnce(&mut Config), https_ca_pem: Option<&str>) -> Option<TestApi> {
     let database = fxtriage_testkit::FreshDatabase::create("fxt_api").await?;
     let mut config = DbConfig::from_url(&database.url).expect("URL");
     config.max_connections = 24;
@@ -125,9 +135,22 @@ pub async fn start_api_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApi>
         clients,
         shutdown.clone(),
     ));
+    let (base, http) = match https_ca_pem {
+        None => (format!("http://{address}"), reqwest::Client::new()),
+        Some(ca_pem) => (
+            format!("https://localhost:{}", address.port()),
+            reqwest::Client::builder()
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate"),
+                )
+                .resolve("localhost", address)
+                .build()
+                .expect("HTTPS client"),
+        ),
+    };
     let api = TestApi {
-        base: format!("http://{address}"),
-        http: reqwest::Client::new(),
+        base,
+        http,
         pool,
         bus,
         store,

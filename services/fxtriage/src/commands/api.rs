@@ -18,6 +18,8 @@ pub struct ApiArgs {
     #[arg(long, env = "FXTRIAGE_CLAIM_MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=1440))]
     pub claim_minutes: u32,
     #[command(flatten)]
+    pub https: crate::clients::HttpsArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
@@ -26,6 +28,7 @@ pub struct ApiArgs {
 }
 
 pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = args.https.load()?;
     let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
         return Ok(());
     };
@@ -37,5 +40,6 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     };
     let mut config = fxtriage_api::Config::new(args.http_address);
     config.claim_ttl = Duration::from_secs(u64::from(args.claim_minutes) * 60);
+    config.tls = tls;
     fxtriage_api::run(config, clients, shutdown).await
 }

@@ -34,6 +34,8 @@ pub struct IngestArgs {
     #[arg(long, env = "FXTRIAGE_DIMSE_INSTANCE_MEMORY_MB", default_value_t = 32)]
     pub dimse_instance_memory_mb: u64,
     #[command(flatten)]
+    pub https: crate::clients::HttpsArgs,
+    #[command(flatten)]
     pub dimse_tls: DimseTlsArgs,
     #[command(flatten)]
     pub sites: SitesFileArgs,
@@ -95,6 +97,7 @@ impl DimseTlsArgs {
 
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dimse_tls = args.dimse_tls.load()?;
+    let http_tls = args.https.load()?;
     let Some(database) = args.database.wait_and_migrate(&shutdown).await? else {
         return Ok(());
     };
@@ -107,6 +110,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
     };
     let config = fxtriage_ingest::Config {
         http_address: args.http_address,
+        http_tls,
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions {
             max_associations: args.max_associations,

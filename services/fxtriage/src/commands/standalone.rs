@@ -49,6 +49,8 @@ pub struct StandaloneArgs {
     #[arg(long, env = "FXTRIAGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]
+    pub https: crate::clients::HttpsArgs,
+    #[command(flatten)]
     pub dimse_tls: crate::commands::ingest::DimseTlsArgs,
     #[command(flatten)]
     pub sites: crate::clients::SitesFileArgs,
@@ -184,6 +186,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     ));
     let ingest_config = fxtriage_ingest::Config {
         http_address: args.stow_address,
+        http_tls: args.https.load()?,
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions::default(),
         dimse_tls: args.dimse_tls.load()?,
@@ -202,11 +205,16 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         "standalone",
     )
     .await?;
+    let scheme = if args.https.https_certificate.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let description = serde_json::json!({
         "dimse": args.dimse_address.to_string(),
         "ae_title": args.ae_title,
-        "http": format!("http://{}", args.http_address),
-        "stow": format!("http://{}/dicomweb/sites/{DEMO_SITE}/studies", args.stow_address),
+        "http": format!("{scheme}://{}", args.http_address),
+        "stow": format!("{scheme}://{}/dicomweb/sites/{DEMO_SITE}/studies", args.stow_address),
         "site": DEMO_SITE,
         "token": token.token.reveal(),
         "database": if private_postgres.is_some() { "private" } else { "given" },
@@ -221,11 +229,9 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         dimse = %args.dimse_address, ae_title = %args.ae_title, http = %args.http_address,
         description = %description_path.display(), "standalone: every service in one process"
     );
-    tasks.spawn(fxtriage_api::run(
-        fxtriage_api::Config::new(args.http_address),
-        clients,
-        services.clone(),
-    ));
+    let mut api_config = fxtriage_api::Config::new(args.http_address);
+    api_config.tls = args.https.load()?;
+    tasks.spawn(fxtriage_api::run(api_config, clients, services.clone()));
     #[allow(clippy::print_stdout)]
     {
         println!(
@@ -233,11 +239,11 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
             args.ae_title, args.dimse_address
         );
         println!(
-            "  web page and API: http://{} (site {DEMO_SITE})",
+            "  web page and API: {scheme}://{} (site {DEMO_SITE})",
             args.http_address
         );
         println!(
-            "  STOW-RS: http://{}/dicomweb/sites/{DEMO_SITE}/studies",
+            "  STOW-RS: {scheme}://{}/dicomweb/sites/{DEMO_SITE}/studies",
             args.stow_address
         );
         println!(

@@ -62,7 +62,7 @@ pub fn sites_toml() -> String {
 /// A site that takes C-STORE over DICOM TLS only, from a client certificate
 /// naming [`SECURE_CLIENT_NAME`].
 pub const SECURE_AE_TITLE: &str = "FXSECURE";
-pub const SECURE_CLIENT_NAME: &str = "cr-ed1.secure.test";
+pub const SECURE_CLIENT_NAME: &str = fxtriage_testkit::pki::CLIENT_NAME;
 
 /// A site that may hold one association at a time.
 pub const SINGLE_AE_TITLE: &str = "FXSINGLE";
