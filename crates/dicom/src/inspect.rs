@@ -31,6 +31,11 @@ pub struct InstanceInfo {
     /// dataset does not say or says something unreadable.
     #[serde(skip)]
     pub acquired_at: Option<time::OffsetDateTime>,
+    /// The acquisition's local date and time when the dataset states no
+    /// offset from UTC (so `acquired_at` is `None`): a site that names its
+    /// time zone can still place it (`fxtriage_sites::SiteConfig::time_zone`).
+    #[serde(skip)]
+    pub acquired_local: Option<time::PrimitiveDateTime>,
     pub laterality: String,
     /// Manufacturer and ManufacturerModelName: the equipment subgroup of the
     /// AI's monitoring.
@@ -53,13 +58,23 @@ pub struct InstanceInfo {
 /// When the image was acquired: AcquisitionDateTime (0008,002A), else
 /// AcquisitionDate and AcquisitionTime, else ContentDate and ContentTime; in
 /// the offset the date-time states, else TimezoneOffsetFromUTC (0008,0201).
-/// `None` without an offset: a local time of an unknown zone would move every
-/// turnaround by the site's offset from UTC, so the time is not guessed.
-fn acquired_at(object: &DefaultDicomObject) -> Option<time::OffsetDateTime> {
+/// Without an offset the first of them is the local date and time (the
+/// second value): a local time of an unknown zone would move every turnaround
+/// by the site's offset from UTC, so it is not taken as UTC.
+fn acquisition(
+    object: &DefaultDicomObject,
+) -> (
+    Option<time::OffsetDateTime>,
+    Option<time::PrimitiveDateTime>,
+) {
     let zone = text(object, tags::TIMEZONE_OFFSET_FROM_UTC);
+    let local = |date: &str, clock: &str| {
+        dicom_datetime(date, clock, None)
+            .map(|at| time::PrimitiveDateTime::new(at.date(), at.time()))
+    };
     if let Some(datetime) = text(object, tags::ACQUISITION_DATE_TIME) {
         if !datetime.is_ascii() {
-            return None;
+            return (None, None);
         }
         let split = datetime.len().min(8);
         let (date, rest) = datetime.split_at(split);
@@ -67,17 +82,23 @@ fn acquired_at(object: &DefaultDicomObject) -> Option<time::OffsetDateTime> {
             Some(at) => (&rest[..at], Some(&rest[at..])),
             None => (rest, None),
         };
-        return dicom_datetime(date, clock, Some(offset.or(zone.as_deref())?));
+        return match offset.or(zone.as_deref()) {
+            Some(offset) => (dicom_datetime(date, clock, Some(offset)), None),
+            None => (None, local(date, clock)),
+        };
     }
     for (date, clock) in [
         (tags::ACQUISITION_DATE, tags::ACQUISITION_TIME),
         (tags::CONTENT_DATE, tags::CONTENT_TIME),
     ] {
         if let (Some(date), Some(clock)) = (text(object, date), text(object, clock)) {
-            return dicom_datetime(&date, &clock, Some(zone.as_deref()?));
+            return match zone.as_deref() {
+                Some(offset) => (dicom_datetime(&date, &clock, Some(offset)), None),
+                None => (None, local(&date, &clock)),
+            };
         }
     }
-    None
+    (None, None)
 }
 
 /// A DICOM date (YYYYMMDD), time (HH, HHMM, HHMMSS, HHMMSS.FFFFFF; colons of
@@ -264,6 +285,7 @@ fn requested_priority(object: &DefaultDicomObject) -> String {
 
 fn describe(object: &DefaultDicomObject) -> InstanceInfo {
     let meta = object.meta();
+    let (acquired_at, acquired_local) = acquisition(object);
     let trim = |value: &str| value.trim_end_matches(['\0', ' ']).to_owned();
     let uppercase = |tag| {
         text(object, tag)
@@ -289,7 +311,8 @@ fn describe(object: &DefaultDicomObject) -> InstanceInfo {
         view_position: uppercase(tags::VIEW_POSITION),
         patient_sex: uppercase(tags::PATIENT_SEX),
         patient_age: uppercase(tags::PATIENT_AGE),
-        acquired_at: acquired_at(object),
+        acquired_at,
+        acquired_local,
         laterality,
         manufacturer: text(object, tags::MANUFACTURER).unwrap_or_default(),
         manufacturer_model: text(object, tags::MANUFACTURER_MODEL_NAME).unwrap_or_default(),
@@ -376,12 +399,23 @@ mod tests {
             local.acquired_at, None,
             "a local time of an unknown zone is not guessed"
         );
+        assert_eq!(
+            local.acquired_local,
+            Some(time::macros::datetime!(2026-11-30 10:15)),
+            "but kept as the local time, for a site that names its zone"
+        );
+        let local_datetime = with(&[(tags::ACQUISITION_DATE_TIME, VR::DT, "20260701083000")]);
+        assert_eq!(
+            (local_datetime.acquired_at, local_datetime.acquired_local),
+            (None, Some(time::macros::datetime!(2026-07-01 8:30)))
+        );
         let content = with(&[
             (tags::CONTENT_DATE, VR::DA, "20261130"),
             (tags::CONTENT_TIME, VR::TM, "101500"),
             (tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
         ]);
         assert_eq!(content.acquired_at, Some(datetime!(2026-11-30 10:15 UTC)));
+        assert_eq!(content.acquired_local, None, "an offset is stated");
         let acquisition = with(&[
             (tags::CONTENT_DATE, VR::DA, "20261130"),
             (tags::CONTENT_TIME, VR::TM, "101500"),

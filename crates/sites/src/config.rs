@@ -60,6 +60,11 @@ pub struct SiteConfig {
     /// Whether C-STORE to this site must come over DICOM TLS, and from whom.
     #[serde(default, skip_serializing_if = "DicomTls::is_default")]
     pub dicom_tls: DicomTls,
+    /// The site's time zone (an IANA name, e.g. "Europe/London"): an image
+    /// whose acquisition time states no offset from UTC is placed in it, so
+    /// that its turnaround starts at its acquisition rather than at receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// C-STORE over DICOM TLS (the secure transport connection profile, PS3.15
@@ -171,6 +176,7 @@ impl SiteConfig {
             second_look: SecondLook::default(),
             intake: IntakeLimits::default(),
             dicom_tls: DicomTls::default(),
+            time_zone: None,
         }
     }
 
@@ -220,6 +226,14 @@ impl SiteConfig {
         }
         if let Err(error) = self.policy.validate() {
             problems.push(("policy", error.to_string()));
+        }
+        if let Some(zone) = &self.time_zone
+            && jiff::tz::TimeZone::get(zone).is_err()
+        {
+            problems.push((
+                "time_zone",
+                format!("time_zone {zone:?} is not a time zone of the IANA database (e.g. \"Europe/London\")"),
+            ));
         }
         for name in &self.dicom_tls.client_names {
             let valid = !name.is_empty()

@@ -5,6 +5,7 @@
 //! [[site]]
 //! id = "st-marys"                      # lower-case letters, digits, '-'
 //! name = "St Mary's Hospital"
+//! time_zone = "Europe/London"           # optional: for acquisition times without an offset
 //! called_ae_titles = ["STMARYS_FX"]    # each AE title belongs to one site
 //! calling_ae_titles = ["CR_ED1"]       # optional allow-list of senders
 //! [site.routing]                       # what the model analyses (defaults: CR/DX,
@@ -653,6 +654,28 @@ client_names = ["cr-ed1.north.example"]
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].1.contains("intake.max_stow_requests = 0"),
+            "{errors:?}"
+        );
+        let zoned = text.replace(
+            "[site.intake]",
+            "time_zone = \"Europe/London\"\n[site.intake]",
+        );
+        let file = parse(&zoned, &Existing::default(), false).expect("valid");
+        assert_eq!(file.sites[0].time_zone.as_deref(), Some("Europe/London"));
+        assert_eq!(
+            parse(
+                &to_toml(&file.sites, &file.groups),
+                &Existing::default(),
+                false
+            )
+            .expect("valid"),
+            file
+        );
+        let errors = refused(&zoned.replace("Europe/London", "Europe/Atlantis"));
+        assert!(
+            errors
+                .iter()
+                .any(|(_, message)| message.contains("not a time zone")),
             "{errors:?}"
         );
         let errors = refused(&text.replace("cr-ed1.north.example", "not a name"));

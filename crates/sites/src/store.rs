@@ -333,6 +333,7 @@ fn changed_site_fields(before: &SiteConfig, after: &SiteConfig) -> Vec<&'static 
     differs("second_look", before.second_look != after.second_look);
     differs("intake", before.intake != after.intake);
     differs("dicom_tls", before.dicom_tls != after.dicom_tls);
+    differs("time_zone", before.time_zone != after.time_zone);
     fields
 }
 

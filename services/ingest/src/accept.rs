@@ -372,11 +372,14 @@ fn instance_stored(
         received_via: sender.channel().to_owned(),
         sender: sender.to_string(),
         expected_instances: 0,
-        acquired_at: plausible_acquisition(info.acquired_at, now).map(|at| {
-            fxtriage_proto::Timestamp {
-                seconds: at.unix_timestamp(),
-                nanos: at.nanosecond() as i32,
-            }
+        acquired_at: plausible_acquisition(
+            info.acquired_at
+                .or_else(|| in_site_zone(info.acquired_local, site.time_zone.as_deref())),
+            now,
+        )
+        .map(|at| fxtriage_proto::Timestamp {
+            seconds: at.unix_timestamp(),
+            nanos: at.nanosecond() as i32,
         }),
         patient_sex: match info.patient_sex.as_str() {
             sex @ ("M" | "F" | "O") => sex.to_owned(),
@@ -388,6 +391,30 @@ fn instance_stored(
         manufacturer: info.manufacturer.chars().take(64).collect(),
         manufacturer_model: info.manufacturer_model.chars().take(64).collect(),
     }
+}
+
+/// A local acquisition time (the dataset stated no offset) placed in the
+/// site's time zone; `None` when the site names none. In a daylight-saving
+/// change, a time that did not exist is moved forward, and one that occurred
+/// twice is the earlier (jiff's "compatible" rule, as RFC 5545).
+fn in_site_zone(
+    local: Option<time::PrimitiveDateTime>,
+    zone: Option<&str>,
+) -> Option<time::OffsetDateTime> {
+    let (local, zone) = (local?, zone?);
+    let zone = jiff::tz::TimeZone::get(zone).ok()?;
+    let civil = jiff::civil::DateTime::new(
+        i16::try_from(local.year()).ok()?,
+        local.month() as i8,
+        local.day() as i8,
+        local.hour() as i8,
+        local.minute() as i8,
+        local.second() as i8,
+        i32::try_from(local.nanosecond()).ok()?,
+    )
+    .ok()?;
+    let instant = zone.to_timestamp(civil).ok()?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(instant.as_nanosecond()).ok()
 }
 
 /// The acquisition time when it is plausible for an image received at `now`
@@ -403,4 +430,49 @@ fn plausible_acquisition(
     let plausible = acquired <= received + time::Duration::hours(14)
         && acquired >= received - time::Duration::days(30);
     plausible.then(|| acquired.min(received))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn a_local_time_is_placed_in_the_sites_zone_across_daylight_saving() {
+        let london = Some("Europe/London");
+        let at = |local| in_site_zone(Some(local), london);
+        // Summer time (UTC+1), winter (UTC+0).
+        assert_eq!(
+            at(datetime!(2026-07-01 8:30)),
+            Some(datetime!(2026-07-01 7:30 UTC))
+        );
+        assert_eq!(
+            at(datetime!(2026-11-30 10:15)),
+            Some(datetime!(2026-11-30 10:15 UTC))
+        );
+        // 01:30 on 29 March 2026 never happened in London (clocks went from
+        // 01:00 to 02:00): moved forward, to 02:30 BST.
+        assert_eq!(
+            at(datetime!(2026-03-29 1:30)),
+            Some(datetime!(2026-03-29 1:30 UTC))
+        );
+        // 01:30 on 25 October 2026 happened twice: the earlier, in BST.
+        assert_eq!(
+            at(datetime!(2026-10-25 1:30)),
+            Some(datetime!(2026-10-25 0:30 UTC))
+        );
+        // Elsewhere, and fractions of a second kept.
+        assert_eq!(
+            in_site_zone(Some(datetime!(2026-11-30 9:00:00.25)), Some("Asia/Kolkata")),
+            Some(datetime!(2026-11-30 3:30:00.25 UTC))
+        );
+        // No zone named, no local time, or a zone that is not one: no time.
+        assert_eq!(in_site_zone(Some(datetime!(2026-11-30 10:15)), None), None);
+        assert_eq!(in_site_zone(None, london), None);
+        assert_eq!(
+            in_site_zone(Some(datetime!(2026-11-30 10:15)), Some("Mars/Olympus")),
+            None
+        );
+    }
 }

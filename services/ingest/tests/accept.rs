@@ -299,6 +299,38 @@ async fn the_acquisition_time_is_announced_when_it_is_plausible() {
     }
 }
 
+#[tokio::test]
+async fn an_acquisition_time_without_an_offset_is_placed_in_the_sites_time_zone() {
+    let h = harness();
+    let mut site = h.sites.site("st-marys").expect("site").as_ref().clone();
+    // An hour ago, as the clock on a modality in Kolkata shows it (UTC+05:30,
+    // no daylight saving), with no offset in the dataset.
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let kolkata = hour_ago.to_offset(time::macros::offset!(+5:30));
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    let local = kolkata.format(&format).expect("format");
+    for (zone, expected) in [
+        (None, None),
+        (Some("Asia/Kolkata"), Some(hour_ago.unix_timestamp())),
+    ] {
+        site.time_zone = zone.map(str::to_owned);
+        h.ingestor
+            .accept(
+                &site,
+                InstanceSource::Memory(acquired(&local)),
+                &modality("ED_DR1"),
+            )
+            .await
+            .expect("accepted");
+        let event = next_event(&h.bus).await;
+        assert_eq!(
+            event.acquired_at.map(|at| at.seconds),
+            expected,
+            "AcquisitionDateTime {local} at a site in {zone:?}"
+        );
+    }
+}
+
 /// A wrist radiograph stating PatientSex, PatientAge and the equipment.
 fn with_patient(sex: &str, age: &str, manufacturer: &str, model: &str) -> Bytes {
     let mut dataset = SyntheticInstance::wrist().dataset();
