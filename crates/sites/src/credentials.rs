@@ -177,6 +177,9 @@ pub struct TokenInfo {
     pub description: String,
     pub created_at: String,
     pub revoked: bool,
+    /// `claim=value` of an OpenID Connect mapping; `None` for a bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +192,10 @@ pub enum TokenError {
     DeploymentRoleNotAdmin,
     #[error("no token {0}")]
     UnknownToken(String),
+    #[error(
+        "an OpenID Connect mapping needs a claim name and a value, each of 1 to 256 characters"
+    )]
+    InvalidOidcMapping,
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -209,6 +216,34 @@ pub async fn create_token(
     scope: &Scope,
     role: Role,
     description: &str,
+) -> Result<CreatedToken, TokenError> {
+    insert_credential(pool, scope, role, description, None).await
+}
+
+/// Maps an OpenID Connect claim to `role` on `scope`: a person whose verified
+/// token has `claim` equal to `value` (or holding it among an array) is known
+/// by this credential. Revoked like a token (`revoke_token`).
+pub async fn create_oidc_mapping(
+    pool: &Pool,
+    scope: &Scope,
+    role: Role,
+    claim: &str,
+    value: &str,
+    description: &str,
+) -> Result<Credential, TokenError> {
+    if claim.is_empty() || value.is_empty() || claim.len() > 256 || value.len() > 256 {
+        return Err(TokenError::InvalidOidcMapping);
+    }
+    let created = insert_credential(pool, scope, role, description, Some((claim, value))).await?;
+    Ok(created.credential)
+}
+
+async fn insert_credential(
+    pool: &Pool,
+    scope: &Scope,
+    role: Role,
+    description: &str,
+    oidc: Option<(&str, &str)>,
 ) -> Result<CreatedToken, TokenError> {
     let client = pool.get().await?;
     let (site, group): (Option<&str>, Option<&str>) = match scope {
@@ -247,8 +282,9 @@ pub async fn create_token(
     let token = ApiToken::generate();
     client
         .execute(
-            "INSERT INTO api_credentials (token_id, site_id, group_id, token_sha256, role, description) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_credentials \
+                 (token_id, site_id, group_id, token_sha256, role, description, oidc_claim, oidc_value) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &token_id,
                 &site,
@@ -256,6 +292,8 @@ pub async fn create_token(
                 &token.sha256(),
                 &role.as_str(),
                 &description,
+                &oidc.map(|(claim, _)| claim),
+                &oidc.map(|(_, value)| value),
             ],
         )
         .await
@@ -294,7 +332,8 @@ pub async fn list_tokens(pool: &Pool, scope: Option<&Scope>) -> Result<Vec<Token
         .query(
             "SELECT token_id, site_id, group_id, role, description, \
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, \
-                    revoked_at IS NOT NULL AS revoked \
+                    revoked_at IS NOT NULL AS revoked, \
+                    CASE WHEN oidc_claim IS NOT NULL THEN oidc_claim || '=' || oidc_value END AS oidc \
              FROM api_credentials ORDER BY created_at, token_id",
             &[],
         )
@@ -324,6 +363,7 @@ pub async fn list_tokens(pool: &Pool, scope: Option<&Scope>) -> Result<Vec<Token
                 description: row.get("description"),
                 created_at: row.get("created_at"),
                 revoked: row.get("revoked"),
+                oidc: row.get("oidc"),
             });
         }
     }
@@ -374,6 +414,60 @@ pub async fn authenticate(
         scope,
         role,
     }))
+}
+
+/// The credentials a person's verified OpenID Connect claims map to: every
+/// mapping in force (not revoked, its site or group in service) whose claim
+/// the token holds with the mapping's value (a string equal to it, or an
+/// array containing it).
+pub async fn oidc_credentials(
+    client: &impl deadpool_postgres::GenericClient,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<Credential>, TokenError> {
+    let rows = client
+        .query(
+            "SELECT c.token_id, c.site_id, c.group_id, c.role, c.oidc_claim, c.oidc_value \
+             FROM api_credentials c \
+             LEFT JOIN sites s ON s.site_id = c.site_id \
+             LEFT JOIN site_groups g ON g.group_id = c.group_id \
+             WHERE c.oidc_claim IS NOT NULL AND c.revoked_at IS NULL \
+               AND s.retired_at IS NULL AND g.retired_at IS NULL \
+             ORDER BY c.token_id",
+            &[],
+        )
+        .await
+        .map_err(database("looking up the OpenID Connect mappings"))?;
+    let holds = |claim: &str, value: &str| match claims.get(claim) {
+        Some(serde_json::Value::String(held)) => held == value,
+        Some(serde_json::Value::Array(held)) => {
+            held.iter().any(|item| item.as_str() == Some(value))
+        }
+        _ => false,
+    };
+    let mut found = Vec::new();
+    for row in &rows {
+        let claim: String = row.get("oidc_claim");
+        let value: String = row.get("oidc_value");
+        if !holds(&claim, &value) {
+            continue;
+        }
+        let site: Option<String> = row.get("site_id");
+        let group: Option<String> = row.get("group_id");
+        let scope = match (site, group) {
+            (Some(site), _) => SiteId::parse(site).ok().map(Scope::Site),
+            (None, Some(group)) => GroupId::parse(group).ok().map(Scope::Group),
+            (None, None) => Some(Scope::Deployment),
+        };
+        let role: String = row.get("role");
+        if let (Some(scope), Some(role)) = (scope, Role::parse(&role)) {
+            found.push(Credential {
+                token_id: row.get("token_id"),
+                scope,
+                role,
+            });
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

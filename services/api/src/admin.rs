@@ -227,9 +227,9 @@ pub async fn delete_token(
 
 fn token_error(error: TokenError) -> ApiError {
     match error {
-        TokenError::UnknownScope(_) | TokenError::DeploymentRoleNotAdmin => {
-            ApiError::unprocessable(error.to_string())
-        }
+        TokenError::UnknownScope(_)
+        | TokenError::DeploymentRoleNotAdmin
+        | TokenError::InvalidOidcMapping => ApiError::unprocessable(error.to_string()),
         TokenError::UnknownToken(_) => ApiError::not_found(),
         TokenError::Registry(error) => registry_error(error),
     }

@@ -37,11 +37,11 @@ pub enum Actor<'a> {
 }
 
 impl<'a> Actor<'a> {
-    /// The caller, named as its token id.
+    /// The caller, named as the signed-in person, else its token id.
     pub fn caller(caller: &'a Caller) -> Self {
         Actor::Token {
             token_id: &caller.token_id,
-            actor: &caller.token_id,
+            actor: caller.actor(),
             group: caller.group.as_ref(),
         }
     }

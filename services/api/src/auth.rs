@@ -4,6 +4,10 @@
 //! - no or malformed credentials: 401 with `WWW-Authenticate: Bearer`;
 //! - an unknown or revoked token (or one of a retired site or group): 401 with
 //!   `error="invalid_token"`;
+//! - with an identity provider configured (`crate::oidc`), a person's token
+//!   (JWT) is verified and mapped to the credentials its claims name; the
+//!   one covering the URL with the most rights is used, and the person is
+//!   the actor in the audit log;
 //! - after too many invalid tokens from one address or with one token prefix
 //!   (`fxtriage_sites::throttle`, 20 a minute by default): 429 with
 //!   `Retry-After`, before any lookup, until that minute ends;
@@ -41,9 +45,32 @@ pub struct Caller {
     pub role: Role,
     /// The group whose token this is, when it is a group's.
     pub group: Option<GroupId>,
+    /// The person signed in through the identity provider (`oidc:NAME`);
+    /// `None` for a service token.
+    pub person: Option<String>,
 }
 
 impl Caller {
+    /// Who acts, for the audit log: the signed-in person, else the token.
+    pub fn actor(&self) -> &str {
+        self.person.as_deref().unwrap_or(&self.token_id)
+    }
+
+    /// The reader a claim, report or review is made in the name of: a
+    /// signed-in person acts as themselves (a different `requested` name is
+    /// refused); a service token names the reader, or is named itself.
+    pub fn reader_name(&self, requested: Option<&str>) -> ApiResult<String> {
+        let Some(person) = &self.person else {
+            return crate::views::reader_name(requested, &self.token_id);
+        };
+        match requested.map(str::trim) {
+            Some(requested) if requested != person => Err(ApiError::forbidden(
+                "a person signed in through the identity provider acts in their own name only",
+            )),
+            _ => Ok(person.clone()),
+        }
+    }
+
     /// 403 unless the caller administers the site.
     pub fn require_admin(&self) -> ApiResult<()> {
         require(
@@ -73,6 +100,8 @@ pub struct GroupCaller {
     /// The group's sites in service.
     pub sites: Vec<SiteId>,
     pub role: Role,
+    /// The person signed in through the identity provider, as for [`Caller`].
+    pub person: Option<String>,
 }
 
 impl GroupCaller {
@@ -93,6 +122,7 @@ impl GroupCaller {
             site: site.clone(),
             role: self.role,
             group: Some(self.group.clone()),
+            person: self.person.clone(),
         }
     }
 }
@@ -135,21 +165,23 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (presented, address) = presented_by(&request)?;
-    let credential = credential_of(&state, &presented, address).await?;
+    let signed_in = authenticated(&state, &presented, address).await?;
     let requested = path_param(&path_params, "site").unwrap_or_default();
     let snapshot = state.sites.current();
-    let (covers, group) = match &credential.scope {
-        Scope::Site(site) => (site.as_str() == requested, None),
-        Scope::Group(group) => (
-            snapshot.group_has_site(group, &requested),
-            Some(group.clone()),
-        ),
-        Scope::Deployment => (false, None),
+    let covers = |credential: &&Credential| match &credential.scope {
+        Scope::Site(site) => site.as_str() == requested,
+        Scope::Group(group) => snapshot.group_has_site(group, &requested),
+        Scope::Deployment => false,
     };
-    let site = snapshot.site(&requested).filter(|_| covers);
-    let Some(site) = site else {
+    let chosen = signed_in
+        .credentials
+        .iter()
+        .filter(covers)
+        .max_by_key(|credential| rank(credential.role));
+    let site = snapshot.site(&requested).filter(|_| chosen.is_some());
+    let (Some(site), Some(credential)) = (site, chosen) else {
         tracing::warn!(
-            token_id = %credential.token_id,
+            token_ids = ?signed_in.token_ids(),
             "a token asked for a site outside its scope; answered 404"
         );
         return Err(ApiError::not_found());
@@ -160,11 +192,16 @@ pub async fn authenticate(
         "viewer, reader or admin",
         "read worklists",
     )?;
+    let group = match &credential.scope {
+        Scope::Group(group) => Some(group.clone()),
+        _ => None,
+    };
     request.extensions_mut().insert(Caller {
-        token_id: credential.token_id,
+        token_id: credential.token_id.clone(),
         site: site.id.clone(),
         role: credential.role,
         group,
+        person: signed_in.person.clone(),
     });
     Ok(next.run(request).await)
 }
@@ -177,17 +214,22 @@ pub async fn authenticate_group(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (presented, address) = presented_by(&request)?;
-    let credential = credential_of(&state, &presented, address).await?;
+    let signed_in = authenticated(&state, &presented, address).await?;
     let requested = path_param(&path_params, "group").unwrap_or_default();
-    let group = match &credential.scope {
-        Scope::Group(group) if group.as_str() == requested => group.clone(),
-        _ => {
-            tracing::warn!(
-                token_id = %credential.token_id,
-                "a token asked for a group outside its scope; answered 404"
-            );
-            return Err(ApiError::not_found());
-        }
+    let chosen = signed_in
+        .credentials
+        .iter()
+        .filter(|credential| matches!(&credential.scope, Scope::Group(group) if group.as_str() == requested))
+        .max_by_key(|credential| rank(credential.role));
+    let Some(credential) = chosen else {
+        tracing::warn!(
+            token_ids = ?signed_in.token_ids(),
+            "a token asked for a group outside its scope; answered 404"
+        );
+        return Err(ApiError::not_found());
+    };
+    let Scope::Group(group) = credential.scope.clone() else {
+        return Err(ApiError::not_found());
     };
     let sites = state
         .sites
@@ -202,10 +244,11 @@ pub async fn authenticate_group(
         "read worklists",
     )?;
     request.extensions_mut().insert(GroupCaller {
-        token_id: credential.token_id,
+        token_id: credential.token_id.clone(),
         group,
         sites,
         role: credential.role,
+        person: signed_in.person.clone(),
     });
     Ok(next.run(request).await)
 }
@@ -218,38 +261,109 @@ pub async fn authenticate_admin(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (presented, address) = presented_by(&request)?;
-    let credential = credential_of(&state, &presented, address).await?;
-    if credential.scope != Scope::Deployment || credential.role != Role::Admin {
-        tracing::warn!(token_id = %credential.token_id, "a token without deployment admin rights asked for the admin API; answered 404");
+    let signed_in = authenticated(&state, &presented, address).await?;
+    let Some(credential) = signed_in
+        .credentials
+        .iter()
+        .find(|credential| credential.scope == Scope::Deployment && credential.role == Role::Admin)
+    else {
+        tracing::warn!(token_ids = ?signed_in.token_ids(), "a token without deployment admin rights asked for the admin API; answered 404");
         return Err(ApiError::not_found());
-    }
+    };
     request.extensions_mut().insert(AdminCaller {
-        token_id: credential.token_id,
+        token_id: credential.token_id.clone(),
     });
     Ok(next.run(request).await)
 }
 
-/// The credential of the request's bearer token, through the failed
+/// Which credential a person with several mappings acts under, where more
+/// than one covers the route: the one with the most rights to read.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Sender => 0,
+        Role::Viewer => 1,
+        Role::Reader => 2,
+        Role::Admin => 3,
+    }
+}
+
+/// Who a request is: one service token's credential, or the credentials a
+/// signed-in person's claims map to.
+struct SignedIn {
+    credentials: Vec<Credential>,
+    person: Option<String>,
+}
+
+impl SignedIn {
+    fn token_ids(&self) -> Vec<&str> {
+        self.credentials
+            .iter()
+            .map(|credential| credential.token_id.as_str())
+            .collect()
+    }
+}
+
+/// The credentials of the request's bearer token, through the failed
 /// authentication throttle: an address or token prefix with too many invalid
 /// tokens lately gets 429 before any lookup, and each invalid token counts.
-async fn credential_of(
+/// A service token (`fxt_...`) is looked up; with an identity provider
+/// configured, a JWT is verified (`crate::oidc`) and mapped.
+async fn authenticated(
     state: &AppState,
     presented: &str,
     address: Option<IpAddr>,
-) -> ApiResult<Credential> {
+) -> ApiResult<SignedIn> {
     let now = Instant::now();
     if let Err(retry_after) = state.auth_throttle.check(address, presented, now) {
         return Err(ApiError::too_many_failures(retry_after));
     }
-    let found = match ApiToken::from_presented(presented) {
-        None => Ok(None),
-        Some(token) => {
-            let client = state.pool.get().await?;
-            credentials::authenticate(&client, &token).await
+    let found = if let Some(token) = ApiToken::from_presented(presented) {
+        let client = state.pool.get().await?;
+        match credentials::authenticate(&client, &token).await {
+            Ok(found) => Ok(found.map(|credential| SignedIn {
+                credentials: vec![credential],
+                person: None,
+            })),
+            Err(error) => Err(error),
         }
+    } else if let Some(verifier) = state
+        .oidc
+        .as_ref()
+        .filter(|_| crate::oidc::OidcVerifier::looks_like_jwt(presented))
+    {
+        match verifier.verify(presented).await {
+            Ok(person) => {
+                let client = state.pool.get().await?;
+                match credentials::oidc_credentials(&client, &person.claims).await {
+                    Ok(mapped) if mapped.is_empty() => {
+                        tracing::warn!(
+                            "a person signed in whose claims no mapping names (fxtriage tokens create --oidc-claim); answered 401"
+                        );
+                        Ok(None)
+                    }
+                    Ok(mapped) => Ok(Some(SignedIn {
+                        credentials: mapped,
+                        person: Some(format!("oidc:{}", person.name)),
+                    })),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(crate::oidc::OidcError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "cannot check a sign-in");
+                return Err(ApiError::unavailable(
+                    "the identity provider cannot be reached to check the sign-in; retry later",
+                ));
+            }
+            Err(error) => {
+                tracing::info!(%error, "an identity provider token was refused");
+                Ok(None)
+            }
+        }
+    } else {
+        Ok(None)
     };
     match found {
-        Ok(Some(credential)) => Ok(credential),
+        Ok(Some(signed_in)) => Ok(signed_in),
         Ok(None) => {
             if state.auth_throttle.record_failure(address, presented, now) {
                 let limits = state.auth_throttle.limits();

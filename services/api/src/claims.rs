@@ -36,7 +36,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
-use crate::views::{ReaderBody, WorklistItem, parse_body, reader_name, rfc3339};
+use crate::views::{ReaderBody, WorklistItem, parse_body, rfc3339};
 use fxtriage_worklist::query::{
     STUDY_COLUMNS, WorklistFilter, claim_expired, database_now, lock_next_open, study_row,
 };
@@ -51,7 +51,7 @@ pub async fn post_claim(
     caller.require_reader()?;
     let study_uid = StudyPath::parse(path)?.study;
     let request: ReaderBody = parse_body(&body)?;
-    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let reader = caller.reader_name(request.reader.as_deref())?;
 
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -96,7 +96,7 @@ pub(crate) async fn claim_next_of(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let caller = caller_on(&site);
-    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let reader = caller.reader_name(request.reader.as_deref())?;
     let study = study_for_update(&tx, &site, &study_uid)
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -117,7 +117,7 @@ pub async fn post_release(
     caller.require_reader()?;
     let study_uid = StudyPath::parse(path)?.study;
     let request: ReaderBody = parse_body(&body)?;
-    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let reader = caller.reader_name(request.reader.as_deref())?;
 
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;

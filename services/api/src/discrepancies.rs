@@ -27,7 +27,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
-use crate::views::{parse_body, reader_name, rfc3339};
+use crate::views::{parse_body, rfc3339};
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,7 +209,7 @@ pub async fn post_review(
     caller.require_reader()?;
     let study_uid = StudyPath::parse(path)?.study;
     let request: ReviewBody = parse_body(&body)?;
-    let reviewer = reader_name(request.reviewer.as_deref(), &caller.token_id)?;
+    let reviewer = caller.reader_name(request.reviewer.as_deref())?;
     let conclusion = request
         .conclusion
         .as_deref()

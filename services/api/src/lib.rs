@@ -39,6 +39,7 @@ pub mod error;
 pub mod events;
 pub mod groups;
 pub mod metrics;
+pub mod oidc;
 pub mod overlay;
 pub mod reports;
 pub mod state;
@@ -91,6 +92,9 @@ pub struct Config {
     /// HTTPS with this configuration (`fxtriage_telemetry::tls::https_config`);
     /// `None`: plain HTTP (behind a TLS-terminating proxy, or on loopback).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Single sign-on: people's tokens from this identity provider (see
+    /// [`oidc`]); `None`: service tokens only.
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             sites: None,
             failed_auth: fxtriage_sites::ThrottleLimits::default(),
             tls: None,
+            oidc: None,
         }
     }
 }
@@ -158,6 +163,10 @@ pub async fn serve(
         namespace: clients.namespace,
         overlay_permits: Arc::new(Semaphore::new(config.max_concurrent_overlays.max(1))),
         auth_throttle: Arc::new(fxtriage_sites::FailedAuthThrottle::new(config.failed_auth)),
+        oidc: config
+            .oidc
+            .clone()
+            .map(|oidc| Arc::new(oidc::OidcVerifier::new(oidc))),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
         events: EventHub::new(),

@@ -31,7 +31,7 @@ use crate::claims::{end_claim, expire_claim};
 use crate::error::{ApiError, ApiResult, Doing as _};
 use crate::state::AppState;
 use crate::study_path::StudyPath;
-use crate::views::{WorklistItem, parse_body, reader_name, rfc3339};
+use crate::views::{WorklistItem, parse_body, rfc3339};
 use fxtriage_worklist::query::{STUDY_COLUMNS, claim_expired, database_now, study_row};
 
 #[derive(Debug, Serialize)]
@@ -117,7 +117,7 @@ pub async fn post_report(
     caller.require_reader()?;
     let study_uid = StudyPath::parse(path)?.study;
     let request: ReportBody = parse_body(&body)?;
-    let reader = reader_name(request.reader.as_deref(), &caller.token_id)?;
+    let reader = caller.reader_name(request.reader.as_deref())?;
 
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;

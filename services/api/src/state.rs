@@ -30,6 +30,8 @@ pub struct AppState {
     pub overlay_permits: Arc<Semaphore>,
     /// Invalid tokens counted per address and token prefix.
     pub auth_throttle: Arc<fxtriage_sites::FailedAuthThrottle>,
+    /// The identity provider's token verifier, when one is configured.
+    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
     /// Cancelled when the server drains; long-lived responses (event streams) end.
     pub shutdown: CancellationToken,
 }

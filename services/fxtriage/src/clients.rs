@@ -186,6 +186,39 @@ impl HttpsArgs {
     }
 }
 
+/// Single sign-on for people: OpenID Connect tokens of one identity provider.
+#[derive(Debug, Args)]
+pub struct OidcArgs {
+    /// The identity provider's issuer (as tokens state it in `iss`); people's
+    /// tokens from it are accepted, mapped by `fxtriage tokens create
+    /// --oidc-claim`. Service tokens only when unset.
+    #[arg(long, env = "FXTRIAGE_OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The audience the tokens must be for (fxtriage's client id at the provider).
+    #[arg(long, env = "FXTRIAGE_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The provider's JWKS; by default the jwks_uri of its discovery document.
+    #[arg(long, env = "FXTRIAGE_OIDC_JWKS_URL", requires = "oidc_issuer")]
+    pub oidc_jwks_url: Option<String>,
+    /// How far the provider's clock and this server's may disagree, in seconds.
+    #[arg(long, env = "FXTRIAGE_OIDC_CLOCK_SKEW_SECONDS", default_value_t = 60)]
+    pub oidc_clock_skew_seconds: u64,
+}
+
+impl OidcArgs {
+    pub fn config(&self) -> Option<fxtriage_api::oidc::OidcConfig> {
+        let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) else {
+            return None;
+        };
+        Some(fxtriage_api::oidc::OidcConfig {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            jwks_url: self.oidc_jwks_url.clone(),
+            clock_skew: Duration::from_secs(self.oidc_clock_skew_seconds),
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SitesFileArgs {
     /// A sites file applied to the site registry at start-up, as `fxtriage sites

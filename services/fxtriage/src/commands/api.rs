@@ -20,6 +20,8 @@ pub struct ApiArgs {
     #[command(flatten)]
     pub https: crate::clients::HttpsArgs,
     #[command(flatten)]
+    pub oidc: crate::clients::OidcArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub bus: BusArgs,
@@ -41,5 +43,6 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let mut config = fxtriage_api::Config::new(args.http_address);
     config.claim_ttl = Duration::from_secs(u64::from(args.claim_minutes) * 60);
     config.tls = tls;
+    config.oidc = args.oidc.config();
     fxtriage_api::run(config, clients, shutdown).await
 }

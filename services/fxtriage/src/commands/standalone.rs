@@ -51,6 +51,8 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub https: crate::clients::HttpsArgs,
     #[command(flatten)]
+    pub oidc: crate::clients::OidcArgs,
+    #[command(flatten)]
     pub dimse_tls: crate::commands::ingest::DimseTlsArgs,
     #[command(flatten)]
     pub sites: crate::clients::SitesFileArgs,
@@ -231,6 +233,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     );
     let mut api_config = fxtriage_api::Config::new(args.http_address);
     api_config.tls = args.https.load()?;
+    api_config.oidc = args.oidc.config();
     tasks.spawn(fxtriage_api::run(api_config, clients, services.clone()));
     #[allow(clippy::print_stdout)]
     {

@@ -66,6 +66,12 @@ pub struct TokensCreateArgs {
     /// What the token is for (a workstation, a RIS adapter), for whoever revokes it later.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Instead of a token, map people signed in at the identity provider
+    /// (OpenID Connect, `fxtriage api --oidc-issuer`) whose token has this
+    /// claim with this value (`CLAIM=VALUE`, e.g. `groups=north-radiologists`)
+    /// to this role on this scope. Nothing secret is printed.
+    #[arg(long, value_name = "CLAIM=VALUE")]
+    pub oidc_claim: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -99,6 +105,30 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
         TokensCommand::Create(args) => {
             let scope = args.scope.scope()?;
             let pool = args.database.migrated_pool().await?;
+            if let Some(mapping) = &args.oidc_claim {
+                let (claim, value) = mapping.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--oidc-claim takes CLAIM=VALUE, e.g. groups=north-radiologists"
+                    )
+                })?;
+                let credential = credentials::create_oidc_mapping(
+                    &pool,
+                    &scope,
+                    args.role,
+                    claim.trim(),
+                    value.trim(),
+                    &args.description,
+                )
+                .await?;
+                tracing::info!(
+                    token_id = %credential.token_id,
+                    scope = %credential.scope,
+                    role = %credential.role,
+                    "OpenID Connect mapping created"
+                );
+                println!("{}", credential.token_id);
+                return Ok(());
+            }
             let created =
                 credentials::create_token(&pool, &scope, args.role, &args.description).await?;
             tracing::info!(
@@ -132,14 +162,19 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
                 } else {
                     writeln!(
                         out,
-                        "{}\t{} {}\t{}\t{}\t{}\t{}",
+                        "{}\t{} {}\t{}\t{}\t{}\t{}{}",
                         token.token_id,
                         token.scope,
                         token.target,
                         token.role,
                         token.description,
                         token.created_at,
-                        if token.revoked { "revoked" } else { "active" }
+                        if token.revoked { "revoked" } else { "active" },
+                        token
+                            .oidc
+                            .as_ref()
+                            .map(|mapping| format!("\toidc {mapping}"))
+                            .unwrap_or_default()
                     )?;
                 }
             }
@@ -186,6 +221,20 @@ mod tests {
             fxtriage_sites::Scope::Site(fxtriage_core::SiteId::parse("demo").expect("id"))
         );
         assert_eq!(reader.description, "reading room 2");
+        assert_eq!(reader.oidc_claim, None);
+        let mapped = create(&[
+            "--site",
+            "demo",
+            "--role",
+            "reader",
+            "--oidc-claim",
+            "groups=demo-radiologists",
+        ])
+        .expect("parses");
+        assert_eq!(
+            mapped.oidc_claim.as_deref(),
+            Some("groups=demo-radiologists")
+        );
         let sender = create(&["--group", "north", "--role", "sender"]).expect("parses");
         assert!(matches!(
             sender.scope.scope().expect("scope"),

@@ -1,0 +1,248 @@
+//! Single sign-on for people: OpenID Connect bearer tokens (JWT) from the
+//! deployment's identity provider, verified here, mapped to sites, groups and
+//! roles by the mappings of the credential system (`fxtriage tokens create
+//! --oidc-claim CLAIM=VALUE`, `fxtriage_sites::credentials::oidc_credentials`).
+//! Service tokens (`fxt_...`) remain for machines.
+//!
+//! A token is accepted when:
+//! - its header names a key (`kid`) of the issuer's JWKS and an asymmetric
+//!   algorithm (RS*, PS*, ES256, ES384, EdDSA; never `none` or a shared
+//!   secret), and its signature verifies with that key;
+//! - `iss` is the configured issuer, `aud` holds the configured audience,
+//!   `exp` has not passed and `nbf` has (each with the configured clock skew),
+//!   and it has a `sub`.
+//!
+//! The JWKS comes from `jwks_url`, else from the issuer's discovery document
+//! (`{issuer}/.well-known/openid-configuration`). It is fetched at the first
+//! token and again when a token names a key it lacks (the provider rotated
+//! its keys), at most once per [`REFRESH_INTERVAL`]. When it cannot be fetched
+//! the request is answered 503, not 401: the person's sign-in is not at fault.
+//!
+//! The library is `jsonwebtoken` (signature, algorithms, registered claims);
+//! what is written here is the key cache and the mapping to credentials.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+/// The JWKS is fetched again, for a key it lacks, at most this often.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The most characters of a person's name kept (in the audit log, on claims).
+const MAX_NAME_CHARS: usize = 96;
+
+/// The deployment's identity provider.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer, exactly as tokens state it in `iss`.
+    pub issuer: String,
+    /// The audience the tokens must be for (the client id fxtriage is
+    /// registered under at the provider).
+    pub audience: String,
+    /// The JWKS; `None`: the one the issuer's discovery document names.
+    pub jwks_url: Option<String>,
+    /// How far the clocks of the provider and this server may disagree.
+    pub clock_skew: Duration,
+}
+
+/// Who a verified token names.
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// `preferred_username`, else `email`, else `sub`; printable, bounded.
+    pub name: String,
+    /// Every claim of the token, for the mappings to look at.
+    pub claims: Map<String, Value>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// The token is not one of this provider's, or no longer valid: the
+    /// request gets 401.
+    #[error("{0}")]
+    Invalid(String),
+    /// The provider's keys cannot be read now: the request gets 503.
+    #[error("the identity provider's keys cannot be read: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    set: Option<JwkSet>,
+    fetched: Option<Instant>,
+}
+
+/// Verifies tokens of one provider; shared by every request.
+#[derive(Debug)]
+pub struct OidcVerifier {
+    config: OidcConfig,
+    http: reqwest::Client,
+    keys: Mutex<Keys>,
+}
+
+impl OidcVerifier {
+    pub fn new(config: OidcConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            config,
+            http,
+            keys: Mutex::new(Keys::default()),
+        }
+    }
+
+    /// Whether `presented` has the shape of a JWT (three base64url parts);
+    /// anything else is not this verifier's to judge.
+    pub fn looks_like_jwt(presented: &str) -> bool {
+        let parts: Vec<&str> = presented.split('.').collect();
+        parts.len() == 3
+            && parts[..2].iter().all(|part| !part.is_empty())
+            && presented
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    }
+
+    /// The person a valid token names.
+    pub async fn verify(&self, token: &str) -> Result<Person, OidcError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| OidcError::Invalid(format!("not a JWT: {error}")))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(OidcError::Invalid(format!(
+                "algorithm {:?} is not accepted (asymmetric signatures only)",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| OidcError::Invalid("the token names no key (kid)".into()))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.config.clock_skew.as_secs();
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|error| OidcError::Invalid(format!("refused: {error}")))?;
+        let claims = data.claims;
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let name = text("preferred_username")
+            .or_else(|| text("email"))
+            .or_else(|| text("sub"))
+            .ok_or_else(|| OidcError::Invalid("the token's sub is empty".into()))?;
+        let name: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME_CHARS)
+            .collect();
+        Ok(Person { name, claims })
+    }
+
+    /// The decoding key `kid`, fetching the JWKS when it is missing (at most
+    /// once per [`REFRESH_INTERVAL`]).
+    async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+        let mut keys = self.keys.lock().await;
+        let known = |keys: &Keys| {
+            keys.set
+                .as_ref()
+                .and_then(|set| set.find(kid))
+                .map(DecodingKey::from_jwk)
+        };
+        if let Some(key) = known(&keys) {
+            return key.map_err(|error| OidcError::Invalid(format!("key {kid}: {error}")));
+        }
+        let may_fetch = keys
+            .fetched
+            .is_none_or(|at| at.elapsed() >= REFRESH_INTERVAL);
+        if may_fetch {
+            let set = self.fetch().await?;
+            keys.set = Some(set);
+            keys.fetched = Some(Instant::now());
+        }
+        match known(&keys) {
+            Some(key) => key.map_err(|error| OidcError::Invalid(format!("key {kid}: {error}"))),
+            None => Err(OidcError::Invalid(format!(
+                "key {kid} is not among the identity provider's keys"
+            ))),
+        }
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, OidcError> {
+        let unavailable =
+            |error: reqwest::Error| OidcError::Unavailable(error.without_url().to_string());
+        let url = match &self.config.jwks_url {
+            Some(url) => url.clone(),
+            None => {
+                let discovery = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.config.issuer.trim_end_matches('/')
+                );
+                let document: Value = self
+                    .http
+                    .get(&discovery)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(unavailable)?
+                    .json()
+                    .await
+                    .map_err(unavailable)?;
+                document
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        OidcError::Unavailable(format!("{discovery} names no jwks_uri"))
+                    })?
+            }
+        };
+        let set = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json::<JwkSet>()
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(keys = set.keys.len(), "identity provider keys fetched");
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_three_base64url_parts_look_like_a_jwt() {
+        assert!(OidcVerifier::looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(OidcVerifier::looks_like_jwt("a-b_c.d.e"));
+        for other in ["fxt_abc", "a.b", "a.b.c.d", ".b.c", "a b.c.d", "a.b.c="] {
+            assert!(!OidcVerifier::looks_like_jwt(other), "{other}");
+        }
+    }
+}
