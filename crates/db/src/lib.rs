@@ -208,8 +208,10 @@ async fn current_schema_version(client: &tokio_postgres::Client) -> Result<Optio
 async fn migrate_unless_current(config: &DbConfig) -> Result<MigrationReport, DbError> {
     let client = config.connect().await?;
     // No history table yet (a new database): migrate.
+    // Only exactly this build's version: a newer schema goes through the
+    // migration tool, which refuses it (an older binary must not run on it).
     if let Ok(Some(version)) = current_schema_version(&client).await
-        && version >= latest_known_version()
+        && version == latest_known_version()
     {
         return Ok(MigrationReport {
             applied: Vec::new(),

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::store::RegistryError;
 
-const TOKEN_PREFIX: &str = "fxt_";
+pub(crate) const TOKEN_PREFIX: &str = "fxt_";
 const SECRET_BYTES: usize = 32;
 
 /// What a token may do.

@@ -3,7 +3,8 @@
 //! /64, which one host usually holds whole), or with one token prefix (the
 //! first characters of the presented value, so that a client that rotates its
 //! address while it sprays one family of guesses, or a fleet of misconfigured
-//! senders with one revoked token, is held too), every further bearer request
+//! senders with one revoked token, is held too; a service token's prefix only,
+//! since every JWT of an identity provider begins alike), every further bearer request
 //! of that address or prefix is answered 429 with `Retry-After` until the
 //! window that counted them ends, without a database lookup.
 //!
@@ -76,7 +77,14 @@ struct Count {
 #[derive(Debug)]
 pub struct FailedAuthThrottle {
     limits: ThrottleLimits,
-    counts: Mutex<HashMap<Key, Count>>,
+    counts: Mutex<Table>,
+}
+
+/// The counts, and when ended windows were last swept out of a full table.
+#[derive(Debug, Default)]
+struct Table {
+    counts: HashMap<Key, Count>,
+    swept: Option<Instant>,
 }
 
 impl Default for FailedAuthThrottle {
@@ -89,7 +97,7 @@ impl FailedAuthThrottle {
     pub fn new(limits: ThrottleLimits) -> Self {
         Self {
             limits,
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Table::default()),
         }
     }
 
@@ -109,7 +117,8 @@ impl FailedAuthThrottle {
         if self.limits.max_failures == 0 {
             return Ok(());
         }
-        let counts = self.lock();
+        let table = self.lock();
+        let counts = &table.counts;
         let mut wait = None::<Duration>;
         for key in keys(address, presented) {
             if let Some(count) = counts.get(&key) {
@@ -130,13 +139,21 @@ impl FailedAuthThrottle {
         if self.limits.max_failures == 0 {
             return false;
         }
-        let mut counts = self.lock();
+        let mut table = self.lock();
         let mut reached = false;
         for key in keys(address, presented) {
-            if !counts.contains_key(&key) && counts.len() >= self.limits.max_keys {
-                let window = self.limits.window;
-                counts.retain(|_, count| count.since + window > now);
-                if counts.len() >= self.limits.max_keys {
+            if !table.counts.contains_key(&key) && table.counts.len() >= self.limits.max_keys {
+                // A full table is swept at most once a second, so that a flood
+                // of new addresses does not cost a scan each.
+                if table
+                    .swept
+                    .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+                {
+                    let window = self.limits.window;
+                    table.counts.retain(|_, count| count.since + window > now);
+                    table.swept = Some(now);
+                }
+                if table.counts.len() >= self.limits.max_keys {
                     tracing::warn!(
                         max_keys = self.limits.max_keys,
                         "failed authentication: the throttle's table is full; a new address or token prefix is not counted"
@@ -144,7 +161,7 @@ impl FailedAuthThrottle {
                     continue;
                 }
             }
-            let count = counts.entry(key).or_insert(Count {
+            let count = table.counts.entry(key).or_insert(Count {
                 since: now,
                 failures: 0,
             });
@@ -162,10 +179,10 @@ impl FailedAuthThrottle {
 
     /// Addresses and prefixes counted now (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.lock().len()
+        self.lock().counts.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Count>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic elsewhere while the table was held leaves counts, not an
         // inconsistent structure: keep using it.
         self.counts
@@ -187,10 +204,12 @@ fn keys(address: Option<IpAddr>, presented: &str) -> impl Iterator<Item = Key> {
             }
         },
     });
-    let prefix: String = presented.chars().take(PREFIX_CHARS).collect();
-    address
-        .into_iter()
-        .chain((!prefix.is_empty()).then_some(Key::Prefix(prefix)))
+    // Only a service token's prefix says anything about who sent it: every
+    // JWT of one identity provider begins with the same encoded header.
+    let prefix = presented
+        .starts_with(crate::credentials::TOKEN_PREFIX)
+        .then(|| Key::Prefix(presented.chars().take(PREFIX_CHARS).collect()));
+    address.into_iter().chain(prefix)
 }
 
 #[cfg(test)]
@@ -299,6 +318,25 @@ mod tests {
         throttle.record_failure(last, &other, later);
         assert!(throttle.check(last, &other, later).is_err());
         assert_eq!(throttle.tracked(), 2);
+    }
+
+    #[test]
+    fn jwts_count_by_address_only_since_they_all_begin_alike() {
+        let throttle = FailedAuthThrottle::new(limits(2, 100));
+        let now = Instant::now();
+        let jwt = |n: u8| format!("eyJhbGciOiJFUzI1NiIsImtpZCI6IjEifQ.payload{n}.signature");
+        throttle.record_failure(A, &jwt(1), now);
+        throttle.record_failure(A, &jwt(2), now);
+        assert!(
+            throttle.check(A, &jwt(3), now).is_err(),
+            "the address is held"
+        );
+        assert_eq!(
+            throttle.check(B, &jwt(3), now),
+            Ok(()),
+            "another person's sign-in is not held by the same header"
+        );
+        assert_eq!(throttle.tracked(), 1, "no prefix key for a JWT");
     }
 
     #[test]

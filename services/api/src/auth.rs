@@ -343,7 +343,12 @@ async fn authenticated(
                     }
                     Ok(mapped) => Ok(Some(SignedIn {
                         credentials: mapped,
-                        person: Some(format!("oidc:{}", person.name)),
+                        person: Some(format!(
+                            "{}{} ({})",
+                            crate::views::OIDC_PREFIX,
+                            person.name,
+                            person.subject
+                        )),
                     })),
                     Err(error) => Err(error),
                 }

@@ -28,8 +28,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-/// The JWKS is fetched again, for a key it lacks, at most this often.
+/// The JWKS is fetched again, for a key it lacks, at most this often (also
+/// after a failed fetch).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Keys older than this are fetched again at the next token, so that a key
+/// the provider withdrew stops being trusted.
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
 
 /// The most characters of a person's name kept (in the audit log, on claims).
 const MAX_NAME_CHARS: usize = 96;
@@ -51,6 +56,8 @@ pub struct OidcConfig {
 /// Who a verified token names.
 #[derive(Debug, Clone)]
 pub struct Person {
+    /// `sub`: the provider's stable, unique identifier of the person.
+    pub subject: String,
     /// `preferred_username`, else `email`, else `sub`; printable, bounded.
     pub name: String,
     /// Every claim of the token, for the mappings to look at.
@@ -72,7 +79,10 @@ pub enum OidcError {
 #[derive(Debug, Default)]
 struct Keys {
     set: Option<JwkSet>,
+    /// When the set was fetched.
     fetched: Option<Instant>,
+    /// When a fetch was last tried, whatever came of it.
+    tried: Option<Instant>,
 }
 
 /// Verifies tokens of one provider; shared by every request.
@@ -80,7 +90,10 @@ struct Keys {
 pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
-    keys: Mutex<Keys>,
+    /// Held only to read or replace the keys, never across a fetch.
+    keys: std::sync::Mutex<Keys>,
+    /// One fetch at a time; those that need the keys wait for it.
+    fetching: Mutex<()>,
 }
 
 impl OidcVerifier {
@@ -88,11 +101,12 @@ impl OidcVerifier {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .unwrap_or_default();
+            .expect("an HTTP client with a timeout (only TLS initialisation can fail)");
         Self {
             config,
             http,
-            keys: Mutex::new(Keys::default()),
+            keys: std::sync::Mutex::new(Keys::default()),
+            fetching: Mutex::new(()),
         }
     }
 
@@ -148,45 +162,88 @@ impl OidcVerifier {
                 .map(str::trim)
                 .filter(|value| !value.is_empty())
         };
+        let printable = |text: &str| -> String {
+            text.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_NAME_CHARS)
+                .collect()
+        };
+        let subject = text("sub")
+            .map(printable)
+            .ok_or_else(|| OidcError::Invalid("the token's sub is empty".into()))?;
         let name = text("preferred_username")
             .or_else(|| text("email"))
-            .or_else(|| text("sub"))
-            .ok_or_else(|| OidcError::Invalid("the token's sub is empty".into()))?;
-        let name: String = name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_NAME_CHARS)
-            .collect();
-        Ok(Person { name, claims })
+            .map_or_else(|| subject.clone(), printable);
+        Ok(Person {
+            subject,
+            name,
+            claims,
+        })
     }
 
-    /// The decoding key `kid`, fetching the JWKS when it is missing (at most
-    /// once per [`REFRESH_INTERVAL`]).
+    /// The decoding key `kid`, fetching the JWKS when it is missing or older
+    /// than [`MAX_KEY_AGE`] (at most once per [`REFRESH_INTERVAL`], one fetch
+    /// at a time; a token whose key is cached never waits for one).
     async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
-        let mut keys = self.keys.lock().await;
-        let known = |keys: &Keys| {
-            keys.set
-                .as_ref()
-                .and_then(|set| set.find(kid))
-                .map(DecodingKey::from_jwk)
-        };
-        if let Some(key) = known(&keys) {
-            return key.map_err(|error| OidcError::Invalid(format!("key {kid}: {error}")));
+        if let Some(key) = self.cached(kid, false) {
+            return key;
         }
-        let may_fetch = keys
-            .fetched
+        let _one_fetch = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(key) = self.cached(kid, false) {
+            return key;
+        }
+        let may_fetch = self
+            .lock()
+            .tried
             .is_none_or(|at| at.elapsed() >= REFRESH_INTERVAL);
         if may_fetch {
-            let set = self.fetch().await?;
-            keys.set = Some(set);
-            keys.fetched = Some(Instant::now());
+            self.lock().tried = Some(Instant::now());
+            match self.fetch().await {
+                Ok(set) => {
+                    let mut keys = self.lock();
+                    keys.set = Some(set);
+                    keys.fetched = Some(Instant::now());
+                }
+                // With no keys at all, the sign-in cannot be judged: 503.
+                Err(error) if self.lock().set.is_none() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "the identity provider's keys could not be fetched again; the cached keys stay in use")
+                }
+            }
+        } else if self.lock().set.is_none() {
+            return Err(OidcError::Unavailable(
+                "the keys could not be fetched lately; retrying shortly".into(),
+            ));
         }
-        match known(&keys) {
-            Some(key) => key.map_err(|error| OidcError::Invalid(format!("key {kid}: {error}"))),
-            None => Err(OidcError::Invalid(format!(
+        self.cached(kid, true).unwrap_or_else(|| {
+            Err(OidcError::Invalid(format!(
                 "key {kid} is not among the identity provider's keys"
-            ))),
+            )))
+        })
+    }
+
+    /// `kid` from the cached keys; `None` when it is not there, or the keys
+    /// are older than [`MAX_KEY_AGE`] (unless `any_age`).
+    fn cached(&self, kid: &str, any_age: bool) -> Option<Result<DecodingKey, OidcError>> {
+        let keys = self.lock();
+        let fresh = keys
+            .fetched
+            .is_some_and(|at| any_age || at.elapsed() < MAX_KEY_AGE);
+        if !fresh {
+            return None;
         }
+        let jwk = keys.set.as_ref()?.find(kid)?;
+        Some(
+            DecodingKey::from_jwk(jwk)
+                .map_err(|error| OidcError::Invalid(format!("key {kid}: {error}"))),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn fetch(&self) -> Result<JwkSet, OidcError> {
@@ -209,6 +266,12 @@ impl OidcVerifier {
                     .json()
                     .await
                     .map_err(unavailable)?;
+                let issuer = document.get("issuer").and_then(Value::as_str);
+                if issuer != Some(self.config.issuer.as_str()) {
+                    return Err(OidcError::Unavailable(format!(
+                        "{discovery} names issuer {issuer:?}, not the configured one"
+                    )));
+                }
                 document
                     .get("jwks_uri")
                     .and_then(Value::as_str)

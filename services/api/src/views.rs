@@ -94,6 +94,9 @@ pub struct ReaderBody {
 const MAX_READER_LEN: usize = 128;
 
 /// The reader named in the body, checked, or the token's own id.
+/// How the names of people signed in through the identity provider begin.
+pub const OIDC_PREFIX: &str = "oidc:";
+
 pub fn reader_name(requested: Option<&str>, token_id: &str) -> ApiResult<String> {
     let Some(reader) = requested else {
         return Ok(token_id.to_owned());
@@ -108,6 +111,13 @@ pub fn reader_name(requested: Option<&str>, token_id: &str) -> ApiResult<String>
         return Err(ApiError::bad_request(
             "reader must not contain control characters",
         ));
+    }
+    // Names of people signed in through the identity provider are theirs:
+    // a service token cannot act as one of them.
+    if reader.starts_with(OIDC_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "reader must not begin with {OIDC_PREFIX:?}, which names people signed in through the identity provider"
+        )));
     }
     Ok(reader.to_owned())
 }
@@ -136,5 +146,9 @@ mod tests {
         assert!(reader_name(Some(""), "tok-1").is_err());
         assert!(reader_name(Some("a\nb"), "tok-1").is_err());
         assert!(reader_name(Some(&"x".repeat(129)), "tok-1").is_err());
+        assert!(
+            reader_name(Some("oidc:alice (u-1)"), "tok-1").is_err(),
+            "a person's name is theirs"
+        );
     }
 }

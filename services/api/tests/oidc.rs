@@ -156,7 +156,7 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
     let mapping_id = &mapping.token_id;
     assert_eq!(
         api.count(&format!(
-            "SELECT count(*) FROM audit_log WHERE actor = 'oidc:alice' AND token_id = '{mapping_id}'"
+            "SELECT count(*) FROM audit_log WHERE actor = 'oidc:alice (u-1001)' AND token_id = '{mapping_id}'"
         ))
         .await,
         1
@@ -183,7 +183,7 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
     assert_eq!(claim(serde_json::json!({})).await, StatusCode::OK);
     assert_eq!(
         api.count(
-            "SELECT count(*) FROM audit_log WHERE action = 'study.claim' AND actor = 'oidc:alice'"
+            "SELECT count(*) FROM audit_log WHERE action = 'study.claim' AND actor = 'oidc:alice (u-1001)'"
         )
         .await,
         1
@@ -236,11 +236,74 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
             "{label}"
         );
     }
+    // Never a shared secret nor an unnamed key.
+    let mut hs256 = Header::new(Algorithm::HS256);
+    hs256.kid = Some(KID.to_owned());
+    let secret_signed = jsonwebtoken::encode(
+        &hs256,
+        &claims(&issuer.url, AUDIENCE, 300, &["demo-radiologists"]),
+        &EncodingKey::from_secret(b"a shared secret"),
+    )
+    .expect("sign");
+    let unnamed_key = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims(&issuer.url, AUDIENCE, 300, &["demo-radiologists"]),
+        &signing.signing,
+    )
+    .expect("sign");
+    for (label, refused) in [("HS256", secret_signed), ("no kid", unnamed_key)] {
+        assert_eq!(
+            get(worklist.clone(), refused).await,
+            StatusCode::UNAUTHORIZED,
+            "{label}"
+        );
+    }
     let within_skew = token(
         &signing,
         &claims(&issuer.url, AUDIENCE, -30, &["demo-radiologists"]),
     );
     assert_eq!(get(worklist.clone(), within_skew).await, StatusCode::OK);
+
+    // A flood of bad JWTs from one address holds that address only: every
+    // JWT begins with the same header, which is no key of the throttle.
+    let flooder = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let expired = token(
+        &signing,
+        &claims(&issuer.url, AUDIENCE, -600, &["demo-radiologists"]),
+    );
+    for _ in 0..25 {
+        let status = flooder
+            .get(&worklist)
+            .bearer_auth(&expired)
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert!(
+            matches!(
+                status,
+                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+            ),
+            "{status}"
+        );
+    }
+    let neighbour = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .expect("client")
+        .get(&worklist)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        neighbour.status(),
+        StatusCode::OK,
+        "another person signs in"
+    );
 
     // Revoking the mapping ends the person's access at once.
     fxtriage_api::revoke_token(&api.pool, mapping_id)

@@ -157,9 +157,17 @@ impl DatabaseArgs {
     }
 }
 
-/// HTTPS on a service's HTTP listener (the API, STOW-RS).
+/// HTTPS on a service's HTTP listener (the API, STOW-RS), and how many
+/// invalid tokens it takes from one client.
 #[derive(Debug, Args)]
 pub struct HttpsArgs {
+    /// Invalid tokens allowed per client address (and per service token
+    /// prefix) within a minute before that address or prefix is answered 429
+    /// until the minute ends; 0: no limit. Behind a proxy or ingress every
+    /// client has the proxy's address: raise it there, or set 0 and let the
+    /// proxy limit.
+    #[arg(long, env = "FXTRIAGE_AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
+    pub auth_failures_per_minute: u32,
     /// Serve HTTPS with this certificate chain (PEM, the server's own
     /// certificate first) and --https-key; plain HTTP when unset (on loopback,
     /// or behind a proxy that terminates TLS).
@@ -171,6 +179,14 @@ pub struct HttpsArgs {
 }
 
 impl HttpsArgs {
+    /// The failed-authentication throttle's limits.
+    pub fn failed_auth(&self) -> fxtriage_sites::ThrottleLimits {
+        fxtriage_sites::ThrottleLimits {
+            max_failures: self.auth_failures_per_minute,
+            ..fxtriage_sites::ThrottleLimits::default()
+        }
+    }
+
     /// The HTTPS configuration, read now so that a wrong file stops the
     /// service at start with its name; `None` for plain HTTP.
     pub fn load(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {

@@ -32,6 +32,8 @@ pub struct Config {
     /// HTTPS on `http_address` with this configuration
     /// (`fxtriage_telemetry::tls::https_config`); `None`: plain HTTP.
     pub http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Invalid STOW-RS tokens allowed per client address and token prefix.
+    pub failed_auth: fxtriage_sites::ThrottleLimits,
     /// DIMSE C-STORE SCP.
     pub dimse_address: SocketAddr,
     pub dimse: dimse::DimseOptions,
@@ -80,7 +82,11 @@ pub async fn run(
             .await
             .context("cannot read the site registry")?,
     };
-    let router = stow::router(ingestor.clone(), sites.clone(), database)
+    let stow_limits = stow::StowLimits {
+        failed_auth: config.failed_auth,
+        ..stow::StowLimits::default()
+    };
+    let router = stow::router_with_limits(ingestor.clone(), sites.clone(), database, stow_limits)
         .merge(health::router(readiness.clone()));
     let (http_bound, http_task) = health::serve_with_tls(
         config.http_address,

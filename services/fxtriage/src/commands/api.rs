@@ -43,6 +43,7 @@ pub async fn run(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let mut config = fxtriage_api::Config::new(args.http_address);
     config.claim_ttl = Duration::from_secs(u64::from(args.claim_minutes) * 60);
     config.tls = tls;
+    config.failed_auth = args.https.failed_auth();
     config.oidc = args.oidc.config();
     fxtriage_api::run(config, clients, shutdown).await
 }

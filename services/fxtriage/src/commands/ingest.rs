@@ -111,6 +111,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
     let config = fxtriage_ingest::Config {
         http_address: args.http_address,
         http_tls,
+        failed_auth: args.https.failed_auth(),
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions {
             max_associations: args.max_associations,

@@ -189,6 +189,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     let ingest_config = fxtriage_ingest::Config {
         http_address: args.stow_address,
         http_tls: args.https.load()?,
+        failed_auth: args.https.failed_auth(),
         dimse_address: args.dimse_address,
         dimse: fxtriage_ingest::dimse::DimseOptions::default(),
         dimse_tls: args.dimse_tls.load()?,
@@ -233,6 +234,7 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     );
     let mut api_config = fxtriage_api::Config::new(args.http_address);
     api_config.tls = args.https.load()?;
+    api_config.failed_auth = args.https.failed_auth();
     api_config.oidc = args.oidc.config();
     tasks.spawn(fxtriage_api::run(api_config, clients, services.clone()));
     #[allow(clippy::print_stdout)]

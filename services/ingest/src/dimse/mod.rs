@@ -91,6 +91,10 @@ impl Default for DimseOptions {
     }
 }
 
+/// How long a DICOM TLS connection may take for its handshake and its
+/// A-ASSOCIATE-RQ together.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a connection over the limit may take to send its A-ASSOCIATE-RQ
 /// before it is dropped without an answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -336,10 +340,21 @@ async fn run_tls_association(
 ) {
     let sites = shared.sites.current();
     let acceptors = shared.acceptors_for(&sites);
+    // The handshake and the association request within a bound: dicom-ul's
+    // read timeout starts only after the handshake, and a connection that
+    // says nothing must not hold a slot.
+    let handshake_timeout = shared.idle_timeout.min(TLS_HANDSHAKE_TIMEOUT);
     let established = tokio::select! {
         biased;
         () = shutdown.cancelled() => return,
-        established = acceptors.any_site().establish_tls_async(socket) => established,
+        established = tokio::time::timeout(
+            handshake_timeout,
+            acceptors.any_site().establish_tls_async(socket),
+        ) => established,
+    };
+    let Ok(established) = established else {
+        tracing::info!(%peer, timeout = ?handshake_timeout, "DICOM TLS connection closed: no handshake and association request in time");
+        return;
     };
     let Some(mut association) = established_or_logged(established, peer, None) else {
         return;
