@@ -100,6 +100,9 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for DIMSE on {}", config.dimse_address))?;
     let dimse_bound = dimse_listener.local_addr()?;
+    // Both C-STORE listeners draw on one set of limits: the associations,
+    // the memory budget and each site's count.
+    let dimse_limits = dimse::DimseLimits::new(&config.dimse);
     let tls_task = match config.dimse_tls {
         None => None,
         Some((address, tls)) => {
@@ -107,7 +110,7 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot listen for DICOM TLS on {address}"))?;
             tracing::info!(dimse_tls = %listener.local_addr()?, "ingest listening for DICOM TLS");
-            Some(tokio::spawn(dimse::serve(
+            Some(tokio::spawn(dimse::serve_sharing(
                 listener,
                 ingestor.clone(),
                 sites.clone(),
@@ -115,15 +118,17 @@ pub async fn run(
                     tls: Some(tls),
                     ..config.dimse.clone()
                 },
+                dimse_limits.clone(),
                 shutdown.clone(),
             )))
         }
     };
-    let dimse_task = tokio::spawn(dimse::serve(
+    let dimse_task = tokio::spawn(dimse::serve_sharing(
         dimse_listener,
         ingestor,
         sites,
         config.dimse,
+        dimse_limits,
         shutdown.clone(),
     ));
     readiness.set_ready(true);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dimse_harness::*;
 use fxtriage_dicom::synthetic::SyntheticInstance;
-use fxtriage_ingest::dimse::{self, DimseOptions, TlsFiles};
+use fxtriage_ingest::dimse::{self, DimseLimits, DimseOptions, TlsFiles};
 use fxtriage_testkit::pki::{Identity, TestPki};
 
 /// storescu arguments: fail fast, calling `called` on `port`, with `tls`
@@ -154,6 +154,73 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
     assert!(scp.quarantined().await.is_empty());
     scp.stop().await;
     plain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_association_limit_holds_across_the_plain_and_the_tls_listener() {
+    if !tools_available("dicom tls limit", &["storescu"]) {
+        return;
+    }
+    let pki = TestPki::generate();
+    let tls = dimse::server_config(&TlsFiles {
+        certificate_chain: &pki.server.certificate,
+        private_key: &pki.server.key,
+        client_ca: Some(&pki.ca),
+    })
+    .expect("the TLS configuration");
+    let options = DimseOptions::default();
+    let limits = DimseLimits::new(&options);
+    let plain = Scp::start_sharing(options.clone(), limits.clone()).await;
+    let secure = Scp::start_sharing(
+        DimseOptions {
+            tls: Some(tls),
+            ..options
+        },
+        limits,
+    )
+    .await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let file = write_instance(files.path(), "single.dcm", &SyntheticInstance::wrist());
+    // The site's one association, held on the plain listener.
+    let holder = scu::associate(
+        &plain,
+        SINGLE_AE_TITLE,
+        dicom_dictionary_std::uids::VERIFICATION,
+    )
+    .await
+    .expect("the site's one association");
+    let refused = run_tool(
+        "storescu",
+        storescu(SINGLE_AE_TITLE, &secure.port(), &anonymous(&pki), &file),
+    )
+    .await;
+    assert!(
+        !refused.success,
+        "a second association of the site over TLS was accepted:\n{}",
+        refused.output
+    );
+    holder.release().await.expect("release");
+    // Once the plain one has ended, the TLS one is taken.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = run_tool(
+            "storescu",
+            storescu(SINGLE_AE_TITLE, &secure.port(), &anonymous(&pki), &file),
+        )
+        .await;
+        if sent.success {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the site's slot was never given back:\n{}",
+            sent.output
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(secure.events(1, Duration::from_secs(30)).await.len(), 1);
+    plain.stop().await;
+    secure.stop().await;
 }
 
 #[test]

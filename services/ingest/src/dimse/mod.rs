@@ -138,6 +138,35 @@ impl Shared {
     }
 }
 
+/// What every C-STORE listener of one ingest service shares (the plain and
+/// the DICOM TLS one): the association slots, the memory budget for
+/// instances being received, and each site's count of open associations.
+#[derive(Debug, Clone)]
+pub struct DimseLimits {
+    slots: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    buffering: Buffering,
+    per_site: SiteGate,
+}
+
+impl DimseLimits {
+    /// Limits of `options` (`max_associations`, the memory budget and the
+    /// buffer directory), to be shared by the listeners given them.
+    pub fn new(options: &DimseOptions) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(options.max_associations)),
+            // Refusing takes a task too; past this many at once, connections are just closed.
+            refusals: Arc::new(Semaphore::new(options.max_associations.max(1))),
+            buffering: Buffering::new(
+                options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+                options.memory_budget_bytes,
+                options.instance_memory_limit_bytes,
+            ),
+            per_site: SiteGate::default(),
+        }
+    }
+}
+
 /// Accepts associations on `listener` until `shutdown` is cancelled, then lets the
 /// associations in progress finish (see the module documentation) and returns.
 pub async fn serve(
@@ -145,6 +174,19 @@ pub async fn serve(
     ingestor: Ingestor,
     sites: SiteRegistry,
     options: DimseOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let limits = DimseLimits::new(&options);
+    serve_sharing(listener, ingestor, sites, options, limits, shutdown).await
+}
+
+/// [`serve`] within `limits`, which other listeners may share.
+pub async fn serve_sharing(
+    listener: tokio::net::TcpListener,
+    ingestor: Ingestor,
+    sites: SiteRegistry,
+    options: DimseOptions,
+    limits: DimseLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let max_pdu_length = options
@@ -161,18 +203,14 @@ pub async fn serve(
         sites,
         max_pdu_length,
         ingestor,
-        buffering: Buffering::new(
-            options.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
-            options.memory_budget_bytes,
-            options.instance_memory_limit_bytes,
-        ),
+        buffering: limits.buffering.clone(),
         idle_timeout: options.idle_timeout,
-        per_site: SiteGate::default(),
+        per_site: limits.per_site.clone(),
         tls: options.tls.clone(),
     });
-    let slots = Arc::new(Semaphore::new(options.max_associations));
-    // Refusing takes a task too; past this many at once, connections are just closed.
-    let refusals = Arc::new(Semaphore::new(options.max_associations.max(1)));
+    let DimseLimits {
+        slots, refusals, ..
+    } = limits;
     let mut associations = JoinSet::new();
     loop {
         tokio::select! {

@@ -110,7 +110,21 @@ impl Scp {
         scp
     }
 
-    async fn start_on_store(mut options: DimseOptions, store_root: &str) -> Self {
+    /// An SCP within `limits`, which another SCP may share (as ingest's plain
+    /// and DICOM TLS listeners do).
+    pub async fn start_sharing(options: DimseOptions, limits: dimse::DimseLimits) -> Self {
+        Self::start_on_store_within(options, "store", Some(limits)).await
+    }
+
+    async fn start_on_store(options: DimseOptions, store_root: &str) -> Self {
+        Self::start_on_store_within(options, store_root, None).await
+    }
+
+    async fn start_on_store_within(
+        mut options: DimseOptions,
+        store_root: &str,
+        limits: Option<dimse::DimseLimits>,
+    ) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join(store_root)));
@@ -129,11 +143,13 @@ impl Scp {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(dimse::serve(
+        let limits = limits.unwrap_or_else(|| dimse::DimseLimits::new(&options));
+        let task = tokio::spawn(dimse::serve_sharing(
             listener,
             ingestor,
             sites,
             options,
+            limits,
             shutdown.clone(),
         ));
         Self {
