@@ -275,36 +275,54 @@ impl PartialOrd for At {
 /// Starts the next studies on free readers while readers are on duty; a study
 /// that was interrupted resumes with the reading it had left.
 #[allow(clippy::too_many_arguments)]
-fn start_next<'a>(
-    time: f64,
-    queue: &mut BinaryHeap<Queued<'a>>,
-    slots: &mut [Option<Reading<'a>>],
-    tokens: &mut [u64],
-    busy: &mut usize,
-    capacity: usize,
-    finishing: &mut BinaryHeap<Reverse<(At, usize, u64)>>,
-    patients: &[Patient],
-    resume: &mut [f64],
-) {
-    while *busy < capacity {
-        let Some(free) = slots.iter().position(Option::is_none) else {
-            break;
-        };
-        let Some(study) = queue.pop() else { break };
-        let index = study.index as usize;
-        let remaining = if resume[index].is_nan() {
-            patients[index].reading
-        } else {
-            resume[index]
-        };
-        tokens[free] += 1;
-        finishing.push(Reverse((At(time + remaining), free, tokens[free])));
-        slots[free] = Some(Reading {
-            study,
-            started: time,
-            remaining,
-        });
-        *busy += 1;
+/// The readers at work: what each reads, the queue, and when each finishes.
+struct Team<'a> {
+    queue: BinaryHeap<Queued<'a>>,
+    /// What each reader slot is reading, if anything.
+    slots: Vec<Option<Reading<'a>>>,
+    /// Each slot's current reading; a finishing event of an older one is stale.
+    tokens: Vec<u64>,
+    busy: usize,
+    finishing: BinaryHeap<Reverse<(At, usize, u64)>>,
+    /// Minutes left of each interrupted study (NaN: never interrupted).
+    resume: Vec<f64>,
+}
+
+impl<'a> Team<'a> {
+    fn new(readers: usize, patients: usize) -> Self {
+        Self {
+            queue: BinaryHeap::new(),
+            slots: (0..readers).map(|_| None).collect(),
+            tokens: vec![0; readers],
+            busy: 0,
+            finishing: BinaryHeap::new(),
+            resume: vec![f64::NAN; patients],
+        }
+    }
+
+    /// Free readers, up to `capacity` busy, take the most urgent studies.
+    fn start_next(&mut self, time: f64, capacity: usize, patients: &[Patient]) {
+        while self.busy < capacity {
+            let Some(free) = self.slots.iter().position(Option::is_none) else {
+                break;
+            };
+            let Some(study) = self.queue.pop() else { break };
+            let index = study.index as usize;
+            let remaining = if self.resume[index].is_nan() {
+                patients[index].reading
+            } else {
+                self.resume[index]
+            };
+            self.tokens[free] += 1;
+            self.finishing
+                .push(Reverse((At(time + remaining), free, self.tokens[free])));
+            self.slots[free] = Some(Reading {
+                study,
+                started: time,
+                remaining,
+            });
+            self.busy += 1;
+        }
     }
 }
 
@@ -341,28 +359,22 @@ pub fn simulate(
     let mut capacity = readers_at(&scenario.readers, 0.0) as usize;
 
     let mut completion = vec![f64::NAN; patients.len()];
-    let mut slots: Vec<Option<Reading<'_>>> = (0..most_readers).map(|_| None).collect();
-    let mut tokens = vec![0_u64; most_readers];
-    let mut busy = 0_usize;
-    let mut queue: BinaryHeap<Queued<'_>> = BinaryHeap::new();
-    let mut finishing: BinaryHeap<Reverse<(At, usize, u64)>> = BinaryHeap::new();
+    let mut team = Team::new(most_readers, patients.len());
     let mut next_arrival = 0_usize;
     let mut done = 0_usize;
 
-    // Resumed studies keep their remaining time in `resume`.
-    let mut resume: Vec<f64> = vec![f64::NAN; patients.len()];
-
     loop {
-        while let Some(Reverse((_, slot, token))) = finishing.peek() {
-            if tokens[*slot] == *token {
+        while let Some(Reverse((_, slot, token))) = team.finishing.peek() {
+            if team.tokens[*slot] == *token {
                 break;
             }
-            finishing.pop();
+            team.finishing.pop();
         }
         let arrival_at = patients
             .get(next_arrival)
             .map_or(f64::INFINITY, |p| p.arrival);
-        let finish_at = finishing
+        let finish_at = team
+            .finishing
             .peek()
             .map_or(f64::INFINITY, |Reverse((at, _, _))| at.0);
         let boundary_at = if boundaries.is_empty() || done == patients.len() {
@@ -374,24 +386,16 @@ pub fn simulate(
             break;
         }
         if finish_at <= boundary_at && finish_at <= arrival_at {
-            let Some(Reverse((At(time), slot, _))) = finishing.pop() else {
+            let Some(Reverse((At(time), slot, _))) = team.finishing.pop() else {
                 break;
             };
-            let reading = slots[slot].take().expect("a reader finishing was reading");
+            let reading = team.slots[slot]
+                .take()
+                .expect("a reader finishing was reading");
             completion[reading.study.index as usize] = time;
-            busy -= 1;
+            team.busy -= 1;
             done += 1;
-            start_next(
-                time,
-                &mut queue,
-                &mut slots,
-                &mut tokens,
-                &mut busy,
-                capacity,
-                &mut finishing,
-                patients,
-                &mut resume,
-            );
+            team.start_next(time, capacity, patients);
         } else if boundary_at <= arrival_at {
             let hour = boundaries[next_boundary.1];
             capacity = readers_at(&scenario.readers, hour) as usize;
@@ -399,17 +403,7 @@ pub fn simulate(
             if next_boundary.1 == boundaries.len() {
                 next_boundary = (next_boundary.0 + 1, 0);
             }
-            start_next(
-                boundary_at,
-                &mut queue,
-                &mut slots,
-                &mut tokens,
-                &mut busy,
-                capacity,
-                &mut finishing,
-                patients,
-                &mut resume,
-            );
+            team.start_next(boundary_at, capacity, patients);
         } else {
             let index = next_arrival;
             next_arrival += 1;
@@ -421,13 +415,14 @@ pub fn simulate(
                 uid: ids.of(index),
                 index: index as u32,
             };
-            queue.push(study);
+            team.queue.push(study);
             // Only a full team preempts: after a shift shrank, readers above
             // the new number finish their studies and leave, and a newcomer
             // waits for a reader on duty rather than pausing one who is leaving.
-            if preemptive && busy == capacity && busy > 0 {
+            if preemptive && team.busy == capacity && team.busy > 0 {
                 // The least urgent study being read, if the newcomer outranks it.
-                let least = slots
+                let least = team
+                    .slots
                     .iter()
                     .enumerate()
                     .filter_map(|(slot, reading)| reading.as_ref().map(|r| (slot, r.study)))
@@ -435,25 +430,15 @@ pub fn simulate(
                 if let Some((slot, reading)) = least
                     && study.cmp(&reading) == Ordering::Greater
                 {
-                    let interrupted = slots[slot].take().expect("reading");
+                    let interrupted = team.slots[slot].take().expect("reading");
                     let left = interrupted.remaining - (arrival_at - interrupted.started);
-                    resume[interrupted.study.index as usize] = left.max(0.0);
-                    tokens[slot] += 1;
-                    busy -= 1;
-                    queue.push(interrupted.study);
+                    team.resume[interrupted.study.index as usize] = left.max(0.0);
+                    team.tokens[slot] += 1;
+                    team.busy -= 1;
+                    team.queue.push(interrupted.study);
                 }
             }
-            start_next(
-                arrival_at,
-                &mut queue,
-                &mut slots,
-                &mut tokens,
-                &mut busy,
-                capacity,
-                &mut finishing,
-                patients,
-                &mut resume,
-            );
+            team.start_next(arrival_at, capacity, patients);
         }
     }
     completion

@@ -17,7 +17,7 @@ pub mod theory;
 use fxtriage_core::Urgency;
 use serde::Serialize;
 
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{Scenario, ScenarioError, qucad_example};
 
 /// A statistic's mean over the replications, with its 95% confidence interval
 /// (Student's t over the replications' values).

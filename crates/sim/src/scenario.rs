@@ -525,3 +525,36 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// The QuCAD user manual's example (docs/simulator.md) as a scenario file
+/// without its `[[policy]]` tables, which the caller appends: two readers at
+/// a traffic of 0.8, exponential reading (10 minutes; 5 for interrupting
+/// studies), 10% prevalence, 10% interrupting, an AI at 0.9/0.9, read
+/// preemptive-resume. The simulator's checks and its benchmark both run it.
+pub fn qucad_example(seed: u64, replications: u32, patients: u64, warmup_patients: u64) -> String {
+    // Traffic is arrivals x mean reading time / readers: 0.8 x 2 / 9.5 per minute.
+    let rate_per_hour = 0.8 * 2.0 / (0.1 * 5.0 + 0.9 * 10.0) * 60.0;
+    format!(
+        r#"
+seed = {seed}
+replications = {replications}
+patients = {patients}
+warmup_patients = {warmup_patients}
+discipline = "preemptive-resume"
+[arrivals]
+rate_per_hour = {rate_per_hour}
+[readers]
+count = 2
+[reading_minutes]
+fracture = {{ distribution = "exponential", mean = 10.0 }}
+no_fracture = {{ distribution = "exponential", mean = 10.0 }}
+interrupting = {{ distribution = "exponential", mean = 5.0 }}
+[population]
+prevalence = 0.1
+interrupting_fraction = 0.1
+[ai]
+sensitivity = 0.9
+specificity = 0.9
+"#
+    )
+}

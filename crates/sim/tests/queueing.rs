@@ -83,32 +83,9 @@ kind = "fifo"
 /// images of 18.29 minutes without the AI and 2.57 with it.
 #[test]
 fn the_qucad_example_saves_diseased_patients_what_the_paper_says() {
-    // Traffic is arrivals x mean reading time / readers: 0.8 x 2 / 9.5 per minute.
-    let rate_per_hour = 0.8 * 2.0 / (0.1 * 5.0 + 0.9 * 10.0) * 60.0;
     let body = format!(
-        r#"
-seed = 2024
-replications = 24
-patients = 60000
-warmup_patients = 6000
-discipline = "preemptive-resume"
-[arrivals]
-rate_per_hour = {rate_per_hour}
-[readers]
-count = 2
-[reading_minutes]
-fracture = {{ distribution = "exponential", mean = 10.0 }}
-no_fracture = {{ distribution = "exponential", mean = 10.0 }}
-interrupting = {{ distribution = "exponential", mean = 5.0 }}
-[population]
-prevalence = 0.1
-interrupting_fraction = 0.1
-[ai]
-sensitivity = 0.9
-specificity = 0.9
-{FIFO}
-{STRICT_PRIORITY}
-"#
+        "{}{FIFO}\n{STRICT_PRIORITY}\n",
+        fxtriage_sim::qucad_example(2024, 24, 60000, 6000)
     );
     let scenario = scenario(&body);
     assert!((scenario.offered_load().expect("a rate") - 0.8).abs() < 1e-12);

@@ -132,9 +132,9 @@ impl FailedAuthThrottle {
         wait.map_or(Ok(()), Err)
     }
 
-    /// Counts an invalid token presented from `address`. Returns true when
-    /// this failure is the one that reached the limit of its address or
-    /// prefix (for a single log line per held key and window).
+    /// Counts an invalid token presented from `address`. Returns true (and
+    /// logs it) when this failure is the one that reached the limit of its
+    /// address or prefix.
     pub fn record_failure(&self, address: Option<IpAddr>, presented: &str, now: Instant) -> bool {
         if self.limits.max_failures == 0 {
             return false;
@@ -174,6 +174,15 @@ impl FailedAuthThrottle {
             count.failures = count.failures.saturating_add(1);
             reached |= count.failures == self.limits.max_failures;
         }
+        if reached {
+            // Once per held key and window, not once per request.
+            tracing::warn!(
+                address = ?address,
+                max_failures = self.limits.max_failures,
+                window = ?self.limits.window,
+                "invalid tokens over the limit: this address or token prefix is answered 429 until its window ends"
+            );
+        }
         reached
     }
 
@@ -189,6 +198,12 @@ impl FailedAuthThrottle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A [`FailedAuthThrottle::check`] wait as a `Retry-After` in whole
+/// seconds, rounded up, at least 1.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The keys a request is counted under: its address (an IPv6 one by its /64)

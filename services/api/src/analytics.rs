@@ -823,11 +823,7 @@ pub async fn get_group_analytics(
         .iter()
         .map(|site| site.as_str().to_owned())
         .collect();
-    let client = state.pool.get().await?;
-    let found = timelines(&client, &sites, from, to)
-        .await
-        .doing("reading the studies' timelines")?;
-    let at = OffsetDateTime::now_utc();
+    let (at, groups) = figures_of(&state, &sites, (from, to, by, before_after_ai)).await?;
     Ok(Json(GroupAnalyticsResponse {
         group: caller.group.as_str().to_owned(),
         sites,
@@ -836,8 +832,22 @@ pub async fn get_group_analytics(
         to,
         at,
         before_after_ai,
-        groups: figures(&found, by, before_after_ai, at),
+        groups,
     }))
+}
+
+/// The figures of `sites` over the period of `query`, and when they were made.
+async fn figures_of(
+    state: &AppState,
+    sites: &[String],
+    (from, to, by, before_after_ai): Period,
+) -> ApiResult<(OffsetDateTime, Vec<Figures>)> {
+    let client = state.pool.get().await?;
+    let found = timelines(&client, sites, from, to)
+        .await
+        .doing("reading the studies' timelines")?;
+    let at = OffsetDateTime::now_utc();
+    Ok((at, figures(&found, by, before_after_ai, at)))
 }
 
 fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {
@@ -902,19 +912,21 @@ pub async fn get_analytics(
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> ApiResult<Json<AnalyticsResponse>> {
     let (from, to, by, before_after_ai) = parse_query(query)?;
-    let client = state.pool.get().await?;
-    let found = timelines(&client, &[caller.site.as_str().to_owned()], from, to)
-        .await
-        .doing("reading the studies' timelines")?;
-    let at = OffsetDateTime::now_utc();
+    let site = caller.site.as_str().to_owned();
+    let (at, groups) = figures_of(
+        &state,
+        std::slice::from_ref(&site),
+        (from, to, by, before_after_ai),
+    )
+    .await?;
     Ok(Json(AnalyticsResponse {
-        site: caller.site.as_str().to_owned(),
+        site,
         by,
         from,
         to,
         at,
         before_after_ai,
-        groups: figures(&found, by, before_after_ai, at),
+        groups,
     }))
 }
 

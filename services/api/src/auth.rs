@@ -370,15 +370,7 @@ async fn authenticated(
     match found {
         Ok(Some(signed_in)) => Ok(signed_in),
         Ok(None) => {
-            if state.auth_throttle.record_failure(address, presented, now) {
-                let limits = state.auth_throttle.limits();
-                tracing::warn!(
-                    address = ?address,
-                    max_failures = limits.max_failures,
-                    window = ?limits.window,
-                    "invalid tokens over the limit: this address or token prefix is answered 429 until its window ends"
-                );
-            }
+            state.auth_throttle.record_failure(address, presented, now);
             Err(ApiError::invalid_token())
         }
         Err(error) => {

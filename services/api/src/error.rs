@@ -61,9 +61,8 @@ impl ApiError {
     /// Too many invalid tokens from this address or with this token's prefix
     /// lately (`fxtriage_sites::throttle`): refused before any lookup.
     pub fn too_many_failures(retry_after: std::time::Duration) -> Self {
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         Self {
-            retry_after: Some(seconds.max(1)),
+            retry_after: Some(fxtriage_sites::throttle::retry_after_seconds(retry_after)),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-failures",

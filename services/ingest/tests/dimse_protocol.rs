@@ -362,6 +362,39 @@ async fn a_site_with_an_allow_list_refuses_other_calling_ae_titles_at_associatio
     scp.stop().await;
 }
 
+/// Panics unless `refused` is an A-ASSOCIATE-RJ, transient, local limit exceeded.
+fn assert_refused_over_a_limit(refused: Result<scu::Association, AssociationError>) {
+    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
+        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Transient);
+    assert!(matches!(
+        association_rj.source,
+        AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+        )
+    ));
+}
+
+/// Associates with `called` (and releases) as soon as a slot is free again:
+/// once the association that held it has ended, within `wait`.
+async fn associate_once_free(scp: &Scp, called: &str, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match associate(scp, called, uids::VERIFICATION).await {
+            Ok(association) => {
+                association.release().await.expect("release");
+                return;
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the slot of {called} was never freed: {error}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn associations_beyond_the_limit_are_refused_as_transient() {
     let scp = Scp::start_with(DimseOptions {
@@ -372,33 +405,9 @@ async fn associations_beyond_the_limit_are_refused_as_transient() {
     let holder = associate(&scp, AE_TITLE, uids::VERIFICATION)
         .await
         .expect("first association");
-    let refused = associate(&scp, AE_TITLE, uids::VERIFICATION).await;
-    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
-        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
-    };
-    assert_eq!(association_rj.result, AssociationRJResult::Transient);
-    assert!(matches!(
-        association_rj.source,
-        AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
-        )
-    ));
+    assert_refused_over_a_limit(associate(&scp, AE_TITLE, uids::VERIFICATION).await);
     holder.release().await.expect("release");
-    // The slot is free again once the first association's task has ended.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match associate(&scp, AE_TITLE, uids::VERIFICATION).await {
-            Ok(association) => {
-                association.release().await.expect("release");
-                break;
-            }
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("not yet: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("the slot was never freed: {error}"),
-        }
-    }
+    associate_once_free(&scp, AE_TITLE, Duration::from_secs(5)).await;
     scp.stop().await;
 }
 
@@ -408,38 +417,14 @@ async fn a_site_at_its_own_limit_of_associations_refuses_as_transient_and_others
     let holder = associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION)
         .await
         .expect("the site's one association");
-    let refused = associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION).await;
-    let Err(AssociationError::Rejected { association_rj, .. }) = refused else {
-        panic!("expected A-ASSOCIATE-RJ, got {refused:?}")
-    };
-    assert_eq!(association_rj.result, AssociationRJResult::Transient);
-    assert!(matches!(
-        association_rj.source,
-        AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
-        )
-    ));
+    assert_refused_over_a_limit(associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION).await);
     // Other sites are not held by it.
     let other = associate(&scp, AE_TITLE, uids::VERIFICATION)
         .await
         .expect("another site associates");
     other.release().await.expect("release");
     holder.release().await.expect("release");
-    // The site's slot is free again once its association's task has ended.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match associate(&scp, SINGLE_AE_TITLE, uids::VERIFICATION).await {
-            Ok(association) => {
-                association.release().await.expect("release");
-                break;
-            }
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("not yet: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("the site's slot was never freed: {error}"),
-        }
-    }
+    associate_once_free(&scp, SINGLE_AE_TITLE, Duration::from_secs(10)).await;
     scp.stop().await;
 }
 

@@ -39,6 +39,16 @@ fn with_certificate(pki: &TestPki, identity: &Identity) -> Vec<String> {
     ]
 }
 
+/// The SCP's TLS configuration, verifying client certificates against the CA.
+fn verifying_clients(pki: &TestPki) -> std::sync::Arc<rustls::ServerConfig> {
+    dimse::server_config(&TlsFiles {
+        certificate_chain: &pki.server.certificate,
+        private_key: &pki.server.key,
+        client_ca: Some(&pki.ca),
+    })
+    .expect("the TLS configuration")
+}
+
 fn anonymous(pki: &TestPki) -> Vec<String> {
     vec![
         "+tla".to_owned(),
@@ -53,12 +63,7 @@ async fn c_store_over_dicom_tls_is_stored_and_a_site_naming_its_senders_takes_on
         return;
     }
     let pki = TestPki::generate();
-    let tls = dimse::server_config(&TlsFiles {
-        certificate_chain: &pki.server.certificate,
-        private_key: &pki.server.key,
-        client_ca: Some(&pki.ca),
-    })
-    .expect("the TLS configuration");
+    let tls = verifying_clients(&pki);
     let scp = Scp::start_with(DimseOptions {
         tls: Some(tls),
         ..DimseOptions::default()
@@ -162,12 +167,7 @@ async fn a_sites_association_limit_holds_across_the_plain_and_the_tls_listener()
         return;
     }
     let pki = TestPki::generate();
-    let tls = dimse::server_config(&TlsFiles {
-        certificate_chain: &pki.server.certificate,
-        private_key: &pki.server.key,
-        client_ca: Some(&pki.ca),
-    })
-    .expect("the TLS configuration");
+    let tls = verifying_clients(&pki);
     let options = DimseOptions::default();
     let limits = DimseLimits::new(&options);
     let plain = Scp::start_sharing(options.clone(), limits.clone()).await;

@@ -1223,28 +1223,34 @@ async fn a_site_at_its_limit_of_requests_in_progress_gets_429_and_other_sites_do
     slow.flush().await.expect("flush");
 
     let fresh = || dicom_parts(&[&small_wrist().to_part10()]);
-    // The slow request reaches its handler soon: wait on that, not a fixed time.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let busy = loop {
-        let response = server
-            .post(
-                "kings/studies",
-                Some(server.tokens.kings.as_str()),
-                DICOM_MULTIPART,
-                fresh(),
-            )
-            .await;
-        if response.status() == 429 {
-            break response;
+    // Stores a fresh instance to kings until the answer is `wanted`; the only
+    // other answer allowed meanwhile is `meanwhile`. Waits on progress, not a
+    // fixed time.
+    let kings_until = |wanted: u16, meanwhile: u16, never: &'static str| {
+        let server = &server;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let response = server
+                    .post(
+                        "kings/studies",
+                        Some(server.tokens.kings.as_str()),
+                        DICOM_MULTIPART,
+                        fresh(),
+                    )
+                    .await;
+                if response.status() == wanted {
+                    return response;
+                }
+                assert_eq!(response.status(), meanwhile);
+                assert!(tokio::time::Instant::now() < deadline, "{never}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        // Served before the slow one took the slot: fine, ask again.
-        assert_eq!(response.status(), 200);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slow request never held kings' slot"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The slow request reaches its handler soon; one served before it took
+    // the slot is fine.
+    let busy = kings_until(429, 200, "the slow request never held kings' slot").await;
     assert_eq!(
         busy.headers()
             .get("retry-after")
@@ -1270,31 +1276,12 @@ async fn a_site_at_its_limit_of_requests_in_progress_gets_429_and_other_sites_do
     assert_eq!(other.status(), 200);
     // Once the slow sender gives up, kings takes requests again.
     drop(slow);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = server
-            .post(
-                "kings/studies",
-                Some(server.tokens.kings.as_str()),
-                DICOM_MULTIPART,
-                fresh(),
-            )
-            .await;
-        if response.status() == 200 {
-            break;
-        }
-        assert_eq!(response.status(), 429);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "kings' slot was never given back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kings_until(200, 429, "kings' slot was never given back").await;
 }
 
 #[tokio::test]
 async fn stow_rs_over_https_stores_for_curl_and_plain_http_or_an_unknown_ca_get_nothing() {
-    if !tools_available(&["curl"]) {
+    if !fxtriage_testkit::stack::tool("curl", "curl") {
         return;
     }
     let pki = fxtriage_testkit::pki::TestPki::generate();
@@ -1369,20 +1356,4 @@ async fn stow_rs_over_https_stores_for_curl_and_plain_http_or_an_unknown_ca_get_
         1,
         "only the HTTPS request stored"
     );
-}
-
-/// True when every tool is on the PATH; otherwise the test is skipped (failed
-/// where the stack is required).
-fn tools_available(tools: &[&str]) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    fxtriage_testkit::stack::skip(&format!("{} not installed", missing.join(", ")));
-    false
 }

@@ -89,15 +89,7 @@ pub(super) async fn authorise(
     let credential = match credential {
         Ok(Some(credential)) => credential,
         Ok(None) => {
-            if throttle.record_failure(asker.address, presented, now) {
-                let limits = throttle.limits();
-                tracing::warn!(
-                    address = ?asker.address,
-                    max_failures = limits.max_failures,
-                    window = ?limits.window,
-                    "invalid STOW-RS tokens over the limit: this address or token prefix is answered 429 until its window ends"
-                );
-            }
+            throttle.record_failure(asker.address, presented, now);
             return Err(unauthorised(Refusal::InvalidToken));
         }
         Err(error) => {
@@ -150,7 +142,7 @@ pub(super) fn unauthorised(refusal: Refusal) -> Response {
 }
 
 fn too_many_failures(retry_after: Duration) -> Response {
-    let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+    let seconds = fxtriage_sites::throttle::retry_after_seconds(retry_after);
     let mut response = (
         StatusCode::TOO_MANY_REQUESTS,
         "too many invalid tokens from this address or with this token's prefix; retry after the Retry-After seconds",

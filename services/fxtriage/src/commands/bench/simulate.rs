@@ -25,36 +25,18 @@ pub struct SimulateBenchArgs {
 
 /// The QuCAD user manual's example (docs/simulator.md), with two policies.
 fn scenario(args: &SimulateBenchArgs) -> anyhow::Result<Scenario> {
-    let rate_per_hour = 0.8 * 2.0 / (0.1 * 5.0 + 0.9 * 10.0) * 60.0;
     let per_replication = args.patients / u64::from(args.replications.max(1));
-    let text = format!(
-        r#"
-seed = 1
-replications = {replications}
-patients = {per_replication}
-discipline = "preemptive-resume"
-[arrivals]
-rate_per_hour = {rate_per_hour}
-[readers]
-count = 2
-[reading_minutes]
-fracture = {{ distribution = "exponential", mean = 10.0 }}
-no_fracture = {{ distribution = "exponential", mean = 10.0 }}
-interrupting = {{ distribution = "exponential", mean = 5.0 }}
-[population]
-prevalence = 0.1
-interrupting_fraction = 0.1
-[ai]
-sensitivity = 0.9
-specificity = 0.9
+    let policies = r#"
 [[policy]]
 name = "FIFO"
 kind = "fifo"
 [[policy]]
 name = "deadline + AI"
 kind = "deadline"
-"#,
-        replications = args.replications.max(2),
+"#;
+    let text = format!(
+        "{}{policies}",
+        fxtriage_sim::qucad_example(1, args.replications.max(2), per_replication, 0)
     );
     Ok(Scenario::parse(&text)?)
 }
