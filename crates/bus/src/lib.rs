@@ -19,6 +19,7 @@ mod headers;
 mod inprocess;
 mod kafka;
 mod offsets;
+mod reconnect;
 mod stall;
 
 use async_trait::async_trait;
