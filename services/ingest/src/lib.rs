@@ -40,7 +40,7 @@ pub struct Config {
     /// DIMSE C-STORE SCP over DICOM TLS (the secure transport profile; its
     /// port is 2762 by convention), with its configuration
     /// ([`dimse::server_config`]); `None`: no TLS listener.
-    pub dimse_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    pub dimse_tls: Option<dimse::DimseTls>,
     /// The sites served; `None`: the site registry of the database of `clients`,
     /// followed as it changes.
     pub sites: Option<SiteRegistry>,
@@ -82,6 +82,17 @@ pub async fn run(
             .await
             .context("cannot read the site registry")?,
     };
+    match dimse::unmet_tls_settings(
+        sites.current().sites().map(AsRef::as_ref),
+        config.dimse_tls.as_ref().map(|tls| tls.verifies_clients),
+    ) {
+        Ok(warnings) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(errors) => anyhow::bail!("the sites' DICOM TLS settings cannot be met: {errors}"),
+    }
     let stow_limits = stow::StowLimits {
         failed_auth: config.failed_auth,
         ..stow::StowLimits::default()
@@ -105,7 +116,11 @@ pub async fn run(
     let dimse_limits = dimse::DimseLimits::new(&config.dimse);
     let tls_task = match config.dimse_tls {
         None => None,
-        Some((address, tls)) => {
+        Some(dimse::DimseTls {
+            address,
+            config: tls,
+            ..
+        }) => {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen for DICOM TLS on {address}"))?;

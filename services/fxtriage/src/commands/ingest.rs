@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use fxtriage_clients::Clients;
@@ -78,7 +77,7 @@ pub struct DimseTlsArgs {
 impl DimseTlsArgs {
     /// The TLS listener's address and configuration, read from the files now,
     /// so that a wrong file stops the service at start with its name.
-    pub fn load(&self) -> anyhow::Result<Option<(SocketAddr, Arc<rustls::ServerConfig>)>> {
+    pub fn load(&self) -> anyhow::Result<Option<fxtriage_ingest::dimse::DimseTls>> {
         let (Some(address), Some(certificate), Some(key)) = (
             self.dimse_tls_address,
             &self.dimse_tls_certificate,
@@ -91,7 +90,11 @@ impl DimseTlsArgs {
             private_key: key,
             client_ca: self.dimse_tls_client_ca.as_deref(),
         })?;
-        Ok(Some((address, config)))
+        Ok(Some(fxtriage_ingest::dimse::DimseTls {
+            address,
+            config,
+            verifies_clients: self.dimse_tls_client_ca.is_some(),
+        }))
     }
 }
 

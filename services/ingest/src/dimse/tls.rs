@@ -10,6 +10,59 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 pub use fxtriage_telemetry::tls::{TlsFiles, server_config};
 
+/// The DICOM TLS listener of ingest: where, with what, and whether it verifies
+/// client certificates (a client CA was given).
+#[derive(Clone)]
+pub struct DimseTls {
+    pub address: std::net::SocketAddr,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    pub verifies_clients: bool,
+}
+
+impl std::fmt::Debug for DimseTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DimseTls")
+            .field("address", &self.address)
+            .field("verifies_clients", &self.verifies_clients)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the sites ask of DICOM TLS that this ingest cannot give, given its
+/// TLS listener (`None`: none; else whether it verifies client certificates): `Err` with the sites that name client
+/// certificates while the listener has no client CA (every sender of theirs
+/// would be refused: a configuration mistake, refused at start); `Ok` with a
+/// warning per site that takes C-STORE over TLS only when there is no TLS
+/// listener (its senders are refused here; another ingest may serve it).
+pub fn unmet_tls_settings<'a>(
+    sites: impl IntoIterator<Item = &'a fxtriage_sites::SiteConfig>,
+    listener: Option<bool>,
+) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for site in sites {
+        let tls = &site.dicom_tls;
+        match listener {
+            None if tls.tls_only() => warnings.push(format!(
+                "site {} takes C-STORE over DICOM TLS only ([site.dicom_tls]) and this ingest has no TLS listener (--dimse-tls-address): its senders are refused here",
+                site.id
+            )),
+            Some(false) if !tls.client_names.is_empty() => {
+                errors.push(format!(
+                    "site {} accepts only named client certificates (dicom_tls.client_names) and the DICOM TLS listener verifies none: set --dimse-tls-client-ca to the CA that signs them",
+                    site.id
+                ));
+            }
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Whether the client certificate of a TLS session (already verified against
 /// the client CA in the handshake) names one of `names` among its subject
 /// alternative names (DNS). No certificate, or one naming none: false.
@@ -27,4 +80,48 @@ pub(crate) fn client_named(certificates: Option<&[CertificateDer<'_>]>, names: &
                 .is_ok()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use fxtriage_core::SiteId;
+    use fxtriage_sites::SiteConfig;
+
+    use super::*;
+
+    fn site(id: &str, required: bool, client_names: &[&str]) -> SiteConfig {
+        let mut site = SiteConfig::new(SiteId::parse(id).expect("id"), id);
+        site.dicom_tls.required = required;
+        site.dicom_tls.client_names = client_names.iter().map(|name| (*name).to_owned()).collect();
+        site
+    }
+
+    #[test]
+    fn named_client_certificates_without_a_client_ca_stop_the_start() {
+        let sites = [
+            site("plain", false, &[]),
+            site("named", false, &["cr1.north.example"]),
+        ];
+        let refused = unmet_tls_settings(&sites, Some(false)).expect_err("refused");
+        assert!(refused.contains("site named"), "{refused}");
+        assert!(refused.contains("--dimse-tls-client-ca"), "{refused}");
+        assert!(!refused.contains("site plain"), "{refused}");
+        // With a client CA, nothing to say.
+        assert_eq!(unmet_tls_settings(&sites, Some(true)), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_site_taking_tls_only_warns_an_ingest_without_a_tls_listener() {
+        let sites = [
+            site("plain", false, &[]),
+            site("required", true, &[]),
+            site("named", false, &["cr1.north.example"]),
+        ];
+        let warnings = unmet_tls_settings(&sites, None).expect("only warnings");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("site required"), "{warnings:?}");
+        assert!(warnings[1].contains("site named"), "{warnings:?}");
+        // A TLS listener without a client CA serves a site that only requires TLS.
+        assert_eq!(unmet_tls_settings(&sites[..2], Some(false)), Ok(Vec::new()));
+    }
 }
