@@ -15,6 +15,7 @@
 pub mod database;
 pub mod eventually;
 pub mod namespace;
+pub mod oidc;
 pub mod pki;
 pub mod private_network;
 pub mod process;

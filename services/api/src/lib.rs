@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod overlay;
 pub mod reports;
+pub mod sign_in;
 pub mod state;
 pub mod study_detail;
 pub mod study_path;
@@ -253,6 +254,11 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .nest("/api/v1/sites/{site}", site_routes)
         .nest("/api/v1/groups/{group}", group_routes)
         .nest("/api/v1/admin", admin_routes)
+        .route("/api/v1/auth/config", get(sign_in::get_config))
+        .route(
+            "/api/v1/auth/token",
+            post(sign_in::post_token).layer(axum::extract::DefaultBodyLimit::max(32 * 1024)),
+        )
         .route("/metrics", get(metrics::get_metrics))
         .with_state(state.clone())
         .merge(health::probes(readiness))

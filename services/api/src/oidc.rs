@@ -94,7 +94,20 @@ pub struct OidcVerifier {
     keys: std::sync::Mutex<Keys>,
     /// One fetch at a time; those that need the keys wait for it.
     fetching: Mutex<()>,
+    /// The provider's discovery document, once read (see [`Self::discovery`]).
+    discovered: std::sync::Mutex<Option<(Discovery, Instant)>>,
 }
+
+/// What the web page's sign-in needs of the provider's discovery document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+}
+
+/// The scopes the web page asks for: who the person is (`sub`, a name).
+pub const WEB_SCOPES: &str = "openid profile email";
 
 impl OidcVerifier {
     pub fn new(config: OidcConfig) -> Self {
@@ -107,7 +120,130 @@ impl OidcVerifier {
             http,
             keys: std::sync::Mutex::new(Keys::default()),
             fetching: Mutex::new(()),
+            discovered: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    /// The issuer's discovery document (`{issuer}/.well-known/openid-configuration`),
+    /// read again after [`MAX_KEY_AGE`]; its `issuer` must be the configured one.
+    pub async fn discovery(&self) -> Result<Discovery, OidcError> {
+        if let Some((discovery, read)) = self
+            .discovered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            && read.elapsed() < MAX_KEY_AGE
+        {
+            return Ok(discovery);
+        }
+        let unavailable =
+            |error: reqwest::Error| OidcError::Unavailable(error.without_url().to_string());
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let document: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let issuer = document.get("issuer").and_then(Value::as_str);
+        if issuer != Some(self.config.issuer.as_str()) {
+            return Err(OidcError::Unavailable(format!(
+                "{url} names issuer {issuer:?}, not the configured one"
+            )));
+        }
+        let text = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let discovery = Discovery {
+            authorization_endpoint: text("authorization_endpoint"),
+            token_endpoint: text("token_endpoint"),
+            jwks_uri: text("jwks_uri"),
+        };
+        *self
+            .discovered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((discovery.clone(), Instant::now()));
+        Ok(discovery)
+    }
+
+    /// The web page's sign-in through the provider (authorisation code with
+    /// PKCE), second half: exchanges `code` at the provider's token endpoint
+    /// with the page's `code_verifier` (the provider checks it against the
+    /// challenge the page sent), and returns the ID token once it is verified
+    /// here like any other token and carries the page's `nonce`.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        code_verifier: &str,
+        redirect_uri: &str,
+        nonce: &str,
+    ) -> Result<(String, Person), OidcError> {
+        let token_endpoint = self.discovery().await?.token_endpoint.ok_or_else(|| {
+            OidcError::Unavailable(
+                "the provider's discovery document names no token_endpoint".into(),
+            )
+        })?;
+        let response = self
+            .http
+            .post(&token_endpoint)
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("client_id", self.config.audience.as_str()),
+                ("code_verifier", code_verifier),
+            ])
+            .send()
+            .await
+            .map_err(|error| OidcError::Unavailable(error.without_url().to_string()))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|error| OidcError::Unavailable(error.without_url().to_string()))?;
+        if !status.is_success() {
+            // The provider refused the code or the verifier: the sign-in is
+            // at fault (OAuth 2.0's error, bounded).
+            let error: String = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .chars()
+                .take(64)
+                .collect();
+            return Err(if status.is_client_error() {
+                OidcError::Invalid(format!("the provider refused the code: {error}"))
+            } else {
+                OidcError::Unavailable(format!("the provider's token endpoint answered {status}"))
+            });
+        }
+        let id_token = body
+            .get("id_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OidcError::Invalid("the provider returned no ID token".into()))?
+            .to_owned();
+        let person = self.verify(&id_token).await?;
+        if person.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(OidcError::Invalid(
+                "the ID token does not carry this sign-in's nonce".into(),
+            ));
+        }
+        Ok((id_token, person))
     }
 
     /// Whether `presented` has the shape of a JWT (three base64url parts);
@@ -251,35 +387,9 @@ impl OidcVerifier {
             |error: reqwest::Error| OidcError::Unavailable(error.without_url().to_string());
         let url = match &self.config.jwks_url {
             Some(url) => url.clone(),
-            None => {
-                let discovery = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let document: Value = self
-                    .http
-                    .get(&discovery)
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(unavailable)?
-                    .json()
-                    .await
-                    .map_err(unavailable)?;
-                let issuer = document.get("issuer").and_then(Value::as_str);
-                if issuer != Some(self.config.issuer.as_str()) {
-                    return Err(OidcError::Unavailable(format!(
-                        "{discovery} names issuer {issuer:?}, not the configured one"
-                    )));
-                }
-                document
-                    .get("jwks_uri")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        OidcError::Unavailable(format!("{discovery} names no jwks_uri"))
-                    })?
-            }
+            None => self.discovery().await?.jwks_uri.ok_or_else(|| {
+                OidcError::Unavailable("the provider's discovery document names no jwks_uri".into())
+            })?,
         };
         let set = self
             .http

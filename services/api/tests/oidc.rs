@@ -4,7 +4,9 @@
 //! acts in the person's own name in the audit log and on claims, and is
 //! refused with the wrong audience, after expiry beyond the clock skew, when
 //! signed by another key, when no mapping names its claims, and once its
-//! mapping is revoked; an issuer that cannot be reached gives 503.
+//! mapping is revoked; an issuer that cannot be reached gives 503. The web
+//! page's sign-in (authorisation code with PKCE): a code is exchanged only
+//! with the verifier of its challenge and an ID token with the sign-in's nonce.
 
 mod support;
 
@@ -12,89 +14,13 @@ use std::time::Duration;
 
 use fxtriage_api::oidc::OidcConfig;
 use fxtriage_core::Urgency;
+use fxtriage_testkit::oidc::{Provider, SigningKey, s256_challenge, unix_now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use support::*;
 
 const AUDIENCE: &str = "fxtriage";
 const KID: &str = "test-key-1";
-
-/// base64url without padding (RFC 7515's encoding of JWK coordinates).
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0_u32, |n, (i, byte)| n | (u32::from(*byte) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
-
-/// An ES256 signing key and its public JWK.
-struct Key {
-    signing: EncodingKey,
-    jwk: serde_json::Value,
-}
-
-fn key(kid: &str) -> Key {
-    let pair = rcgen::KeyPair::generate().expect("P-256 key");
-    let point = pair.public_key_raw();
-    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
-    Key {
-        signing: EncodingKey::from_ec_der(&pair.serialize_der()),
-        jwk: serde_json::json!({
-            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-            "x": base64url(&point[1..33]), "y": base64url(&point[33..65]),
-        }),
-    }
-}
-
-/// The issuer: its discovery document and JWKS, served on loopback.
-struct Issuer {
-    url: String,
-    shutdown: tokio_util::sync::CancellationToken,
-}
-
-async fn start_issuer(jwks: serde_json::Value) -> Issuer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let discovery = serde_json::json!({ "issuer": url, "jwks_uri": format!("{url}/jwks") });
-    let router = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || async move { axum::Json(discovery) }),
-        )
-        .route(
-            "/jwks",
-            axum::routing::get(move || async move { axum::Json(jwks) }),
-        );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .expect("issuer");
-    });
-    Issuer { url, shutdown }
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn token(key: &Key, claims: &serde_json::Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(KID.to_owned());
-    jsonwebtoken::encode(&header, claims, &key.signing).expect("sign")
-}
 
 fn claims(issuer: &str, audience: &str, expires_in: i64, groups: &[&str]) -> serde_json::Value {
     serde_json::json!({
@@ -105,9 +31,8 @@ fn claims(issuer: &str, audience: &str, expires_in: i64, groups: &[&str]) -> ser
 
 #[tokio::test]
 async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_name() {
-    let signing = key(KID);
-    let impostor = key(KID);
-    let issuer = start_issuer(serde_json::json!({ "keys": [signing.jwk] })).await;
+    let impostor = SigningKey::generate(KID);
+    let issuer = Provider::start(SigningKey::generate(KID), &[], serde_json::json!({})).await;
     let config = OidcConfig {
         issuer: issuer.url.clone(),
         audience: AUDIENCE.to_owned(),
@@ -141,10 +66,12 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         }
     };
     let worklist = api.site_url(SITE, "/worklist");
-    let alice = token(
-        &signing,
-        &claims(&issuer.url, AUDIENCE, 300, &["staff", "demo-radiologists"]),
-    );
+    let alice = issuer.sign(&claims(
+        &issuer.url,
+        AUDIENCE,
+        300,
+        &["staff", "demo-radiologists"],
+    ));
 
     assert_eq!(get(worklist.clone(), alice.clone()).await, StatusCode::OK);
     assert_eq!(
@@ -194,40 +121,33 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
     for (label, refused) in [
         (
             "another audience",
-            token(
-                &signing,
-                &claims(&issuer.url, "another-app", 300, &["demo-radiologists"]),
-            ),
+            issuer.sign(&claims(
+                &issuer.url,
+                "another-app",
+                300,
+                &["demo-radiologists"],
+            )),
         ),
         (
             "expired ten minutes ago",
-            token(
-                &signing,
-                &claims(&issuer.url, AUDIENCE, -600, &["demo-radiologists"]),
-            ),
+            issuer.sign(&claims(&issuer.url, AUDIENCE, -600, &["demo-radiologists"])),
         ),
         (
             "another key",
-            token(
-                &impostor,
-                &claims(&issuer.url, AUDIENCE, 300, &["demo-radiologists"]),
-            ),
+            impostor.sign(&claims(&issuer.url, AUDIENCE, 300, &["demo-radiologists"])),
         ),
         (
             "another issuer",
-            token(
-                &signing,
-                &claims(
-                    "https://elsewhere.example",
-                    AUDIENCE,
-                    300,
-                    &["demo-radiologists"],
-                ),
-            ),
+            issuer.sign(&claims(
+                "https://elsewhere.example",
+                AUDIENCE,
+                300,
+                &["demo-radiologists"],
+            )),
         ),
         (
             "no mapped claim",
-            token(&signing, &claims(&issuer.url, AUDIENCE, 300, &["staff"])),
+            issuer.sign(&claims(&issuer.url, AUDIENCE, 300, &["staff"])),
         ),
     ] {
         assert_eq!(
@@ -245,12 +165,10 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         &EncodingKey::from_secret(b"a shared secret"),
     )
     .expect("sign");
-    let unnamed_key = jsonwebtoken::encode(
+    let unnamed_key = issuer.key().sign_with(
         &Header::new(Algorithm::ES256),
         &claims(&issuer.url, AUDIENCE, 300, &["demo-radiologists"]),
-        &signing.signing,
-    )
-    .expect("sign");
+    );
     for (label, refused) in [("HS256", secret_signed), ("no kid", unnamed_key)] {
         assert_eq!(
             get(worklist.clone(), refused).await,
@@ -258,10 +176,7 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
             "{label}"
         );
     }
-    let within_skew = token(
-        &signing,
-        &claims(&issuer.url, AUDIENCE, -30, &["demo-radiologists"]),
-    );
+    let within_skew = issuer.sign(&claims(&issuer.url, AUDIENCE, -30, &["demo-radiologists"]));
     assert_eq!(get(worklist.clone(), within_skew).await, StatusCode::OK);
 
     // A flood of bad JWTs from one address holds that address only: every
@@ -270,10 +185,7 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .expect("client");
-    let expired = token(
-        &signing,
-        &claims(&issuer.url, AUDIENCE, -600, &["demo-radiologists"]),
-    );
+    let expired = issuer.sign(&claims(&issuer.url, AUDIENCE, -600, &["demo-radiologists"]));
     for _ in 0..25 {
         let status = flooder
             .get(&worklist)
@@ -310,13 +222,13 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         .await
         .expect("revoke");
     assert_eq!(get(worklist.clone(), alice).await, StatusCode::UNAUTHORIZED);
-    issuer.shutdown.cancel();
+    drop(issuer);
     api.finish().await;
 }
 
 #[tokio::test]
 async fn an_identity_provider_that_cannot_be_reached_gives_503_not_401() {
-    let signing = key(KID);
+    let signing = SigningKey::generate(KID);
     // Nothing listens here.
     let unreachable = "http://127.0.0.1:9".to_owned();
     let config = OidcConfig {
@@ -331,14 +243,19 @@ async fn an_identity_provider_that_cannot_be_reached_gives_503_not_401() {
     let response = api
         .http
         .get(api.site_url(SITE, "/worklist"))
-        .bearer_auth(token(
-            &signing,
-            &claims(&unreachable, AUDIENCE, 300, &["demo-radiologists"]),
-        ))
+        .bearer_auth(signing.sign(&claims(&unreachable, AUDIENCE, 300, &["demo-radiologists"])))
         .send()
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The page cannot offer the provider's sign-in either, and says so.
+    let offered = api
+        .http
+        .get(api.url("/api/v1/auth/config"))
+        .send()
+        .await
+        .expect("config");
+    assert_eq!(offered.status(), StatusCode::SERVICE_UNAVAILABLE);
     // Service tokens work as before.
     let service = api
         .http
@@ -348,5 +265,184 @@ async fn an_identity_provider_that_cannot_be_reached_gives_503_not_401() {
         .await
         .expect("request");
     assert_eq!(service.status(), StatusCode::OK);
+    api.finish().await;
+}
+
+/// The page's half of the authorisation-code flow, done by hand: the
+/// provider's redirect back carries a code for this challenge.
+async fn authorize(
+    provider: &Provider,
+    challenge: &str,
+    nonce: &str,
+    redirect_uri: &str,
+) -> String {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = no_redirects
+        .get(format!("{}/authorize", provider.url))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", AUDIENCE),
+            ("redirect_uri", redirect_uri),
+            ("scope", "openid profile email"),
+            ("state", "s-1"),
+            ("nonce", nonce),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let query = location
+        .strip_prefix(&format!("{redirect_uri}?"))
+        .expect("back to the page");
+    let code = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("code="))
+        .expect("a code");
+    assert!(query.contains("state=s-1"), "{location}");
+    code.to_owned()
+}
+
+#[tokio::test]
+async fn the_web_page_sign_in_exchanges_a_code_only_with_its_pkce_verifier_and_nonce() {
+    let provider = Provider::start(
+        SigningKey::generate(KID),
+        &[],
+        serde_json::json!({
+            "sub": "u-2002", "preferred_username": "bob", "groups": ["demo-radiologists"],
+        }),
+    )
+    .await;
+    let config = OidcConfig {
+        issuer: provider.url.clone(),
+        audience: AUDIENCE.to_owned(),
+        jwks_url: None,
+        clock_skew: Duration::from_secs(60),
+    };
+    let Some(api) = start_api_with(|api| api.oidc = Some(config)).await else {
+        return;
+    };
+    fxtriage_sites::credentials::create_oidc_mapping(
+        &api.pool,
+        &fxtriage_api::Scope::Site(site_id(SITE)),
+        fxtriage_api::Role::Reader,
+        "groups",
+        "demo-radiologists",
+        "the demo site's radiologists",
+    )
+    .await
+    .expect("mapping");
+
+    // What the page reads to offer the provider's sign-in (no token needed).
+    let offered: serde_json::Value = api
+        .http
+        .get(api.url("/api/v1/auth/config"))
+        .send()
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("json");
+    let sign_in = &offered["sign_in"];
+    assert_eq!(
+        sign_in["authorization_endpoint"],
+        format!("{}/authorize", provider.url)
+    );
+    assert_eq!(sign_in["client_id"], AUDIENCE);
+    assert!(
+        sign_in["scope"]
+            .as_str()
+            .is_some_and(|scope| scope.split(' ').any(|word| word == "openid")),
+        "{offered}"
+    );
+
+    let redirect_uri = api.url("/");
+    let verifier = "a-verifier-of-forty-three-or-more-characters.~_0123";
+    let challenge = s256_challenge(verifier);
+    let exchange = |code: String, verifier: &'static str, nonce: &'static str| {
+        let http = api.http.clone();
+        let url = api.url("/api/v1/auth/token");
+        let redirect_uri = redirect_uri.clone();
+        async move {
+            http.post(url)
+                .json(&serde_json::json!({
+                    "code": code, "code_verifier": verifier,
+                    "redirect_uri": redirect_uri, "nonce": nonce,
+                }))
+                .send()
+                .await
+                .expect("exchange")
+        }
+    };
+
+    // Another verifier than the challenge's: the provider refuses the code.
+    let code = authorize(&provider, &challenge, "n-1", &redirect_uri).await;
+    let refused = exchange(
+        code,
+        "another-verifier-of-forty-three-or-more-characters",
+        "n-1",
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        provider.refused(),
+        ["token: code_verifier does not match the challenge"]
+    );
+    // The right verifier, but the ID token carries another sign-in's nonce.
+    let code = authorize(&provider, &challenge, "n-2", &redirect_uri).await;
+    let replayed = exchange(code, verifier, "n-other").await;
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+    // A short verifier is refused before the provider is asked.
+    let code = authorize(&provider, &challenge, "n-3", &redirect_uri).await;
+    let short = exchange(code, "short", "n-3").await;
+    assert_eq!(short.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        provider.exchanged(),
+        1,
+        "only the nonce case reached a token"
+    );
+
+    // The page's sign-in as it is meant to be.
+    let code = authorize(&provider, &challenge, "n-4", &redirect_uri).await;
+    let accepted = exchange(code.clone(), verifier, "n-4").await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let body: serde_json::Value = accepted.json().await.expect("json");
+    assert_eq!(body["name"], "bob");
+    assert!(
+        body["expires_at"]
+            .as_i64()
+            .is_some_and(|at| at > unix_now())
+    );
+    let token = body["token"].as_str().expect("token").to_owned();
+    let worklist = api
+        .http
+        .get(api.site_url(SITE, "/worklist"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("worklist");
+    assert_eq!(worklist.status(), StatusCode::OK);
+    assert_eq!(
+        api.count(
+            "SELECT count(*) FROM audit_log WHERE actor = 'oidc:bob (u-2002)' AND action = 'worklist.read'"
+        )
+        .await,
+        1
+    );
+    // A code is taken once.
+    let again = exchange(code, verifier, "n-4").await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        provider.refused().last().map(String::as_str),
+        Some("token: unknown or used code")
+    );
     api.finish().await;
 }

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fxtriage_testkit::FreshDatabase;
+use fxtriage_testkit::oidc::{Provider, SigningKey};
 use serde_json::{Value, json};
 use support::{Service, free_loopback_port, repository_path, stack_env, wait_for_status};
 use webdriver::{Browser, artifacts_dir, browser_installed};
@@ -41,6 +42,14 @@ async fn a_reader_signs_in_opens_the_first_study_and_reports_it_in_the_browser()
 
     let browser = Browser::launch(directory.path()).await;
     browser.goto(&format!("{}/", app.http)).await;
+    browser
+        .wait_for(
+            "the form offers tokens only (no identity provider configured)",
+            "return document.getElementById('login-form').dataset.offers === 'token' \
+                 && document.getElementById('sso').hidden;",
+            json!([]),
+        )
+        .await;
     browser.type_into("#login-site", &app.site).await;
     browser.type_into("#login-token", "not-a-token").await;
     browser.click("#login-submit").await;
@@ -683,6 +692,105 @@ async fn a_reader_of_a_reading_network_reads_the_merged_worklist_in_the_browser(
 
 /// `fxtriage standalone` on free loopback ports, with a fresh database on the
 /// local stack's PostgreSQL and the test model.
+/// Single sign-on in the page: with an identity provider configured, the
+/// sign-in form offers it; the person is sent to the provider (a small one the
+/// test starts, which signs in its one person at once and exchanges a code
+/// only with the PKCE verifier of its challenge) and comes back signed in,
+/// with no code left in the address, acting in their own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_through_the_identity_provider_in_the_browser() {
+    if !browser_installed() {
+        return;
+    }
+    let Some(environment) = stack_env() else {
+        return;
+    };
+    let provider = Provider::start(
+        SigningKey::generate("browser-key"),
+        &[],
+        json!({ "sub": "u-3003", "preferred_username": "carol", "groups": ["radiologists"] }),
+    )
+    .await;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let app = StandaloneApp::start_with(
+        environment,
+        directory.path(),
+        None,
+        &[
+            "--oidc-issuer",
+            &provider.url,
+            "--oidc-audience",
+            "fxtriage-web",
+        ],
+    )
+    .await;
+    // The deployment maps the provider's group to a role, as an operator does.
+    app.create_token(&[
+        "--site",
+        &app.site,
+        "--role",
+        "reader",
+        "--oidc-claim",
+        "groups=radiologists",
+    ]);
+    app.send_samples(2).await;
+
+    let browser = Browser::launch(directory.path()).await;
+    browser.goto(&format!("{}/", app.http)).await;
+    browser
+        .wait_for(
+            "the provider's sign-in offered",
+            "return document.getElementById('login-form').dataset.offers === 'provider-and-token' \
+                 && !document.getElementById('sso').hidden;",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#login-site", &app.site).await;
+    browser
+        .screenshot(&artifacts_dir().join("sso-login.png"))
+        .await;
+    browser.click("#login-sso").await;
+    browser
+        .wait_for(
+            "back from the provider, on the worklist",
+            "return document.querySelectorAll('#worklist-rows tr').length === arguments[0];",
+            json!([2]),
+        )
+        .await;
+    assert_eq!(provider.exchanged(), 1, "{:?}", provider.refused());
+    assert!(provider.refused().is_empty(), "{:?}", provider.refused());
+    let address = browser
+        .script("return location.search + '|' + location.hash;", json!([]))
+        .await;
+    assert_eq!(address, "|#/", "the code is not left in the address");
+    let stored = browser
+        .script(
+            "return sessionStorage.getItem('fxtriage.sign-in') === null \
+                 && sessionStorage.getItem('fxtriage.token').split('.').length === 3;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(stored, true, "the verifier is forgotten, the ID token kept");
+    browser
+        .screenshot(&artifacts_dir().join("sso-worklist.png"))
+        .await;
+    browser.quit().await;
+
+    // The worklist was read in the person's own name.
+    let client = app.database.connect().await;
+    let reads: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE actor = 'oidc:carol (u-3003)' \
+             AND action = 'worklist.read'",
+            &[],
+        )
+        .await
+        .expect("audit")
+        .get(0);
+    assert!(reads >= 1, "worklist reads by the person: {reads}");
+    app.stop().await;
+}
+
 struct StandaloneApp {
     service: Service,
     database: FreshDatabase,
@@ -697,9 +805,19 @@ struct StandaloneApp {
 
 impl StandaloneApp {
     async fn start(
+        environment: Vec<(String, String)>,
+        directory: &Path,
+        sites_file: Option<&Path>,
+    ) -> Self {
+        Self::start_with(environment, directory, sites_file, &[]).await
+    }
+
+    /// Also with `extra` arguments to `standalone`.
+    async fn start_with(
         mut environment: Vec<(String, String)>,
         directory: &Path,
         sites_file: Option<&Path>,
+        extra: &[&str],
     ) -> Self {
         let database = FreshDatabase::create_on(
             &support::setting(&environment, "FXTRIAGE_DATABASE_URL"),
@@ -739,6 +857,7 @@ impl StandaloneApp {
         if let Some(sites_file) = sites_file {
             arguments.extend(["--sites".to_owned(), sites_file.display().to_string()]);
         }
+        arguments.extend(extra.iter().map(|argument| (*argument).to_owned()));
         let service = Service::start("standalone", &arguments, &environment, directory);
         wait_for_status(&format!("http://127.0.0.1:{http}/health/ready"), 200).await;
         let description: Value = serde_json::from_slice(

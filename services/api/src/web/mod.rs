@@ -83,6 +83,7 @@ const MODULES: &[(&str, Asset)] = &[
         module(include_bytes!("js/discrepancies.js")),
     ),
     ("/js/drift.js", module(include_bytes!("js/drift.js"))),
+    ("/js/sso.js", module(include_bytes!("js/sso.js"))),
     ("/js/format.js", module(include_bytes!("js/format.js"))),
 ];
 

@@ -32,6 +32,7 @@ import {
   switchScope,
   watchedSites,
 } from "./session.js";
+import { setUpSingleSignOn } from "./sso.js";
 import { closeStudy, openStudy, refreshStudy, studyAction, tickStudy } from "./study.js";
 import {
   claimNext,
@@ -179,6 +180,7 @@ function start() {
     showView("login");
     focusSignInForm();
   }
+  setUpSingleSignOn();
 }
 
 start();

@@ -158,24 +158,11 @@ export function focusSignInForm() {
   ($("login-site").value ? $("login-token") : $("login-site")).focus();
 }
 
-export async function signIn(event) {
-  event.preventDefault();
-  const scope = chosenScope();
-  const id = $("login-site").value.trim();
-  const token = $("login-token").value.trim();
-  const reader = $("login-reader").value.trim();
-  const error = $("login-error");
+// Checks `token` against the site or group `id` and, when it is accepted,
+// keeps it in this tab and starts the session. Returns null, or the refusal
+// ({status, message}, the message for the sign-in form to show).
+export async function beginSession({ scope, id, token, reader }) {
   const noun = scope === "group" ? "group" : "site";
-  error.hidden = true;
-  if (!id || !token) {
-    error.textContent = `Enter both the ${noun} id and the access token.`;
-    error.hidden = false;
-    (id ? $("login-token") : $("login-site")).focus();
-    return;
-  }
-  const submit = $("login-submit");
-  submit.disabled = true;
-  submit.textContent = "Checking…";
   Object.assign(session, { scope, token, reader, claimant: reader });
   if (scope === "group") session.group = id;
   else session.site = id;
@@ -185,17 +172,12 @@ export async function signIn(event) {
     else await api("GET", sitePath(id, "/worklist?limit=1"));
   } catch (failure) {
     session.token = "";
-    error.textContent = failure.status === 401
+    const message = failure.status === 401
       ? "This access token is not valid (unknown or revoked)."
       : failure.status === 404
         ? `The token does not belong to ${noun} “${id}”. Check the ${noun} id.`
         : failure.message;
-    error.hidden = false;
-    $("login-token").focus();
-    return;
-  } finally {
-    submit.disabled = false;
-    submit.textContent = "Open worklist";
+    return { status: failure.status, message };
   }
   if (scope === "group") {
     setGroupInfo(group);
@@ -207,8 +189,49 @@ export async function signIn(event) {
   sessionStorage.setItem(STORAGE.token, token);
   sessionStorage.setItem(STORAGE.reader, reader);
   sessionStorage.setItem(STORAGE.claimant, reader);
-  $("login-token").value = "";
   hooks.signedIn();
+  return null;
+}
+
+// The site or group chosen in the form, and its id.
+export function chosenTarget() {
+  return { scope: chosenScope(), id: $("login-site").value.trim() };
+}
+
+export function showSignInError(message) {
+  const error = $("login-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+}
+
+export async function signIn(event) {
+  event.preventDefault();
+  const { scope, id } = chosenTarget();
+  const token = $("login-token").value.trim();
+  const reader = $("login-reader").value.trim();
+  const noun = scope === "group" ? "group" : "site";
+  showSignInError("");
+  if (!id || !token) {
+    showSignInError(`Enter both the ${noun} id and the access token.`);
+    (id ? $("login-token") : $("login-site")).focus();
+    return;
+  }
+  const submit = $("login-submit");
+  submit.disabled = true;
+  submit.textContent = "Checking…";
+  let refused;
+  try {
+    refused = await beginSession({ scope, id, token, reader });
+  } finally {
+    submit.disabled = false;
+    submit.textContent = "Open worklist";
+  }
+  if (refused) {
+    showSignInError(refused.message);
+    $("login-token").focus();
+    return;
+  }
+  $("login-token").value = "";
 }
 
 export function signOut(reason) {
