@@ -159,6 +159,15 @@ pub struct GroupConfig {
 }
 
 impl SiteConfig {
+    /// The site's time zone (`time_zone`), else UTC: where its local days
+    /// and hours fall.
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        self.time_zone
+            .as_deref()
+            .and_then(|zone| jiff::tz::TimeZone::get(zone).ok())
+            .unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
     /// A site with every default: no AE titles, the default rules, limits and policy.
     pub fn new(id: SiteId, name: impl Into<String>) -> Self {
         Self {

@@ -957,18 +957,34 @@ pub struct Plots {
     pub distribution: Vec<Distribution>,
     pub daily: Vec<Day>,
     /// The mean number of studies waiting (listed, not yet reported) at each
-    /// hour of the day (UTC), over the days of the period.
+    /// hour of the day in `time_zone`, over the days of the period.
     pub queue_by_hour: Vec<f64>,
+    /// Where the days (of arrival) and the hours of the day are counted: the
+    /// site's `time_zone`, else UTC.
+    pub time_zone: String,
+}
+
+/// The local date and hour of `at` in `zone`.
+fn local(at: OffsetDateTime, zone: &jiff::tz::TimeZone) -> (String, usize) {
+    let zoned = jiff::Timestamp::from_second(at.unix_timestamp())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(zone.clone());
+    (zoned.date().to_string(), zoned.hour() as usize)
 }
 
 const BIN_UPPER_HOURS: [f64; 7] = [0.5, 1.0, 2.0, 4.0, 8.0, 24.0, 48.0];
 
-/// The plots' data of `timelines` over `from..to`.
-pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -> Plots {
+/// The plots' data of `timelines` over `from..to`, days and hours in `zone`.
+pub fn plots(
+    timelines: &[Timeline],
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    zone: &jiff::tz::TimeZone,
+) -> Plots {
     let mut distribution: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut days: BTreeMap<time::Date, (u64, Vec<f64>)> = BTreeMap::new();
+    let mut days: BTreeMap<String, (u64, Vec<f64>)> = BTreeMap::new();
     for timeline in timelines {
-        let day = days.entry(timeline.received.date()).or_default();
+        let day = days.entry(local(timeline.received, zone).0).or_default();
         day.0 += 1;
         if timeline.impossible_order() {
             continue;
@@ -990,7 +1006,7 @@ pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -
         .map(|(day, (received, turnarounds))| {
             let spread = spread(turnarounds);
             Day {
-                day: day.to_string(),
+                day,
                 received,
                 reported: spread.map_or(0, |s| s.count),
                 median_seconds: spread.map(|s| s.median),
@@ -998,24 +1014,25 @@ pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -
             }
         })
         .collect();
-    // Each hour of each day of the period: the studies waiting at its start.
+    // Each whole hour of the period: the studies waiting at its start, summed
+    // by the local hour of the day (a day with a daylight-saving change has
+    // one local hour fewer or one more).
     let mut sums = [0_u64; 24];
     let mut samples = [0_u64; 24];
     let from = from.to_offset(time::UtcOffset::UTC);
     let mut at = from.replace_time(time::Time::MIDNIGHT);
     let end = to.min(OffsetDateTime::now_utc());
-    let mut hour = 0;
     while at < end {
         if at >= from {
             let waiting = timelines
                 .iter()
                 .filter(|t| t.listed <= at && t.reported.is_none_or(|reported| reported > at))
                 .count() as u64;
+            let hour = local(at, zone).1;
             sums[hour] += waiting;
             samples[hour] += 1;
         }
         at += time::Duration::HOUR;
-        hour = (hour + 1) % 24;
     }
     Plots {
         bin_upper_hours: BIN_UPPER_HOURS.to_vec(),
@@ -1035,6 +1052,7 @@ pub fn plots(timelines: &[Timeline], from: OffsetDateTime, to: OffsetDateTime) -
                 }
             })
             .collect(),
+        time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
     }
 }
 
@@ -1063,7 +1081,12 @@ pub async fn get_plots(
     )
     .await
     .doing("reading the studies' timelines")?;
-    Ok(Json(plots(&found, from, to)))
+    let zone = state
+        .sites
+        .current()
+        .site(caller.site.as_str())
+        .map_or(jiff::tz::TimeZone::UTC, |site| site.zone());
+    Ok(Json(plots(&found, from, to, &zone)))
 }
 
 #[cfg(test)]
@@ -1128,7 +1151,12 @@ mod tests {
                 "suspected",
             ),
         ];
-        let plots = plots(&timelines, day, day + time::Duration::days(2));
+        let plots = plots(
+            &timelines,
+            day,
+            day + time::Duration::days(2),
+            &jiff::tz::TimeZone::UTC,
+        );
         let suspected = plots
             .distribution
             .iter()
@@ -1157,6 +1185,20 @@ mod tests {
         assert_eq!(plots.queue_by_hour[9], 0.5);
         assert_eq!(plots.queue_by_hour[2], 0.5);
         assert_eq!(plots.queue_by_hour[1], 0.0);
+        assert_eq!(plots.time_zone, "UTC");
+
+        // The same studies at a site in New York (UTC-5 in early March): all
+        // three arrive on the local 2 March (the last at 20:30), and the hours
+        // of the day are local: 11:00 UTC is 06:00 there.
+        let zone = jiff::tz::TimeZone::get("America/New_York").expect("zone");
+        let local = super::plots(&timelines, day, day + time::Duration::days(2), &zone);
+        assert_eq!(local.time_zone, "America/New_York");
+        assert_eq!(local.daily.len(), 1, "{:?}", local.daily);
+        assert_eq!(local.daily[0].day, "2026-03-02");
+        assert_eq!(local.daily[0].received, 3);
+        assert_eq!(local.queue_by_hour[6], plots.queue_by_hour[11]);
+        assert_eq!(local.queue_by_hour[4], plots.queue_by_hour[9]);
+        assert_eq!(local.queue_by_hour[20], plots.queue_by_hour[1]);
     }
 
     #[test]
@@ -1185,7 +1227,12 @@ mod tests {
         assert_eq!(figures[0].turnaround_seconds.unwrap().median, 7200.0);
         assert!(figures[0].queue_wait_seconds.is_none());
         assert_eq!(figures[0].deadline_met.total, 1);
-        let plots = plots(&all, day, day + time::Duration::days(1));
+        let plots = plots(
+            &all,
+            day,
+            day + time::Duration::days(1),
+            &jiff::tz::TimeZone::UTC,
+        );
         let counts = &plots.distribution[0].counts;
         assert_eq!(
             counts.iter().sum::<u64>(),

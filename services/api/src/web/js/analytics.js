@@ -138,7 +138,7 @@ function dailyChart(plots) {
 
 // Bars over the hours of the day: the mean number of studies waiting.
 function queueChart(plots) {
-  const root = chart("Queue over the day", "mean number of studies waiting at each hour (UTC)");
+  const root = chart("Queue over the day", `mean number of studies waiting at each hour (${plots.time_zone || "UTC"})`);
   const values = plots.queue_by_hour;
   const maxY = Math.max(1, ...values);
   axes(root, maxY, "waiting");
