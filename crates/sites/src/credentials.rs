@@ -26,6 +26,7 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use crate::audit::{self, Changer};
 use crate::store::RegistryError;
 
 pub(crate) const TOKEN_PREFIX: &str = "fxt_";
@@ -210,14 +211,27 @@ fn database(doing: &'static str) -> impl FnOnce(tokio_postgres::Error) -> TokenE
     move |source| TokenError::Registry(RegistryError::Database { doing, source })
 }
 
-/// Creates a token of `role` on `scope`.
+/// Creates a token of `role` on `scope`, by the operator (see
+/// [`create_token_by`]).
 pub async fn create_token(
     pool: &Pool,
     scope: &Scope,
     role: Role,
     description: &str,
 ) -> Result<CreatedToken, TokenError> {
-    insert_credential(pool, scope, role, description, None).await
+    create_token_by(pool, scope, role, description, &Changer::operator()).await
+}
+
+/// Creates a token of `role` on `scope`, recorded in the audit log of the
+/// sites it concerns as made `by` (see `crate::audit`).
+pub async fn create_token_by(
+    pool: &Pool,
+    scope: &Scope,
+    role: Role,
+    description: &str,
+    by: &Changer,
+) -> Result<CreatedToken, TokenError> {
+    insert_credential(pool, scope, role, description, None, by).await
 }
 
 /// Maps an OpenID Connect claim to `role` on `scope`: a person whose verified
@@ -231,10 +245,33 @@ pub async fn create_oidc_mapping(
     value: &str,
     description: &str,
 ) -> Result<Credential, TokenError> {
+    create_oidc_mapping_by(
+        pool,
+        scope,
+        role,
+        claim,
+        value,
+        description,
+        &Changer::operator(),
+    )
+    .await
+}
+
+/// [`create_oidc_mapping`], recorded as made `by`.
+pub async fn create_oidc_mapping_by(
+    pool: &Pool,
+    scope: &Scope,
+    role: Role,
+    claim: &str,
+    value: &str,
+    description: &str,
+    by: &Changer,
+) -> Result<Credential, TokenError> {
     if claim.is_empty() || value.is_empty() || claim.len() > 256 || value.len() > 256 {
         return Err(TokenError::InvalidOidcMapping);
     }
-    let created = insert_credential(pool, scope, role, description, Some((claim, value))).await?;
+    let created =
+        insert_credential(pool, scope, role, description, Some((claim, value)), by).await?;
     Ok(created.credential)
 }
 
@@ -244,8 +281,13 @@ async fn insert_credential(
     role: Role,
     description: &str,
     oidc: Option<(&str, &str)>,
+    by: &Changer,
 ) -> Result<CreatedToken, TokenError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    let client = client
+        .transaction()
+        .await
+        .map_err(database("starting to create the token"))?;
     let (site, group): (Option<&str>, Option<&str>) = match scope {
         Scope::Site(site) => (Some(site.as_str()), None),
         Scope::Group(group) => (None, Some(group.as_str())),
@@ -298,6 +340,24 @@ async fn insert_credential(
         )
         .await
         .map_err(database("storing the token"))?;
+    let mut detail = serde_json::json!({
+        "token_id": token_id,
+        "role": role.as_str(),
+        "scope": scope.to_string(),
+    });
+    if let Some((claim, value)) = oidc {
+        detail["oidc"] = serde_json::json!(format!("{claim}={value}"));
+    }
+    let sites = audit::sites_of(&client, scope)
+        .await
+        .map_err(database("finding the sites the token concerns"))?;
+    audit::record(&client, &sites, by, "token.create", &detail)
+        .await
+        .map_err(database("writing the audit log"))?;
+    client
+        .commit()
+        .await
+        .map_err(database("storing the token"))?;
     Ok(CreatedToken {
         credential: Credential {
             token_id,
@@ -308,21 +368,59 @@ async fn insert_credential(
     })
 }
 
-/// Revokes a token: it stops working at once. Revoking twice is harmless.
+/// The scope of a credential's row (`site_id`, `group_id`); `None` for an id
+/// this version cannot parse.
+fn scope_of(site: Option<String>, group: Option<String>) -> Option<Scope> {
+    match (site, group) {
+        (Some(site), _) => SiteId::parse(site).ok().map(Scope::Site),
+        (None, Some(group)) => GroupId::parse(group).ok().map(Scope::Group),
+        (None, None) => Some(Scope::Deployment),
+    }
+}
+
+/// Revokes a token, by the operator (see [`revoke_token_by`]).
 pub async fn revoke_token(pool: &Pool, token_id: &str) -> Result<(), TokenError> {
-    let client = pool.get().await?;
+    revoke_token_by(pool, token_id, &Changer::operator()).await
+}
+
+/// Revokes a token: it stops working at once. Revoking twice is harmless
+/// (the audit log records the first). Recorded as made `by`.
+pub async fn revoke_token_by(pool: &Pool, token_id: &str, by: &Changer) -> Result<(), TokenError> {
+    let mut client = pool.get().await?;
+    let client = client
+        .transaction()
+        .await
+        .map_err(database("starting to revoke the token"))?;
     let found = client
         .query_opt(
             "UPDATE api_credentials SET revoked_at = coalesce(revoked_at, now()) \
-             WHERE token_id = $1 RETURNING token_id",
+             WHERE token_id = $1 \
+             RETURNING site_id, group_id, role, revoked_at = now() AS revoked_now",
             &[&token_id],
         )
         .await
         .map_err(database("revoking the token"))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(TokenError::UnknownToken(token_id.to_owned())),
+    let Some(row) = found else {
+        return Err(TokenError::UnknownToken(token_id.to_owned()));
+    };
+    if row.get::<_, bool>("revoked_now") {
+        let scope = scope_of(row.get("site_id"), row.get("group_id")).unwrap_or(Scope::Deployment);
+        let sites = audit::sites_of(&client, &scope)
+            .await
+            .map_err(database("finding the sites the token concerns"))?;
+        let detail = serde_json::json!({
+            "token_id": token_id,
+            "role": row.get::<_, String>("role"),
+            "scope": scope.to_string(),
+        });
+        audit::record(&client, &sites, by, "token.revoke", &detail)
+            .await
+            .map_err(database("writing the audit log"))?;
     }
+    client
+        .commit()
+        .await
+        .map_err(database("revoking the token"))
 }
 
 /// Every token, or those of `scope`, oldest first.
@@ -398,13 +496,7 @@ pub async fn authenticate(
     }
     let token_id: String = row.get("token_id");
     let role: String = row.get("role");
-    let site: Option<String> = row.get("site_id");
-    let group: Option<String> = row.get("group_id");
-    let scope = match (site, group) {
-        (Some(site), _) => SiteId::parse(site).ok().map(Scope::Site),
-        (None, Some(group)) => GroupId::parse(group).ok().map(Scope::Group),
-        (None, None) => Some(Scope::Deployment),
-    };
+    let scope = scope_of(row.get("site_id"), row.get("group_id"));
     let (Some(scope), Some(role)) = (scope, Role::parse(&role)) else {
         tracing::error!(%token_id, "api_credentials holds a scope or role this version does not know");
         return Ok(None);
@@ -451,13 +543,7 @@ pub async fn oidc_credentials(
         if !holds(&claim, &value) {
             continue;
         }
-        let site: Option<String> = row.get("site_id");
-        let group: Option<String> = row.get("group_id");
-        let scope = match (site, group) {
-            (Some(site), _) => SiteId::parse(site).ok().map(Scope::Site),
-            (None, Some(group)) => GroupId::parse(group).ok().map(Scope::Group),
-            (None, None) => Some(Scope::Deployment),
-        };
+        let scope = scope_of(row.get("site_id"), row.get("group_id"));
         let role: String = row.get("role");
         if let (Some(scope), Some(role)) = (scope, Role::parse(&role)) {
             found.push(Credential {

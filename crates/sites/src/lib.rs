@@ -10,6 +10,7 @@
 //! - [`credentials`]: tokens with a role on a site, a group or the deployment;
 //! - [`throttle`]: failed authentication rate-limited per address and token prefix.
 
+pub mod audit;
 pub mod config;
 pub mod credentials;
 pub mod destinations;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use deadpool_postgres::{GenericClient, Pool};
 use fxtriage_core::{GroupId, SiteId};
 
+use crate::audit::{self, Changer};
 use crate::config::{GroupConfig, SiteConfig};
 use crate::file::RegistryFile;
 
@@ -348,6 +349,52 @@ pub async fn apply(
     file: &RegistryFile,
     options: ApplyOptions,
 ) -> Result<Vec<Change>, RegistryError> {
+    apply_by(pool, file, options, &Changer::operator()).await
+}
+
+/// The sites a change concerns, for the audit log: a site's own; a group's
+/// sites before and after it.
+fn concerned_sites(change: &Change, before: &Registry, file: &RegistryFile) -> Vec<String> {
+    let group_sites = |group: &GroupId| {
+        let mut sites: Vec<String> = before
+            .groups
+            .get(group)
+            .map(|record| record.config.sites.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                file.groups
+                    .iter()
+                    .filter(|candidate| candidate.id == *group)
+                    .flat_map(|candidate| candidate.sites.clone()),
+            )
+            .map(|site| site.as_str().to_owned())
+            .collect();
+        sites.sort();
+        sites.dedup();
+        sites
+    };
+    match change {
+        Change::AddSite(site)
+        | Change::ChangeSite(site, _)
+        | Change::RestoreSite(site)
+        | Change::RetireSite(site)
+        | Change::AddSenderToken { site, .. } => vec![site.as_str().to_owned()],
+        Change::AddGroup(group)
+        | Change::ChangeGroup(group, _)
+        | Change::RestoreGroup(group)
+        | Change::RetireGroup(group) => group_sites(group),
+    }
+}
+
+/// Applies `file`, each change recorded in the audit log of the sites it
+/// concerns (`sites.apply`) as made `by`, in the same transaction.
+pub async fn apply_by(
+    pool: &Pool,
+    file: &RegistryFile,
+    options: ApplyOptions,
+    by: &Changer,
+) -> Result<Vec<Change>, RegistryError> {
     let mut client = pool.get().await?;
     let tx = client
         .transaction()
@@ -472,6 +519,18 @@ pub async fn apply(
         }
     }
     changes.extend(legacy_tokens(&tx, file, false).await?);
+    for change in &changes {
+        let detail = serde_json::json!({ "change": change.to_string() });
+        audit::record(
+            &tx,
+            &concerned_sites(change, &current, file),
+            by,
+            "sites.apply",
+            &detail,
+        )
+        .await
+        .doing("writing the audit log")?;
+    }
     tx.commit().await.doing("committing the sites file")?;
     Ok(changes)
 }
@@ -542,12 +601,22 @@ pub async fn apply_text(
     text: &str,
     options: ApplyOptions,
 ) -> Result<Vec<Change>, ApplyError> {
+    apply_text_by(pool, text, options, &Changer::operator()).await
+}
+
+/// [`apply_text`], recorded in the audit log as made `by`.
+pub async fn apply_text_by(
+    pool: &Pool,
+    text: &str,
+    options: ApplyOptions,
+    by: &Changer,
+) -> Result<Vec<Change>, ApplyError> {
     let current = {
         let client = pool.get().await.map_err(RegistryError::from)?;
         load(&client).await?
     };
     let file = crate::file::parse(text, &crate::file::Existing::of(&current), options.prune)?;
-    Ok(apply(pool, &file, options).await?)
+    Ok(apply_by(pool, &file, options, by).await?)
 }
 
 #[cfg(test)]

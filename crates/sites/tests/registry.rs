@@ -2,7 +2,8 @@
 //! file is idempotent, a site's `show` output applies back unchanged, a dry run
 //! changes nothing, pruning retires, a file that contradicts the registry is
 //! refused with its line, services see a change within seconds, and the one
-//! credential system honours scopes, roles and revocation.
+//! credential system honours scopes, roles and revocation. Every change is in
+//! the audit log of the sites it concerns.
 
 use std::time::Duration;
 
@@ -80,6 +81,29 @@ async fn applying_a_file_twice_changes_nothing_the_second_time() {
         registry.sites[&site("south")].config.calling_ae_titles,
         Some(vec!["CR_SOUTH".to_owned()])
     );
+    // Each change is in the audit log of the sites it concerns, by the
+    // operator: a site's own, and the group's in each of its sites. The
+    // second apply changed nothing and added nothing.
+    let audited: Vec<(String, String)> = client
+        .query(
+            "SELECT site_id, detail->>'change' FROM audit_log \
+             WHERE action = 'sites.apply' AND actor = 'operator' AND token_id IS NULL \
+             ORDER BY site_id, id",
+            &[],
+        )
+        .await
+        .expect("audit")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let expected = [
+        ("north", "add site north"),
+        ("north", "add group network"),
+        ("south", "add site south"),
+        ("south", "add group network"),
+    ]
+    .map(|(site, change)| (site.to_owned(), change.to_owned()));
+    assert_eq!(audited, expected);
     drop(client);
     database.drop_database().await;
 }

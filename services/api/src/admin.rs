@@ -126,7 +126,7 @@ pub async fn post_apply(
         prune: params.prune.unwrap_or(false),
         dry_run: params.dry_run.unwrap_or(false),
     };
-    match registry::apply_text(&state.pool, text, options).await {
+    match registry::apply_text_by(&state.pool, text, options, &admin.changer()).await {
         Ok(changes) => {
             tracing::info!(token_id = %admin.token_id, changes = changes.len(), dry_run = options.dry_run, "sites file applied by the admin API");
             let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
@@ -199,9 +199,15 @@ pub async fn post_token(
         }
     };
     let role: Role = request.role.parse().map_err(ApiError::bad_request)?;
-    let created = credentials::create_token(&state.pool, &scope, role, &request.description)
-        .await
-        .map_err(token_error)?;
+    let created = credentials::create_token_by(
+        &state.pool,
+        &scope,
+        role,
+        &request.description,
+        &admin.changer(),
+    )
+    .await
+    .map_err(token_error)?;
     tracing::info!(token_id = %created.credential.token_id, by = %admin.token_id, %scope, %role, "token created by the admin API");
     let body = serde_json::json!({
         "token_id": created.credential.token_id,
@@ -218,7 +224,7 @@ pub async fn delete_token(
     Extension(admin): Extension<AdminCaller>,
     Path(token_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    credentials::revoke_token(&state.pool, &token_id)
+    credentials::revoke_token_by(&state.pool, &token_id, &admin.changer())
         .await
         .map_err(token_error)?;
     tracing::info!(%token_id, by = %admin.token_id, "token revoked by the admin API");

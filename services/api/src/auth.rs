@@ -131,6 +131,15 @@ impl GroupCaller {
 #[derive(Debug, Clone)]
 pub struct AdminCaller {
     pub token_id: String,
+    /// The signed-in person (`oidc:NAME (sub)`), else the token's id: who the
+    /// audit log names for the admin's changes.
+    pub actor: String,
+}
+
+impl AdminCaller {
+    pub fn changer(&self) -> fxtriage_sites::audit::Changer {
+        fxtriage_sites::audit::Changer::admin(&self.token_id, &self.actor)
+    }
 }
 
 fn require(role: Role, may: fn(Role) -> bool, needed: &str, action: &str) -> ApiResult<()> {
@@ -270,9 +279,11 @@ pub async fn authenticate_admin(
         tracing::warn!(token_ids = ?signed_in.token_ids(), "a token without deployment admin rights asked for the admin API; answered 404");
         return Err(ApiError::not_found());
     };
-    request.extensions_mut().insert(AdminCaller {
-        token_id: credential.token_id.clone(),
-    });
+    let token_id = credential.token_id.clone();
+    let actor = signed_in.person.clone().unwrap_or_else(|| token_id.clone());
+    request
+        .extensions_mut()
+        .insert(AdminCaller { token_id, actor });
     Ok(next.run(request).await)
 }
 

@@ -278,6 +278,44 @@ async fn the_admin_api_applies_sites_files_and_manages_tokens_for_a_deployment_a
         .await
         .expect("JSON");
     assert_eq!(applied["changes"], serde_json::json!(["add site third"]));
+    // The change is in the new site's audit log, by the admin's token (the
+    // dry run and the invalid file changed nothing and left nothing).
+    let admin_id: String = api
+        .pool
+        .get()
+        .await
+        .expect("connection")
+        .query_one(
+            "SELECT token_id FROM api_credentials \
+             WHERE site_id IS NULL AND group_id IS NULL AND role = 'admin'",
+            &[],
+        )
+        .await
+        .expect("the deployment admin")
+        .get(0);
+    let audited = |action: &'static str| {
+        let pool = api.pool.clone();
+        let admin_id = admin_id.clone();
+        async move {
+            pool.get()
+                .await
+                .expect("connection")
+                .query(
+                    "SELECT detail FROM audit_log WHERE site_id = 'third' AND action = $1 \
+                     AND token_id = $2 AND actor = $2 ORDER BY id",
+                    &[&action, &admin_id],
+                )
+                .await
+                .expect("audit")
+                .iter()
+                .map(|row| row.get::<_, serde_json::Value>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        audited("sites.apply").await,
+        [serde_json::json!({ "change": "add site third" })]
+    );
     let shown = admin(reqwest::Method::GET, "/sites/third?format=toml")
         .send()
         .await
@@ -334,6 +372,29 @@ async fn the_admin_api_applies_sites_files_and_manages_tokens_for_a_deployment_a
     assert_eq!(
         api.get(&token, "third", "/worklist").await.status(),
         StatusCode::UNAUTHORIZED
+    );
+    // Creating and revoking it are in the site's audit log (never the
+    // secret); revoking again changes nothing and adds nothing.
+    let again = admin(reqwest::Method::DELETE, &format!("/tokens/{token_id}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    let expected =
+        serde_json::json!({ "token_id": token_id, "role": "viewer", "scope": "site third" });
+    assert_eq!(
+        audited("token.create").await,
+        std::slice::from_ref(&expected)
+    );
+    assert_eq!(audited("token.revoke").await, [expected]);
+    assert_eq!(
+        api.count(&format!(
+            "SELECT count(*) FROM audit_log WHERE detail::text LIKE '%{}%'",
+            &token[token.len() - 12..]
+        ))
+        .await,
+        0,
+        "no part of the secret in the audit log"
     );
     api.finish().await;
 }

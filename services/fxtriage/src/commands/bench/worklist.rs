@@ -377,11 +377,13 @@ async fn measure(
     };
     let audit_before = audit_rows().await?;
     let read = read_worklists(args, address, &tokens).await;
+    // Counted before the revocations, which are audited too.
+    let audit_after = audit_rows().await;
     for (_, created) in &tokens {
         fxtriage_sites::credentials::revoke_token(pool, &created.credential.token_id).await?;
     }
     let (reads, elapsed, mut latencies) = read?;
-    let audit_after = audit_rows().await?;
+    let audit_after = audit_after?;
     print_rate("worklist pages read", reads, elapsed, &mut latencies);
     println!(
         "  {} clients, {} items per page, first page of a random site each time; {} audit rows written",
