@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -26,7 +26,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::headers::add_trace_context;
 use crate::offsets::OffsetTracker;
-use crate::reconnect::{CutOff, REPLACE_AFTER};
 use crate::stall::{Observation, StallDetector};
 use crate::{Bus, BusError, BusErrorKind, Consumer, Delivery, Headers, Received, Record};
 
@@ -108,10 +107,6 @@ pub struct KafkaBus {
 
 /// Counter: Kafka producers replaced after a fatal error.
 pub const PRODUCERS_REPLACED: &str = "fxtriage_kafka_producers_replaced_total";
-
-/// Counter: Kafka consumers replaced after they stayed cut off from a broker
-/// that answered a new client (see `reconnect`), labelled `group`.
-pub const CONSUMERS_REPLACED: &str = "fxtriage_kafka_consumers_replaced_total";
 
 /// The idempotent producer of every service.
 fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
@@ -311,6 +306,11 @@ impl Bus for KafkaBus {
                 "subscribe needs at least one topic".into(),
             ));
         }
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let context = GroupContext {
+            tracker: Arc::clone(&tracker),
+            group: group.to_owned(),
+        };
         let mut config = self.config.client_config();
         if !self
             .config
@@ -325,7 +325,7 @@ impl Bus for KafkaBus {
             // 100 ms costs a few idle fetches a second per consumer.
             config.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
         }
-        config
+        let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
             // Statistics (consumer lag per partition) every few seconds; see
             // `GroupContext::stats`.
@@ -341,24 +341,30 @@ impl Bus for KafkaBus {
             // died without leaving before it shares out that member's partitions.
             .set("max.poll.interval.ms", "30000")
             .set("heartbeat.interval.ms", "500")
-            .set("topic.metadata.refresh.interval.ms", "5000");
-        let first = create_member(&config, group)?;
-        subscribe_member(&first, topics)?;
-        let membership = Arc::new(Membership {
-            config,
-            group: group.to_owned(),
-            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
-            current: Mutex::new(Arc::new(first)),
-            replaced: tokio::sync::Notify::new(),
-            cut_off: Mutex::new(CutOff::default()),
-            left: Mutex::new(false),
-        });
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create_with_context(context)
+            .map_err(config_error)?;
+        consumer
+            .subscribe(topics)
+            .map_err(|error| BusError::Consume {
+                topics: topics.join(","),
+                message: error.to_string(),
+                kind: BusErrorKind::Permanent,
+            })?;
+        let consumer = Arc::new(consumer);
+        let left = Arc::new(Mutex::new(false));
         tokio::spawn(watch_for_a_stuck_group(
-            Arc::downgrade(&membership),
+            Arc::downgrade(&consumer),
+            Arc::clone(&left),
+            group.to_owned(),
+            topics.iter().map(|topic| (*topic).to_owned()).collect(),
             self.config.stall_check_interval,
         ));
         Ok(Box::new(KafkaConsumer {
-            membership,
+            consumer,
+            tracker,
+            passed_over: Mutex::new(PassedOver::default()),
+            left,
             topics: topics.join(","),
         }))
     }
@@ -377,25 +383,29 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// While the consumer lives: every `interval`, looks whether this member holds
 /// no partitions while its group makes no progress on waiting messages, and
-/// rejoins the group when so (see `stall`). Once the owner closed or dropped
-/// the consumer (`Membership::left`, under its lock) it never subscribes again
-/// (librdkafka aborts when a consumer is destroyed with a subscription made
-/// after it was closed).
-async fn watch_for_a_stuck_group(membership: std::sync::Weak<Membership>, interval: Duration) {
+/// rejoins the group when so (see `stall`). `left` is set (under its lock) once
+/// the owner closed or dropped the consumer: from then on it never subscribes
+/// again (librdkafka aborts when a consumer is destroyed with a subscription
+/// made after it was closed).
+async fn watch_for_a_stuck_group(
+    consumer: std::sync::Weak<StreamConsumer<GroupContext>>,
+    left: Arc<Mutex<bool>>,
+    group: String,
+    topics: Vec<String>,
+    interval: Duration,
+) {
     let mut detector = StallDetector::default();
     loop {
         tokio::time::sleep(interval).await;
-        let Some(live) = membership.upgrade() else {
-            return;
-        };
-        if *lock(&live.left) {
+        if *lock(&left) {
             return;
         }
-        let consumer = live.current();
+        let Some(live) = consumer.upgrade() else {
+            return;
+        };
         let looked = {
-            let topics = live.topics.clone();
-            drop(live);
-            tokio::task::spawn_blocking(move || observe_group(&consumer, &topics)).await
+            let topics = topics.clone();
+            tokio::task::spawn_blocking(move || observe_group(&live, &topics)).await
         };
         let observation = match looked {
             Ok(Ok(observation)) => observation,
@@ -404,19 +414,19 @@ async fn watch_for_a_stuck_group(membership: std::sync::Weak<Membership>, interv
         };
         let waiting = observation.waiting;
         if detector.observe(observation) {
-            let Some(live) = membership.upgrade() else {
+            let Some(live) = consumer.upgrade() else {
                 return;
             };
-            let group = live.group.clone();
+            let left = Arc::clone(&left);
+            let topics = topics.clone();
             let rejoined = tokio::task::spawn_blocking(move || {
-                let left = lock(&live.left);
+                let left = lock(&left);
                 if *left {
                     return None;
                 }
-                let consumer = live.current();
-                let names: Vec<&str> = live.topics.iter().map(String::as_str).collect();
-                consumer.unsubscribe();
-                Some(consumer.subscribe(&names))
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                live.unsubscribe();
+                Some(live.subscribe(&names))
             })
             .await;
             match rejoined {
@@ -483,109 +493,9 @@ fn observe_group(
 }
 
 /// Commits acknowledged positions before partitions move to another member.
-/// Each client has its own: a replaced client's deliveries are forgotten (the
-/// group delivers them again from its committed offsets).
 struct GroupContext {
-    tracker: Mutex<OffsetTracker>,
+    tracker: Arc<Mutex<OffsetTracker>>,
     group: String,
-}
-
-/// A group member's client, not yet subscribed.
-fn create_member(
-    config: &ClientConfig,
-    group: &str,
-) -> Result<StreamConsumer<GroupContext>, BusError> {
-    config
-        .create_with_context(GroupContext {
-            tracker: Mutex::new(OffsetTracker::default()),
-            group: group.to_owned(),
-        })
-        .map_err(config_error)
-}
-
-fn subscribe_member(
-    consumer: &StreamConsumer<GroupContext>,
-    topics: &[&str],
-) -> Result<(), BusError> {
-    consumer
-        .subscribe(topics)
-        .map_err(|error| BusError::Consume {
-            topics: topics.join(","),
-            message: error.to_string(),
-            kind: BusErrorKind::Permanent,
-        })
-}
-
-/// Whether a consume error says the client cannot reach its broker.
-fn is_connection_failure(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-    )
-}
-
-/// How long a new client may take to fetch the broker's metadata when probing.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One subscription of the application: the client now consuming for it,
-/// replaced when it stays cut off from a broker that answers (see `reconnect`).
-struct Membership {
-    /// The consumers' settings, for a replacement.
-    config: ClientConfig,
-    group: String,
-    topics: Vec<String>,
-    current: Mutex<Arc<StreamConsumer<GroupContext>>>,
-    /// Wakes the receivers waiting on a client that was replaced.
-    replaced: tokio::sync::Notify,
-    cut_off: Mutex<CutOff>,
-    /// Set once the owner closed or dropped the consumer; held while the
-    /// subscription changes (a rejoin, a replacement, the close).
-    left: Mutex<bool>,
-}
-
-impl Membership {
-    fn current(&self) -> Arc<StreamConsumer<GroupContext>> {
-        Arc::clone(&lock(&self.current))
-    }
-
-    /// Replaces `cut_off` (the client now in use) by a new client, if the
-    /// broker answers a new one; blocks on the network.
-    fn replace(&self, cut_off: &Arc<StreamConsumer<GroupContext>>) {
-        let fresh = match create_member(&self.config, &self.group) {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::error!(group = %self.group, %error, "a new consumer for the group cannot be created");
-                return;
-            }
-        };
-        if let Err(error) = fresh.fetch_metadata(None, PROBE_TIMEOUT) {
-            tracing::info!(group = %self.group, %error, "the broker does not answer a new client either; keeping the consumer");
-            return;
-        }
-        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let left = lock(&self.left);
-        if *left {
-            return;
-        }
-        if !Arc::ptr_eq(&lock(&self.current), cut_off) {
-            return; // replaced meanwhile
-        }
-        if let Err(error) = subscribe_member(&fresh, &names) {
-            tracing::error!(group = %self.group, %error, "a new consumer for the group cannot subscribe");
-            return;
-        }
-        let old = std::mem::replace(&mut *lock(&self.current), Arc::new(fresh));
-        self.replaced.notify_waiters();
-        tracing::warn!(
-            group = %self.group,
-            "the consumer could not reach the broker for over {} s while a new client could; replaced it (what it delivered and was not committed is delivered again)",
-            REPLACE_AFTER.as_secs()
-        );
-        metrics::counter!(CONSUMERS_REPLACED, "group" => self.group.clone()).increment(1);
-        // Leaves the group (if it still can); dropped with its last user.
-        old.unsubscribe();
-        drop(left);
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -638,13 +548,17 @@ impl ConsumerContext for GroupContext {
 }
 
 struct KafkaConsumer {
-    membership: Arc<Membership>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    passed_over: Mutex<PassedOver>,
+    /// Set once closed or dropped; read by `watch_for_a_stuck_group`.
+    left: Arc<Mutex<bool>>,
     topics: String,
 }
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
-        *lock(&self.membership.left) = true;
+        *lock(&self.left) = true;
     }
 }
 
@@ -666,66 +580,94 @@ impl KafkaConsumer {
     }
 }
 
+/// How often a consumer logs the errors librdkafka reports while it recovers.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The errors a consumer passes over, logged at most once per
+/// [`ERROR_LOG_INTERVAL`] with how many came meanwhile.
+#[derive(Debug, Default)]
+struct PassedOver {
+    logged: Option<std::time::Instant>,
+    since_logged: u64,
+}
+
+impl PassedOver {
+    /// Whether to log `error` now (then with `since_logged` more before it).
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|logged| now.duration_since(logged) < ERROR_LOG_INTERVAL)
+        {
+            self.since_logged += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
+    }
+}
+
+/// Whether a consume error is one the client does not recover from by
+/// itself. Every other one (a broker down, a transport failure, a group
+/// coordinator away) librdkafka reports and recovers from: the consumer's
+/// queue must go on being served meanwhile, or what follows those errors in
+/// it waits behind them (see [`KafkaConsumer::next`]).
+fn is_fatal(consumer: &StreamConsumer<GroupContext>, error: &KafkaError) -> bool {
+    matches!(error, KafkaError::MessageConsumptionFatal(_))
+        || consumer.client().fatal_error().is_some()
+}
+
 #[async_trait]
 impl Consumer for KafkaConsumer {
+    /// The next message. Errors that librdkafka recovers from by itself are
+    /// logged (at most every 10 s) and passed over, not returned: each one is
+    /// an event in the consumer's queue, ahead of what came after it, such as
+    /// the partitions assigned when the group rebalanced after the broker came
+    /// back. An owner that paused after each returned error (as it should for
+    /// failures of its own) served that queue one event per pause, and after a
+    /// 30 s broker outage, hundreds of queued "all brokers down" events kept
+    /// the assignment waiting for many minutes while the group held its
+    /// partitions for this member. Only fatal errors are returned.
     async fn next(&self) -> Result<Received, BusError> {
-        loop {
-            let consumer = self.membership.current();
-            // Created before receiving: a replacement meanwhile wakes it.
-            let replaced = self.membership.replaced.notified();
-            let outcome = tokio::select! {
-                outcome = consumer.recv() => outcome,
-                () = replaced => continue,
-            };
-            let message = match outcome {
-                Ok(message) => message,
-                Err(error) => {
-                    if is_connection_failure(&error)
-                        && lock(&self.membership.cut_off).failed(Instant::now())
-                    {
-                        let membership = Arc::clone(&self.membership);
-                        // Probing and subscribing block on the network, and so
-                        // may dropping the replaced client (it is dropped there).
-                        let _ = tokio::task::spawn_blocking(move || membership.replace(&consumer))
-                            .await;
-                    }
-                    return Err(self.consume_error(&error));
+        let consumer = &self.consumer;
+        let message = loop {
+            match consumer.recv().await {
+                Ok(message) => break message,
+                Err(error) if is_fatal(consumer, &error) => {
+                    return Err(BusError::Consume {
+                        topics: self.topics.clone(),
+                        message: error.to_string(),
+                        kind: BusErrorKind::Permanent,
+                    });
                 }
-            };
-            lock(&self.membership.cut_off).received();
-            let mut headers = Headers::new();
-            if let Some(wire_headers) = message.headers() {
-                for header in wire_headers.iter() {
-                    headers.push(header.key, header.value.unwrap_or_default());
+                Err(error) => {
+                    if let Some(more) = lock(&self.passed_over).note(std::time::Instant::now()) {
+                        tracing::warn!(topics = %self.topics, %error, more, "the consumer reports an error it recovers from; consuming on");
+                    }
                 }
             }
-            let received = Received {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-                timestamp_ms: message.timestamp().to_millis(),
-            };
-            lock(&consumer.context().tracker).delivered(
-                &received.topic,
-                received.partition,
-                received.offset,
-            );
-            return Ok(received);
+        };
+        let mut headers = Headers::new();
+        if let Some(wire_headers) = message.headers() {
+            for header in wire_headers.iter() {
+                headers.push(header.key, header.value.unwrap_or_default());
+            }
         }
+        let received = Received {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        lock(&self.tracker).delivered(&received.topic, received.partition, received.offset);
+        Ok(received)
     }
 
     fn ack(&self, message: &Received) -> Result<(), BusError> {
-        // A message of a replaced client is unknown to the current one's
-        // tracker: nothing is stored, the group delivers it again.
-        let consumer = self.membership.current();
-        let position = lock(&consumer.context().tracker).acknowledged(
-            &message.topic,
-            message.partition,
-            message.offset,
-        );
+        let position =
+            lock(&self.tracker).acknowledged(&message.topic, message.partition, message.offset);
         let Some(position) = position else {
             return Ok(());
         };
@@ -733,7 +675,7 @@ impl Consumer for KafkaConsumer {
         positions
             .add_partition_offset(&message.topic, message.partition, Offset::Offset(position))
             .map_err(|error| self.consume_error(&error))?;
-        match consumer.store_offsets(&positions) {
+        match self.consumer.store_offsets(&positions) {
             Ok(()) => Ok(()),
             // The partition was revoked meanwhile; its new owner redelivers.
             Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => Ok(()),
@@ -742,8 +684,7 @@ impl Consumer for KafkaConsumer {
     }
 
     fn assignment(&self) -> Vec<(String, i32)> {
-        self.membership
-            .current()
+        self.consumer
             .assignment()
             .map(|partitions| {
                 partitions
@@ -756,19 +697,40 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn close(&self) -> Result<(), BusError> {
-        let membership = Arc::clone(&self.membership);
+        let consumer = Arc::clone(&self.consumer);
+        let left = Arc::clone(&self.left);
+        lock(&self.tracker).clear();
         // Committing and leaving the group block on the network.
         tokio::task::spawn_blocking(move || {
-            // Held until the consumer has left: neither the watchdog nor a
-            // replacement subscribes after that.
-            let mut left = lock(&membership.left);
+            // Held until the consumer has left: the watchdog never rejoins
+            // after that.
+            let mut left = lock(&left);
             *left = true;
-            let consumer = membership.current();
-            lock(&consumer.context().tracker).clear();
             commit_stored(consumer.as_ref());
             consumer.unsubscribe();
         })
         .await
         .map_err(|error| BusError::Config(format!("closing the consumer failed: {error}")))
+    }
+}
+
+#[cfg(test)]
+mod passed_over_tests {
+    use super::*;
+
+    #[test]
+    fn errors_passed_over_are_logged_at_most_every_interval_with_a_count() {
+        let start = std::time::Instant::now();
+        let mut passed = PassedOver::default();
+        assert_eq!(passed.note(start), Some(0), "the first at once");
+        for i in 1..=5 {
+            assert_eq!(passed.note(start + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(
+            passed.note(start + ERROR_LOG_INTERVAL),
+            Some(5),
+            "then with how many came meanwhile"
+        );
+        assert_eq!(passed.note(start + ERROR_LOG_INTERVAL), None);
     }
 }

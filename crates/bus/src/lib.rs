@@ -19,7 +19,6 @@ mod headers;
 mod inprocess;
 mod kafka;
 mod offsets;
-mod reconnect;
 mod stall;
 
 use async_trait::async_trait;

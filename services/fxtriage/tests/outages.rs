@@ -410,11 +410,10 @@ async fn studies_flow_through(
     drop(private);
 }
 
-/// The broker comes back at the same address with its data. A consumer that
-/// stays cut off from it afterwards (seen with librdkafka against tansu: one
-/// service's consumer kept failing to connect while new clients could) is
-/// replaced by a new one (`fxtriage_bus` `reconnect`), so this test also
-/// covers that.
+/// The broker comes back at the same address with its data. This test caught
+/// consumers that took many minutes to resume: the services paused after each
+/// error a consumer returned, and the outage had queued hundreds of them ahead
+/// of the new partition assignment (`fxtriage_bus`, `KafkaConsumer::next`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_stopped_for_30_s_loses_nothing() {
     studies_flow_through(
