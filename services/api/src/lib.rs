@@ -37,6 +37,7 @@ pub mod deliveries;
 pub mod discrepancies;
 pub mod error;
 pub mod events;
+pub mod fhir_reports;
 pub mod groups;
 pub mod metrics;
 pub mod oidc;
@@ -212,6 +213,12 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/studies/{study}/claim", post(claims::post_claim))
         .route("/studies/{study}/release", post(claims::post_release))
         .route("/studies/{study}/report", post(reports::post_report))
+        .route(
+            "/fhir/DiagnosticReport",
+            post(fhir_reports::post_diagnostic_report).layer(axum::extract::DefaultBodyLimit::max(
+                fhir_reports::MAX_BODY_BYTES,
+            )),
+        )
         .route(
             "/studies/{study}/discrepancy-review",
             post(discrepancies::post_review),
