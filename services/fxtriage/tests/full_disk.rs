@@ -14,7 +14,8 @@ use fxtriage_dispatch::dicom_out::{self, Stored};
 use fxtriage_objstore::ObjectStore as _;
 use fxtriage_sites::destinations::DicomPeer;
 use support::{
-    Service, Stack, create_token, free_loopback_port, object_keys, read_topics, wait_for_status,
+    Service, Stack, create_token, free_loopback_port, object_keys, read_topics, stow,
+    wait_for_status,
 };
 
 fn is_root() -> bool {
@@ -76,31 +77,6 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-/// A STOW-RS request of one instance; returns the status and Retry-After.
-async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<String>) {
-    let boundary = "fxtriage-full-disk-boundary";
-    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
-    body.extend_from_slice(instance);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header(
-            "Content-Type",
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("STOW-RS request");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    (response.status().as_u16(), retry_after)
 }
 
 fn instance(study: &str, side: u16) -> SyntheticInstance {

@@ -12,7 +12,8 @@
 //! - during the outage, every service that needs the server says so on
 //!   `/health/ready` (503, naming it), and C-STORE never refuses for good: what
 //!   cannot be stored is refused with a retryable status (0xA7xx), or not
-//!   answered in time, and sent again;
+//!   answered in time, and sent again; STOW-RS answers 503 (with Retry-After
+//!   when the broker or the object store is away) and stores nothing;
 //! - afterwards every service is ready again without a restart (the same
 //!   processes);
 //! - every study is on the worklist exactly once, every image recorded once and
@@ -30,11 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dicom_object::InMemDicomObject;
+use fxtriage_dicom::synthetic::{SyntheticInstance, new_uid};
 use fxtriage_dispatch::dicom_out::{self, StoreError, Stored};
 use fxtriage_sites::destinations::DicomPeer;
 use fxtriage_testkit::{Progress, eventually};
 use support::deployment::{Deployment, Study, assert_quarantined, plan_studies};
-use support::{Stack, free_loopback_port, repository_path, stack_env};
+use support::{Stack, create_token, free_loopback_port, repository_path, stack_env, stow};
 use tokio::sync::Semaphore;
 
 /// Outage tests running at once.
@@ -319,6 +321,11 @@ async fn studies_flow_through(
     )
     .await;
     let stored_before = log.lock().expect("send log").stored;
+    let stow_token = create_token(
+        &deployment.stack.setting("FXTRIAGE_DATABASE_URL"),
+        &["--site", &deployment.site, "--role", "sender"],
+    );
+    let mut refused_stow = None;
     private.run(&["stop", server]);
     let stopped_at = tokio::time::Instant::now();
     eprintln!("{server} stopped ({outage:?}) after {stored_before} studies were stored");
@@ -327,6 +334,32 @@ async fn studies_flow_through(
             for service in affected {
                 reports_unavailable(&deployment, service, dependency).await;
             }
+            // STOW-RS refuses with a retryable status too: what it cannot
+            // store or announce (the broker or the object store away), or
+            // whose sender it cannot check (the database away).
+            let stow_url = format!(
+                "http://{}/dicomweb/sites/{}/studies",
+                deployment.health_address("ingest"),
+                deployment.site
+            );
+            let refused_study = new_uid();
+            let (status, retry_after) = stow(
+                &stow_url,
+                &stow_token,
+                &SyntheticInstance {
+                    study_instance_uid: refused_study.clone(),
+                    series_instance_uid: format!("{refused_study}.1"),
+                    sop_instance_uid: format!("{refused_study}.1.1"),
+                    ..SyntheticInstance::wrist()
+                }
+                .to_part10(),
+            )
+            .await;
+            assert_eq!(status, 503, "STOW-RS while {server} is down");
+            if refusals_expected {
+                assert!(retry_after.is_some(), "503 with Retry-After");
+            }
+            refused_stow = Some(refused_study);
             // The outage lasts its whole length, whatever the checks took.
             tokio::time::sleep_until(stopped_at + OUTAGE).await;
         }
@@ -400,6 +433,17 @@ async fn studies_flow_through(
         deployment.logs()
     );
     assert_quarantined(&deployment, 0).await;
+    if let Some(refused) = &refused_stow {
+        let recorded: i64 = client
+            .query_one(
+                "SELECT count(*) FROM instances WHERE study_instance_uid = $1",
+                &[refused],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        assert_eq!(recorded, 0, "the study STOW-RS refused was not stored");
+    }
     deployment.check_topics(&client, &[]).await;
     eprintln!(
         "{server} outage: all {STUDIES} studies listed once (server log: {})",

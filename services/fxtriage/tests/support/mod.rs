@@ -626,6 +626,32 @@ pub fn promtool_check_metrics(service: &str, exposition: &str) {
 
 /// `fxtriage tokens create ARGUMENTS` against the database at `database_url`:
 /// the token it prints.
+/// A STOW-RS request of one instance to `url` (`.../dicomweb/sites/{site}/studies`);
+/// returns the status and Retry-After.
+pub async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<String>) {
+    let boundary = "fxtriage-test-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(instance);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header(
+            "Content-Type",
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("STOW-RS request");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (response.status().as_u16(), retry_after)
+}
+
 pub fn create_token(database_url: &str, arguments: &[&str]) -> String {
     let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
         .args(["tokens", "create"])
