@@ -21,6 +21,7 @@ use support::deployment::{
     Deployment, Study, assert_listed_once_in_policy_order, assert_quarantined, expected_images,
     write_studies,
 };
+use support::prometheus::{Prometheus, dashboard_queries, selectors};
 use support::{
     dcmsend, dcmsend_all, dead_letters_counted, describe_dead_letters, metric_sum,
     promtool_check_metrics, read_topics, scrape,
@@ -91,6 +92,7 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
     let counted = dead_letters_counted(&deployment.health_address("ingest")).await;
     assert!(counted.is_empty(), "ingest dead-lettered {counted:?}");
     assert_service_metrics(&deployment, &studies).await;
+    assert_dashboards_have_data(&deployment).await;
     let dead_lettered = read_topics(
         &deployment.stack.kafka().await,
         &deployment.stack.namespace,
@@ -118,6 +120,91 @@ async fn studies_sent_by_c_store_reach_the_worklist_once_each_in_policy_order() 
         describe_dead_letters(&dead_lettered)
     );
     deployment.stop().await;
+}
+
+/// Selectors of the dashboards' queries that may have no data in this run
+/// (nothing of the kind happens in it), with the reason.
+const MAY_BE_EMPTY: &[(&str, &str)] = &[
+    ("outcome=\"failed\"", "no image fails inference here"),
+    (
+        "fxtriage_inference_fetch_retries_total",
+        "the object store never fails here",
+    ),
+    (
+        "fxtriage_deliveries_",
+        "no dispatch service in this deployment",
+    ),
+];
+
+/// The chart's Grafana dashboards against a live Prometheus scraping this
+/// deployment and an API on its database: every query is valid PromQL for
+/// Prometheus, and every query has data unless one of its selectors has none
+/// for a reason in [`MAY_BE_EMPTY`]; so a dashboard that names a metric or a
+/// label the services do not export fails here.
+async fn assert_dashboards_have_data(deployment: &Deployment) {
+    let api_address = format!("127.0.0.1:{}", support::free_loopback_port());
+    let api = support::Service::start(
+        "api",
+        &[
+            "api".to_owned(),
+            "--http-address".to_owned(),
+            api_address.clone(),
+        ],
+        &deployment.stack.environment,
+        deployment.directory.path(),
+    );
+    support::wait_for_status(&format!("http://{api_address}/health/ready"), 200).await;
+    let jobs = ["ingest", "inference", "prioritizer"];
+    let mut targets: Vec<(&str, String)> = jobs
+        .iter()
+        .map(|job| (*job, deployment.health_address(job)))
+        .collect();
+    targets.push(("api", api_address));
+    let Some(prometheus) = Prometheus::start(&targets) else {
+        return;
+    };
+    prometheus
+        .wait_for_scrapes(&["ingest", "inference", "prioritizer", "api"], 3)
+        .await;
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 30, "{} dashboard queries", queries.len());
+    let mut with_data = 0;
+    let mut problems = Vec::new();
+    for (file, panel, query) in &queries {
+        if !prometheus.query(query).await.is_empty() {
+            with_data += 1;
+            continue;
+        }
+        let mut empty = Vec::new();
+        for selector in selectors(query) {
+            if prometheus
+                .query(&format!("count({selector})"))
+                .await
+                .is_empty()
+            {
+                empty.push(selector);
+            }
+        }
+        let unexplained: Vec<&String> = empty
+            .iter()
+            .filter(|selector| {
+                !MAY_BE_EMPTY
+                    .iter()
+                    .any(|(pattern, _)| selector.contains(pattern))
+            })
+            .collect();
+        if empty.is_empty() || !unexplained.is_empty() {
+            problems.push(format!(
+                "{file} \"{panel}\": {query}: no data; selectors without data: {unexplained:?}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    eprintln!(
+        "dashboards: {with_data} of {} queries have data from the live services; the rest only lack what does not happen here",
+        queries.len()
+    );
+    api.stop().await;
 }
 
 /// What each service's `/metrics` says about the 20 studies and 2 invalid
@@ -474,4 +561,18 @@ async fn nothing_is_lost_or_duplicated_when_each_service_is_killed_mid_run() {
     assert_quarantined(&deployment, 2).await;
     deployment.check_topics(&client, &[]).await;
     deployment.stop().await;
+}
+
+#[test]
+fn the_selectors_of_a_dashboard_query_are_found() {
+    assert_eq!(
+        selectors(
+            "sum(rate(fxtriage_a_total{outcome=\"x\", site=~\".+\"}[1m])) / sum(rate(fxtriage_b_total[1m])) + up{job=~\"a|b\"}"
+        ),
+        [
+            "fxtriage_a_total{outcome=\"x\", site=~\".+\"}",
+            "fxtriage_b_total",
+            "up{job=~\"a|b\"}"
+        ]
+    );
 }

@@ -10,6 +10,7 @@
 
 pub mod changes;
 pub mod deployment;
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
