@@ -363,7 +363,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer,
             tracker,
-            passed_over: Mutex::new(PassedOver::default()),
+            passed_over: Mutex::new(std::collections::HashMap::new()),
             left,
             topics: topics.join(","),
         }))
@@ -550,7 +550,8 @@ impl ConsumerContext for GroupContext {
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     tracker: Arc<Mutex<OffsetTracker>>,
-    passed_over: Mutex<PassedOver>,
+    /// Per error code: when it was last logged.
+    passed_over: Mutex<std::collections::HashMap<String, PassedOver>>,
     /// Set once closed or dropped; read by `watch_for_a_stuck_group`.
     left: Arc<Mutex<bool>>,
     topics: String,
@@ -583,7 +584,7 @@ impl KafkaConsumer {
 /// How often a consumer logs the errors librdkafka reports while it recovers.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The errors a consumer passes over, logged at most once per
+/// The errors of one kind a consumer passes over, logged at most once per
 /// [`ERROR_LOG_INTERVAL`] with how many came meanwhile.
 #[derive(Debug, Default)]
 struct PassedOver {
@@ -606,6 +607,21 @@ impl PassedOver {
     }
 }
 
+/// Whether a consume error says the client cannot reach a broker (it
+/// reconnects by itself).
+fn is_connection_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+        )
+    )
+}
+
 /// Whether a consume error is one the client does not recover from by
 /// itself. Every other one (a broker down, a transport failure, a group
 /// coordinator away) librdkafka reports and recovers from: the consumer's
@@ -626,7 +642,10 @@ impl Consumer for KafkaConsumer {
     /// failures of its own) served that queue one event per pause, and after a
     /// 30 s broker outage, hundreds of queued "all brokers down" events kept
     /// the assignment waiting for many minutes while the group held its
-    /// partitions for this member. Only fatal errors are returned.
+    /// partitions for this member. Only fatal errors are returned. Each kind
+    /// is logged at most every 10 s: a warning for a broker out of reach, an
+    /// error for the rest (authentication, authorisation, TLS, an unknown
+    /// topic), which librdkafka retries but someone must fix.
     async fn next(&self) -> Result<Received, BusError> {
         let consumer = &self.consumer;
         let message = loop {
@@ -640,8 +659,21 @@ impl Consumer for KafkaConsumer {
                     });
                 }
                 Err(error) => {
-                    if let Some(more) = lock(&self.passed_over).note(std::time::Instant::now()) {
-                        tracing::warn!(topics = %self.topics, %error, more, "the consumer reports an error it recovers from; consuming on");
+                    let code = error
+                        .rdkafka_error_code()
+                        .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"));
+                    let logged = lock(&self.passed_over)
+                        .entry(code)
+                        .or_default()
+                        .note(std::time::Instant::now());
+                    if let Some(more) = logged {
+                        if is_connection_failure(&error) {
+                            tracing::warn!(topics = %self.topics, %error, more, "the consumer cannot reach the broker; librdkafka reconnects, consuming on");
+                        } else {
+                            // Authentication, authorisation, TLS, unknown topics:
+                            // librdkafka goes on trying, but these need someone.
+                            tracing::error!(topics = %self.topics, %error, more, "the consumer reports an error; consuming on, but it may need the operator");
+                        }
                     }
                 }
             }

@@ -519,17 +519,22 @@ pub async fn apply_by(
         }
     }
     changes.extend(legacy_tokens(&tx, file, false).await?);
-    for change in &changes {
-        let detail = serde_json::json!({ "change": change.to_string() });
-        audit::record(
-            &tx,
-            &concerned_sites(change, &current, file),
-            by,
-            "sites.apply",
-            &detail,
-        )
-        .await
-        .doing("writing the audit log")?;
+    // Site by site (each site's chain takes a lock until the commit: one
+    // order for every writer of several sites, so two never wait on each other).
+    let mut rows: Vec<(String, serde_json::Value)> = changes
+        .iter()
+        .flat_map(|change| {
+            let detail = serde_json::json!({ "change": change.to_string() });
+            concerned_sites(change, &current, file)
+                .into_iter()
+                .map(move |site| (site, detail.clone()))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (site, detail) in &rows {
+        audit::record(&tx, std::slice::from_ref(site), by, "sites.apply", detail)
+            .await
+            .doing("writing the audit log")?;
     }
     tx.commit().await.doing("committing the sites file")?;
     Ok(changes)

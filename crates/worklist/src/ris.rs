@@ -68,6 +68,9 @@ pub struct RisReportFacts<'a> {
     pub sending_facility: &'a str,
     /// The radiologist's coded finding (yes, no, equivocal), when sent.
     pub fracture: Option<&'a str>,
+    /// The service token the report came with (FHIR through the API); `None`
+    /// over MLLP, where the sending facility names the RIS.
+    pub token_id: Option<&'a str>,
 }
 
 /// Closes the study's item as reported at the report's time by its reader, in
@@ -85,6 +88,7 @@ pub async fn close_from_ris(
         control_id,
         sending_facility,
         fracture,
+        token_id,
     } = facts;
     let Some(study) = study_for_update(tx, site, study_instance_uid).await? else {
         return Ok(RisReport::NoSuchStudy);
@@ -113,7 +117,7 @@ pub async fn close_from_ris(
         "INSERT INTO reports (site_id, study_instance_uid, token_id, reader, reported_at, \
              arrived_at, deadline, urgency, ai_result, probability, source, ris_control_id, \
              fracture) \
-         VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, 'ris', $10, $11)",
+         VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, 'ris', $10, $11)",
         &[
             &site.as_str(),
             &study_instance_uid,
@@ -126,6 +130,7 @@ pub async fn close_from_ris(
             &study.probability,
             &control_id,
             &fracture,
+            &token_id,
         ],
     )
     .await
@@ -150,7 +155,7 @@ pub async fn close_from_ris(
     .await?;
     tx.execute(
         "INSERT INTO audit_log (site_id, token_id, actor, action, study_instance_uid, detail) \
-         VALUES ($1, NULL, $2, 'study.report', $3, $4)",
+         VALUES ($1, $5, $2, 'study.report', $3, $4)",
         &[
             &site.as_str(),
             &format!("ris:{sending_facility}"),
@@ -162,6 +167,7 @@ pub async fn close_from_ris(
                 "fracture": fracture,
                 "revision": reported.revision,
             }),
+            &token_id,
         ],
     )
     .await

@@ -1014,9 +1014,10 @@ pub fn plots(
             }
         })
         .collect();
-    // Each whole hour of the period: the studies waiting at its start, summed
-    // by the local hour of the day (a day with a daylight-saving change has
-    // one local hour fewer or one more).
+    // Each whole UTC hour of the period: the studies waiting then, summed
+    // under its local hour of the day (a day with a daylight-saving change has
+    // one local hour fewer or one more; in a zone with a half-hour offset the
+    // sample is at half past the local hour).
     let mut sums = [0_u64; 24];
     let mut samples = [0_u64; 24];
     let from = from.to_offset(time::UtcOffset::UTC);

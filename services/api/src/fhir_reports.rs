@@ -3,15 +3,20 @@
 //! closes the study's worklist item as the HL7 v2 ORU^R01 path does
 //! (`fxtriage_worklist::ris::close_from_ris`), at the report's own time, by
 //! its reader, and records the radiologist's coded finding when it carries
-//! one. A token of the site with the reader role (the RIS integration's).
+//! one. Only with a service token of the site with the reader role (the RIS
+//! integration's): the report names its own reader and time, so a person
+//! signed in through the identity provider is refused (403) and reports
+//! through `studies/{study}/report` instead. The token is recorded on the
+//! report and in the audit log. An `amended` or `corrected` report of a study
+//! already reported changes nothing but a coded finding the first lacked.
 //!
 //! What is read (nothing else is needed; a FHIR library would parse the whole
 //! resource model for these few fields, so they are read from the JSON):
 //! - `status`: `final`, `amended`, `corrected` or `appended` close the item;
 //!   `registered`, `partial` and `preliminary` are answered and change nothing;
-//! - the study: `imagingStudy[].identifier` with a DICOM UID
-//!   (`urn:oid:1.2...`, the system `urn:dicom:uid` or `urn:ietf:rfc:3986`),
-//!   else the accession number in `basedOn[].identifier` (or the report's own
+//! - the study: `imagingStudy[].identifier` whose value is a DICOM UID
+//!   (`urn:oid:1.2...`, or the bare UID; the system is not checked), else the
+//!   accession number in `basedOn[].identifier` (or the report's own
 //!   `identifier`) whose type is `ACSN` (HL7 table 0203);
 //! - `issued`: when it was reported (required);
 //! - the reader: `resultsInterpreter[0].display`, else `performer[0].display`;
@@ -238,6 +243,17 @@ pub async fn post_diagnostic_report(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require_reader()?;
+    if caller.person.is_some() {
+        // A RIS integration reports with its own service token. A person
+        // reports through `studies/{study}/report`, in their own name and at
+        // the time they do: a DiagnosticReport names its reader and time.
+        return Ok(outcome(
+            StatusCode::FORBIDDEN,
+            "error",
+            "forbidden",
+            "reports from a RIS come with the RIS's service token, not a person's sign-in",
+        ));
+    }
     let report = match parse(&body) {
         Ok(report) => report,
         Err(reason) => return Ok(invalid(&reason)),
@@ -272,7 +288,7 @@ pub async fn post_diagnostic_report(
             &format!("status {} is not final: the item stays open", report.status),
         ));
     }
-    let sender = format!("fhir:{}", caller.actor());
+    let sender = format!("fhir:{}", caller.token_id);
     let closed = ris::close_from_ris(
         &tx,
         &caller.site,
@@ -283,6 +299,7 @@ pub async fn post_diagnostic_report(
             control_id: &report.control_id,
             sending_facility: &sender,
             fracture: report.fracture,
+            token_id: Some(&caller.token_id),
         },
     )
     .await?;

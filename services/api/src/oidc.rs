@@ -212,10 +212,12 @@ impl OidcVerifier {
             .await
             .map_err(|error| OidcError::Unavailable(error.without_url().to_string()))?;
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|error| OidcError::Unavailable(error.without_url().to_string()))?;
+        let body: Value = match response.json().await {
+            Ok(body) => body,
+            // A refusal need not be JSON; an answer to a good request must.
+            Err(_) if status.is_client_error() => Value::Null,
+            Err(error) => return Err(OidcError::Unavailable(error.without_url().to_string())),
+        };
         if !status.is_success() {
             // The provider refused the code or the verifier: the sign-in is
             // at fault (OAuth 2.0's error, bounded).

@@ -75,7 +75,7 @@ pub async fn post_token(
     State(state): State<AppState>,
     extensions: axum::http::Extensions,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], Json<Value>)> {
     let Some(verifier) = state.oidc.as_ref() else {
         return Err(ApiError::not_found());
     };
@@ -125,11 +125,15 @@ pub async fn post_token(
         Ok((token, person)) => {
             let expires_at = person.claims.get("exp").and_then(Value::as_i64);
             tracing::info!("a person signed in to the web page through the identity provider");
-            Ok(Json(json!({
-                "token": token,
-                "name": person.name,
-                "expires_at": expires_at,
-            })))
+            // A credential: never kept by a cache on the way.
+            Ok((
+                [(axum::http::header::CACHE_CONTROL, "no-store")],
+                Json(json!({
+                    "token": token,
+                    "name": person.name,
+                    "expires_at": expires_at,
+                })),
+            ))
         }
         Err(OidcError::Unavailable(reason)) => {
             tracing::warn!(%reason, "cannot complete a sign-in through the identity provider");

@@ -77,7 +77,7 @@ async fn a_final_fhir_report_closes_the_item_with_the_radiologists_finding() {
     let row = client
         .query_one(
             "SELECT r.source, r.reader, r.fracture, r.ris_control_id, \
-                    r.reported_at = '2026-03-02T10:15:00Z'::timestamptz, s.state \
+                    r.reported_at = '2026-03-02T10:15:00Z'::timestamptz, s.state, r.token_id \
              FROM reports r JOIN studies s USING (site_id, study_instance_uid) \
              WHERE r.study_instance_uid = '1.77.1'",
             &[],
@@ -90,6 +90,11 @@ async fn a_final_fhir_report_closes_the_item_with_the_radiologists_finding() {
     assert_eq!(row.get::<_, String>(3), "RPT-1.77.1");
     assert!(row.get::<_, bool>(4), "reported at the report's own time");
     assert_eq!(row.get::<_, String>(5), "reported");
+    assert_eq!(
+        row.get::<_, Option<String>>(6).as_deref(),
+        Some(api.demo.reader_id.as_str()),
+        "the RIS's token is on the report"
+    );
     assert_eq!(
         api.count(
             "SELECT count(*) FROM audit_log WHERE action = 'study.report' \

@@ -217,6 +217,22 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         "another person signs in"
     );
 
+    // A person reports in their own name and at their own time: the RIS's
+    // FHIR route, whose reports name both, is not theirs.
+    let fhir = api
+        .http
+        .post(api.site_url(SITE, "/fhir/DiagnosticReport"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({
+            "resourceType": "DiagnosticReport", "id": "r-1", "status": "final",
+            "issued": "2026-03-02T10:15:00Z",
+            "imagingStudy": [{ "identifier": { "value": "urn:oid:1.9.1" } }],
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(fhir.status(), StatusCode::FORBIDDEN);
+
     // Revoking the mapping ends the person's access at once.
     fxtriage_api::revoke_token(&api.pool, mapping_id)
         .await
@@ -414,6 +430,7 @@ async fn the_web_page_sign_in_exchanges_a_code_only_with_its_pkce_verifier_and_n
     let code = authorize(&provider, &challenge, "n-4", &redirect_uri).await;
     let accepted = exchange(code.clone(), verifier, "n-4").await;
     assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(accepted.headers()["cache-control"], "no-store");
     let body: serde_json::Value = accepted.json().await.expect("json");
     assert_eq!(body["name"], "bob");
     assert!(

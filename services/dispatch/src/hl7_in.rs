@@ -402,6 +402,7 @@ async fn process(
                     control_id: &header.control_id,
                     sending_facility: &header.sending_facility,
                     fracture: fracture_of(parsed),
+                    token_id: None,
                 },
             )
             .await?;

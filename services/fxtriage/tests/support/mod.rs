@@ -625,8 +625,6 @@ pub fn promtool_check_metrics(service: &str, exposition: &str) {
     );
 }
 
-/// `fxtriage tokens create ARGUMENTS` against the database at `database_url`:
-/// the token it prints.
 /// A STOW-RS request of one instance to `url` (`.../dicomweb/sites/{site}/studies`);
 /// returns the status and Retry-After.
 pub async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<String>) {
@@ -653,6 +651,8 @@ pub async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<Strin
     (response.status().as_u16(), retry_after)
 }
 
+/// `fxtriage tokens create ARGUMENTS` against the database at `database_url`:
+/// the token it prints.
 pub fn create_token(database_url: &str, arguments: &[&str]) -> String {
     let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
         .args(["tokens", "create"])

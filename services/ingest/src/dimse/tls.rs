@@ -31,7 +31,7 @@ impl std::fmt::Debug for DimseTls {
 /// What the sites ask of DICOM TLS that this ingest cannot give, given its
 /// TLS listener (`None`: none; else whether it verifies client certificates): `Err` with the sites that name client
 /// certificates while the listener has no client CA (every sender of theirs
-/// would be refused: a configuration mistake, refused at start); `Ok` with a
+/// is refused: a configuration mistake, logged as an error at start); `Ok` with a
 /// warning per site that takes C-STORE over TLS only when there is no TLS
 /// listener (its senders are refused here; another ingest may serve it).
 pub fn unmet_tls_settings<'a>(
@@ -97,7 +97,7 @@ mod tests {
     }
 
     #[test]
-    fn named_client_certificates_without_a_client_ca_stop_the_start() {
+    fn named_client_certificates_without_a_client_ca_are_an_error() {
         let sites = [
             site("plain", false, &[]),
             site("named", false, &["cr1.north.example"]),
