@@ -236,7 +236,8 @@ pub async fn create_token_by(
 
 /// Maps an OpenID Connect claim to `role` on `scope`: a person whose verified
 /// token has `claim` equal to `value` (or holding it among an array) is known
-/// by this credential. Revoked like a token (`revoke_token`).
+/// by this credential. Revoked like a token (`revoke_token`). Made by the
+/// operator (`fxtriage tokens create --oidc-claim`).
 pub async fn create_oidc_mapping(
     pool: &Pool,
     scope: &Scope,
@@ -245,33 +246,18 @@ pub async fn create_oidc_mapping(
     value: &str,
     description: &str,
 ) -> Result<Credential, TokenError> {
-    create_oidc_mapping_by(
-        pool,
-        scope,
-        role,
-        claim,
-        value,
-        description,
-        &Changer::operator(),
-    )
-    .await
-}
-
-/// [`create_oidc_mapping`], recorded as made `by`.
-pub async fn create_oidc_mapping_by(
-    pool: &Pool,
-    scope: &Scope,
-    role: Role,
-    claim: &str,
-    value: &str,
-    description: &str,
-    by: &Changer,
-) -> Result<Credential, TokenError> {
     if claim.is_empty() || value.is_empty() || claim.len() > 256 || value.len() > 256 {
         return Err(TokenError::InvalidOidcMapping);
     }
-    let created =
-        insert_credential(pool, scope, role, description, Some((claim, value)), by).await?;
+    let created = insert_credential(
+        pool,
+        scope,
+        role,
+        description,
+        Some((claim, value)),
+        &Changer::operator(),
+    )
+    .await?;
     Ok(created.credential)
 }
 

@@ -140,22 +140,11 @@ impl OidcVerifier {
         {
             return Ok(discovery);
         }
-        let unavailable =
-            |error: reqwest::Error| OidcError::Unavailable(error.without_url().to_string());
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let document: Value = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let document: Value = self.get_json(&url).await?;
         let issuer = document.get("issuer").and_then(Value::as_str);
         if issuer != Some(self.config.issuer.as_str()) {
             return Err(OidcError::Unavailable(format!(
@@ -384,25 +373,29 @@ impl OidcVerifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn fetch(&self) -> Result<JwkSet, OidcError> {
+    /// A JSON document of the provider; `Unavailable` when it cannot be read.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
         let unavailable =
             |error: reqwest::Error| OidcError::Unavailable(error.without_url().to_string());
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, OidcError> {
         let url = match &self.config.jwks_url {
             Some(url) => url.clone(),
             None => self.discovery().await?.jwks_uri.ok_or_else(|| {
                 OidcError::Unavailable("the provider's discovery document names no jwks_uri".into())
             })?,
         };
-        let set = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json::<JwkSet>()
-            .await
-            .map_err(unavailable)?;
+        let set: JwkSet = self.get_json(&url).await?;
         tracing::info!(keys = set.keys.len(), "identity provider keys fetched");
         Ok(set)
     }

@@ -29,20 +29,21 @@ fn claims(issuer: &str, audience: &str, expires_in: i64, groups: &[&str]) -> ser
     })
 }
 
-#[tokio::test]
-async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_name() {
-    let impostor = SigningKey::generate(KID);
-    let issuer = Provider::start(SigningKey::generate(KID), &[], serde_json::json!({})).await;
+/// An API that takes the tokens of the issuer at `issuer` (for `AUDIENCE`).
+async fn api_trusting(issuer: &str) -> Option<TestApi> {
     let config = OidcConfig {
-        issuer: issuer.url.clone(),
+        issuer: issuer.to_owned(),
         audience: AUDIENCE.to_owned(),
         jwks_url: None,
         clock_skew: Duration::from_secs(60),
     };
-    let Some(api) = start_api_with(|api| api.oidc = Some(config)).await else {
-        return;
-    };
-    let mapping = fxtriage_sites::credentials::create_oidc_mapping(
+    start_api_with(|api| api.oidc = Some(config)).await
+}
+
+/// The mapping of the tests: a person whose `groups` hold
+/// `demo-radiologists` reads the demo site.
+async fn map_demo_radiologists(api: &TestApi) -> fxtriage_api::Credential {
+    fxtriage_sites::credentials::create_oidc_mapping(
         &api.pool,
         &fxtriage_api::Scope::Site(site_id(SITE)),
         fxtriage_api::Role::Reader,
@@ -51,7 +52,17 @@ async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_
         "the demo site's radiologists",
     )
     .await
-    .expect("mapping");
+    .expect("mapping")
+}
+
+#[tokio::test]
+async fn a_signed_in_person_is_mapped_to_a_role_by_claims_and_acts_in_their_own_name() {
+    let impostor = SigningKey::generate(KID);
+    let issuer = Provider::start(SigningKey::generate(KID), &[], serde_json::json!({})).await;
+    let Some(api) = api_trusting(&issuer.url).await else {
+        return;
+    };
+    let mapping = map_demo_radiologists(&api).await;
     let spec = StudySpec::new("1.9.1", Urgency::Emergency, now());
     add_study(&api.pool, &spec).await;
     let get = |url: String, bearer: String| {
@@ -247,13 +258,7 @@ async fn an_identity_provider_that_cannot_be_reached_gives_503_not_401() {
     let signing = SigningKey::generate(KID);
     // Nothing listens here.
     let unreachable = "http://127.0.0.1:9".to_owned();
-    let config = OidcConfig {
-        issuer: unreachable.clone(),
-        audience: AUDIENCE.to_owned(),
-        jwks_url: None,
-        clock_skew: Duration::from_secs(60),
-    };
-    let Some(api) = start_api_with(|api| api.oidc = Some(config)).await else {
+    let Some(api) = api_trusting(&unreachable).await else {
         return;
     };
     let response = api
@@ -337,25 +342,10 @@ async fn the_web_page_sign_in_exchanges_a_code_only_with_its_pkce_verifier_and_n
         }),
     )
     .await;
-    let config = OidcConfig {
-        issuer: provider.url.clone(),
-        audience: AUDIENCE.to_owned(),
-        jwks_url: None,
-        clock_skew: Duration::from_secs(60),
-    };
-    let Some(api) = start_api_with(|api| api.oidc = Some(config)).await else {
+    let Some(api) = api_trusting(&provider.url).await else {
         return;
     };
-    fxtriage_sites::credentials::create_oidc_mapping(
-        &api.pool,
-        &fxtriage_api::Scope::Site(site_id(SITE)),
-        fxtriage_api::Role::Reader,
-        "groups",
-        "demo-radiologists",
-        "the demo site's radiologists",
-    )
-    .await
-    .expect("mapping");
+    map_demo_radiologists(&api).await;
 
     // What the page reads to offer the provider's sign-in (no token needed).
     let offered: serde_json::Value = api
