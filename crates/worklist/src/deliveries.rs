@@ -114,8 +114,56 @@ pub async fn enqueue(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error>
     Ok(written == 1)
 }
 
-/// The object_id of the latest delivery of `kind` for the study to the
-/// destination: the revision a new one supersedes.
+/// Writes `delivery` as the newest revision of the study's result of its kind
+/// (an SR, an ORU, a FHIR DiagnosticReport) for its destination, in one
+/// transaction: the earlier revisions not sent yet (waiting, or given up) are
+/// superseded and never sent, since the receiver needs only the newest; a
+/// superseded revision planned again (the result went back to what it said)
+/// is due again. Whether the delivery was written or made due.
+pub async fn enqueue_revision(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let written = transaction
+        .execute(
+            "INSERT INTO deliveries
+                 (site_id, destination, kind, study_instance_uid, object_id, supersedes, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (site_id, destination, object_id) DO UPDATE
+                 SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = now()
+                 WHERE deliveries.state = 'superseded'",
+            &[
+                &delivery.site_id,
+                &delivery.destination,
+                &delivery.kind,
+                &delivery.study_instance_uid,
+                &delivery.object_id,
+                &delivery.supersedes,
+                &delivery.payload,
+            ],
+        )
+        .await?;
+    transaction
+        .execute(
+            "UPDATE deliveries SET state = 'superseded'
+             WHERE site_id = $1 AND destination = $2 AND kind = $3
+               AND study_instance_uid = $4 AND object_id <> $5
+               AND state IN ('pending', 'dead')",
+            &[
+                &delivery.site_id,
+                &delivery.destination,
+                &delivery.kind,
+                &delivery.study_instance_uid,
+                &delivery.object_id,
+            ],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(written == 1)
+}
+
+/// The object_id of the latest revision of `kind` for the study to the
+/// destination, sent or to be sent (not superseded): planning the same
+/// content again writes nothing.
 pub async fn latest_object(
     pool: &Pool,
     site_id: &str,
@@ -128,7 +176,31 @@ pub async fn latest_object(
         .query_opt(
             "SELECT object_id FROM deliveries
              WHERE site_id = $1 AND destination = $2 AND kind = $3 AND study_instance_uid = $4
+               AND state <> 'superseded'
              ORDER BY delivery_id DESC LIMIT 1",
+            &[&site_id, &destination, &kind, &study_instance_uid],
+        )
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// The object_id of the latest revision of `kind` for the study that reached
+/// the destination: the one a new revision replaces there (its predecessor,
+/// or the result an HL7 or FHIR correction corrects).
+pub async fn latest_sent_object(
+    pool: &Pool,
+    site_id: &str,
+    destination: &str,
+    kind: &str,
+    study_instance_uid: &str,
+) -> Result<Option<String>, Error> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT object_id FROM deliveries
+             WHERE site_id = $1 AND destination = $2 AND kind = $3 AND study_instance_uid = $4
+               AND state = 'sent'
+             ORDER BY sent_at DESC, delivery_id DESC LIMIT 1",
             &[&site_id, &destination, &kind, &study_instance_uid],
         )
         .await?;
@@ -185,14 +257,15 @@ pub async fn take_due(pool: &Pool, limit: i64, lease: Duration) -> Result<Vec<Du
     Ok(due)
 }
 
-/// Records that the delivery reached its destination.
+/// Records that the delivery reached its destination, also when a newer
+/// revision superseded it while it was on its way: the receiver has it.
 pub async fn mark_sent(pool: &Pool, delivery_id: i64) -> Result<(), Error> {
     let client = pool.get().await?;
     client
         .execute(
             "UPDATE deliveries SET state = 'sent', sent_at = now(), attempts = attempts + 1,
                  last_error = ''
-             WHERE delivery_id = $1 AND state = 'pending'",
+             WHERE delivery_id = $1 AND state IN ('pending', 'superseded')",
             &[&delivery_id],
         )
         .await?;
@@ -252,14 +325,15 @@ pub async fn retry(pool: &Pool, delivery_id: i64) -> Result<bool, Error> {
 }
 
 /// Sends a delivery that was sent once more (the receiver lost it, say): it is
-/// the same object, which the receiver replaces; whether there was one.
+/// the same object, which the receiver replaces; whether there was one. A
+/// superseded revision is not sent: the newer one is.
 pub async fn resend(pool: &Pool, delivery_id: i64) -> Result<bool, Error> {
     let client = pool.get().await?;
     let changed = client
         .execute(
             "UPDATE deliveries SET state = 'pending', sent_at = NULL, attempts = 0,
                  last_error = '', next_attempt_at = now()
-             WHERE delivery_id = $1",
+             WHERE delivery_id = $1 AND state <> 'superseded'",
             &[&delivery_id],
         )
         .await?;

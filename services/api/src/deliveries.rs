@@ -73,6 +73,11 @@ pub async fn post_retry(
     if state_before == "sent" {
         return Err(ApiError::conflict("the delivery was sent"));
     }
+    if state_before == "superseded" {
+        return Err(ApiError::conflict(
+            "a newer result replaced this one: the newer one is sent instead",
+        ));
+    }
     let retried = deliveries::retry(&state.pool, delivery_id)
         .await
         .map_err(|error| storage_error(error.as_ref()))?;

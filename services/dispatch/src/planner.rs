@@ -6,7 +6,10 @@
 //!
 //! The SR's UID is derived from what it says, so planning a study again writes
 //! nothing new; a changed result (another image, another model) is a new SR
-//! that supersedes the last one sent to that destination.
+//! that supersedes the last one sent to that destination. An earlier revision
+//! not sent yet (the destination away) is superseded in the outbox and never
+//! sent: the destination gets the newest only, and an admin sees one failed
+//! delivery per study and destination, not one per revision.
 
 use std::sync::Arc;
 
@@ -156,14 +159,17 @@ pub async fn plan_study(
         if latest.as_deref() == Some(sop_instance_uid.as_str()) {
             continue;
         }
+        let replaced =
+            outbox::latest_sent_object(pool, site_id, &peer.name, KIND_SR, study_instance_uid)
+                .await?;
         let report = StudyReport {
             context: context
                 .get(pool, store, site_id, study_instance_uid)
                 .await?,
-            supersedes: latest,
+            supersedes: replaced,
             ..report.clone()
         };
-        let new = outbox::enqueue(
+        let new = outbox::enqueue_revision(
             pool,
             &NewDelivery {
                 site_id: site_id.to_owned(),
@@ -186,14 +192,17 @@ pub async fn plan_study(
         if latest.as_deref() == Some(control_id.as_str()) {
             continue;
         }
+        let replaced =
+            outbox::latest_sent_object(pool, site_id, &peer.name, KIND_ORU, study_instance_uid)
+                .await?;
         let report = StudyReport {
             context: context
                 .get(pool, store, site_id, study_instance_uid)
                 .await?,
             ..report.clone()
         };
-        let oru = crate::hl7_out::oru_r01(&report, peer, latest.is_some());
-        let new = outbox::enqueue(
+        let oru = crate::hl7_out::oru_r01(&report, peer, replaced.is_some());
+        let new = outbox::enqueue_revision(
             pool,
             &NewDelivery {
                 site_id: site_id.to_owned(),
@@ -201,7 +210,7 @@ pub async fn plan_study(
                 kind: KIND_ORU,
                 study_instance_uid: study_instance_uid.to_owned(),
                 object_id: control_id.clone(),
-                supersedes: latest,
+                supersedes: replaced,
                 payload: oru.into_bytes(),
             },
         )
@@ -254,14 +263,22 @@ pub async fn plan_study(
         if latest.as_deref() == Some(report_id.as_str()) {
             continue;
         }
+        let replaced = outbox::latest_sent_object(
+            pool,
+            site_id,
+            &endpoint.name,
+            KIND_FHIR,
+            study_instance_uid,
+        )
+        .await?;
         let report = StudyReport {
             context: context
                 .get(pool, store, site_id, study_instance_uid)
                 .await?,
             ..report.clone()
         };
-        let bundle = crate::fhir_out::bundle(&report, latest.is_some());
-        let new = outbox::enqueue(
+        let bundle = crate::fhir_out::bundle(&report, replaced.is_some());
+        let new = outbox::enqueue_revision(
             pool,
             &NewDelivery {
                 site_id: site_id.to_owned(),
@@ -269,7 +286,7 @@ pub async fn plan_study(
                 kind: KIND_FHIR,
                 study_instance_uid: study_instance_uid.to_owned(),
                 object_id: report_id.clone(),
-                supersedes: latest,
+                supersedes: replaced,
                 payload: serde_json::to_vec(&bundle)?,
             },
         )

@@ -2,7 +2,8 @@
 //! planned; a busy peer (0xA7xx) is tried again after the backoff, a refusal
 //! (0xC000) is dead at once with its reason until retried by hand, an
 //! unreachable destination holds its own queue while other sites' deliveries
-//! go, and the last allowed attempt ends in the dead state.
+//! go, and the last allowed attempt ends in the dead state; of a study's
+//! result revised while unsent, only the newest revision is sent.
 //!
 //! The receiving peer here is a scripted C-STORE SCP (dicom-ul) that answers
 //! the statuses the test chooses, which no off-the-shelf SCP can be made to
@@ -190,8 +191,26 @@ fn site(id: &str, port: u16) -> SiteConfig {
 
 /// An SR delivery of a new study for `site`.
 fn sr_delivery(site: &str) -> NewDelivery {
+    sr_delivery_of(site, &sr_report())
+}
+
+/// The SR delivery of `report` for `site`.
+fn sr_delivery_of(site: &str, report: &StudyReport) -> NewDelivery {
+    NewDelivery {
+        site_id: site.into(),
+        destination: "pacs".into(),
+        kind: "dicom-sr",
+        study_instance_uid: report.context.study_instance_uid.clone(),
+        object_id: report.sop_instance_uid(),
+        supersedes: report.supersedes.clone(),
+        payload: part10(report.dataset()),
+    }
+}
+
+/// The AI's report on a new study.
+fn sr_report() -> StudyReport {
     let source = SyntheticInstance::wrist();
-    let report = StudyReport {
+    StudyReport {
         context: StudyContext::from_dataset(&source.dataset()),
         algorithm: Algorithm {
             name: "fxtriage-heatmap".into(),
@@ -205,15 +224,6 @@ fn sr_delivery(site: &str) -> NewDelivery {
         supersedes: None,
         content_date: "20261130".into(),
         content_time: "120000".into(),
-    };
-    NewDelivery {
-        site_id: site.into(),
-        destination: "pacs".into(),
-        kind: "dicom-sr",
-        study_instance_uid: report.context.study_instance_uid.clone(),
-        object_id: report.sop_instance_uid(),
-        supersedes: None,
-        payload: part10(report.dataset()),
     }
 }
 
@@ -377,6 +387,177 @@ async fn deliveries_are_retried_refused_and_held_per_destination() {
     let (state, _, error) = send_until_settled(&pool, &registry, &policy, &orphan.object_id).await;
     assert_eq!(state, "dead");
     assert!(error.contains("has no destination gone"), "{error}");
+
+    drop(pool);
+    database.drop_database().await;
+}
+
+/// A study's result revised while its destination is away: the revision not
+/// sent is superseded (never sent, not listed as failed, not retried by hand),
+/// the newest is sent; one on its way when superseded is recorded as sent; and
+/// a result that goes back to what a superseded revision said sends that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_newest_revision_of_a_result_is_sent() {
+    let Some(database) = FreshDatabase::create("fxt_dispatch_revisions").await else {
+        return;
+    };
+    let config = fxtriage_db::DbConfig::from_url(&database.url).expect("URL");
+    fxtriage_db::migrate(&config).await.expect("migrate");
+    let pool = config.pool().expect("pool");
+    let peer = ScriptedPeer::default();
+    let port = peer.start().await;
+    fxtriage_sites::store::put_sites(&pool, vec![site("north", port)])
+        .await
+        .expect("sites");
+    let registry = SiteRegistry::load(&pool).await.expect("registry");
+    let policy = RetryPolicy {
+        first_backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_secs(1),
+        max_attempts: 5,
+    };
+
+    // The first result finds the PACS busy: listed as failed.
+    let report = sr_report();
+    let first = sr_delivery_of("north", &report);
+    assert!(
+        outbox::enqueue_revision(&pool, &first)
+            .await
+            .expect("enqueue")
+    );
+    peer.script(&[0xA702]);
+    let round = relay::send_due(&pool, &registry, &policy)
+        .await
+        .expect("round");
+    assert_eq!(round.failed, 1);
+    let failed = outbox::list(&pool, Some("north"), true, 10)
+        .await
+        .expect("list");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let first_id = failed[0].delivery_id;
+
+    // Another image changes the result: the unsent first one is superseded.
+    let mut revised = report.clone();
+    revised.probability = Some(0.91);
+    revised.result = AiResult::Suspected;
+    let second = sr_delivery_of("north", &revised);
+    assert_ne!(second.object_id, first.object_id);
+    assert!(
+        outbox::enqueue_revision(&pool, &second)
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !outbox::enqueue_revision(&pool, &second)
+            .await
+            .expect("enqueue again"),
+        "planned twice, written once"
+    );
+    assert_eq!(state_of(&pool, &first.object_id).await.0, "superseded");
+    assert!(
+        outbox::list(&pool, Some("north"), true, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "a superseded revision is not a failed delivery"
+    );
+    assert!(
+        !outbox::retry(&pool, first_id).await.expect("retry"),
+        "a superseded revision is not retried by hand"
+    );
+    assert!(
+        !outbox::resend(&pool, first_id).await.expect("resend"),
+        "nor sent again"
+    );
+    assert_eq!(
+        outbox::latest_object(
+            &pool,
+            "north",
+            "pacs",
+            "dicom-sr",
+            &first.study_instance_uid
+        )
+        .await
+        .expect("latest"),
+        Some(second.object_id.clone())
+    );
+    let (state, _, _) = send_until_settled(&pool, &registry, &policy, &second.object_id).await;
+    assert_eq!(state, "sent");
+    assert_eq!(
+        peer.received(),
+        std::slice::from_ref(&second.object_id),
+        "the PACS got the newest revision only"
+    );
+    assert_eq!(state_of(&pool, &first.object_id).await.0, "superseded");
+
+    // The result goes back to what the first said: the first is due again and
+    // sent, naming the second (which the PACS has) as the one it replaces.
+    assert_eq!(
+        outbox::latest_sent_object(
+            &pool,
+            "north",
+            "pacs",
+            "dicom-sr",
+            &first.study_instance_uid
+        )
+        .await
+        .expect("latest sent"),
+        Some(second.object_id.clone())
+    );
+    assert!(
+        outbox::enqueue_revision(&pool, &first)
+            .await
+            .expect("enqueue")
+    );
+    let (state, _, _) = send_until_settled(&pool, &registry, &policy, &first.object_id).await;
+    assert_eq!(state, "sent");
+    assert_eq!(
+        peer.received(),
+        vec![second.object_id.clone(), first.object_id.clone()]
+    );
+    assert_eq!(
+        state_of(&pool, &second.object_id).await.0,
+        "sent",
+        "a sent one stays sent"
+    );
+
+    // A revision on its way when a newer one is planned: recorded as sent.
+    let mut third_report = revised.clone();
+    third_report.probability = Some(0.97);
+    let third = sr_delivery_of("north", &third_report);
+    assert!(
+        outbox::enqueue_revision(&pool, &third)
+            .await
+            .expect("enqueue")
+    );
+    let taken = outbox::take_due(&pool, 10, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 1);
+    let mut fourth_report = revised.clone();
+    fourth_report.probability = Some(0.99);
+    let fourth = sr_delivery_of("north", &fourth_report);
+    assert!(
+        outbox::enqueue_revision(&pool, &fourth)
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(state_of(&pool, &third.object_id).await.0, "superseded");
+    outbox::mark_sent(&pool, taken[0].delivery_id)
+        .await
+        .expect("sent");
+    assert_eq!(state_of(&pool, &third.object_id).await.0, "sent");
+    assert_eq!(
+        outbox::latest_sent_object(
+            &pool,
+            "north",
+            "pacs",
+            "dicom-sr",
+            &first.study_instance_uid
+        )
+        .await
+        .expect("latest sent"),
+        Some(third.object_id.clone())
+    );
 
     drop(pool);
     database.drop_database().await;

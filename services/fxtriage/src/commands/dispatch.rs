@@ -137,7 +137,7 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
         retried.map_err(|error| anyhow::anyhow!("cannot retry delivery {}: {error}", args.id))?;
     anyhow::ensure!(
         retried,
-        "delivery {} is not dead or waiting (it was sent: --resend sends it again; or there is no such delivery)",
+        "delivery {} is not dead or waiting (it was sent: --resend sends it again; it was superseded by a newer result, which is sent instead; or there is no such delivery)",
         args.id
     );
     #[allow(clippy::print_stdout)]
