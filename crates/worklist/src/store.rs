@@ -172,7 +172,10 @@ pub async fn insert_instance(
 }
 
 /// Records a finding; `false` when it was recorded before (the idempotency key is
-/// the site, SOP Instance UID and the model's SHA-256).
+/// the site, SOP Instance UID and the model's SHA-256). A failed finding is
+/// replaced by a later analysed one of the same model (the image was sent
+/// again after its object went missing, say): a success is never hidden by an
+/// earlier failure, and a failure never replaces a success.
 pub async fn insert_finding(
     tx: &Transaction<'_>,
     finding: &ImageFinding,
@@ -204,7 +207,16 @@ pub async fn insert_finding(
                  failure_reason, probability, detections, image_rows, image_columns, analysed_at, \
                  timings) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (site_id, sop_instance_uid, model_sha256) DO NOTHING",
+             ON CONFLICT (site_id, sop_instance_uid, model_sha256) DO UPDATE SET \
+                 series_instance_uid = EXCLUDED.series_instance_uid, \
+                 model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version, \
+                 status = EXCLUDED.status, failure_kind = EXCLUDED.failure_kind, \
+                 failure_reason = EXCLUDED.failure_reason, probability = EXCLUDED.probability, \
+                 detections = EXCLUDED.detections, image_rows = EXCLUDED.image_rows, \
+                 image_columns = EXCLUDED.image_columns, analysed_at = EXCLUDED.analysed_at, \
+                 timings = EXCLUDED.timings, recorded_at = now() \
+             WHERE findings.status = 'failed' AND EXCLUDED.status = 'analysed' \
+               AND findings.study_instance_uid = EXCLUDED.study_instance_uid",
             &[
                 &image.site_id.as_str(),
                 &image.study_instance_uid.as_str(),

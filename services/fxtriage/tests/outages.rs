@@ -416,16 +416,22 @@ async fn studies_flow_through(
 
     let client = deployment.stack.client().await;
     deployment.settled_once(&client, &studies).await;
-    let not_analysed: Vec<(String, String)> = client
+    // With each image's findings (kind and reason of a failure), to tell why.
+    let not_analysed: Vec<(String, String, String)> = client
         .query(
-            "SELECT sop_instance_uid, analysis FROM instances \
-             WHERE site_id = $1 AND eligible AND analysis <> 'analysed'",
+            "SELECT i.sop_instance_uid, i.analysis, \
+                 COALESCE(string_agg(f.status || ' ' || f.failure_kind || ': ' \
+                     || f.failure_reason, '; '), 'no finding') \
+             FROM instances i LEFT JOIN findings f \
+                 ON f.site_id = i.site_id AND f.sop_instance_uid = i.sop_instance_uid \
+             WHERE i.site_id = $1 AND i.eligible AND i.analysis <> 'analysed' \
+             GROUP BY i.sop_instance_uid, i.analysis",
             &[&deployment.site],
         )
         .await
         .expect("query")
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
     assert!(
         not_analysed.is_empty(),

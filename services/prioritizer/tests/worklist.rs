@@ -235,6 +235,56 @@ async fn failed_findings_keep_the_clinical_priority() {
     db.finish().await;
 }
 
+/// An image whose analysis failed (its object missing after an ambiguous
+/// publish during a broker outage, say) and was then sent again and analysed:
+/// the analysis replaces the failure, once; a failure never replaces an
+/// analysis, and replaying either changes nothing.
+#[tokio::test]
+async fn an_analysis_after_a_failure_replaces_it_and_never_the_reverse() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let image = instance("1.6.2", "1.6.2.1.1", Urgency::Inpatient, T0);
+    store_instance(&db.pool, &image).await;
+    let failure = failed(&image, "object-missing", "the stored object is gone");
+    store_finding(&db.pool, &failure).await;
+    assert_eq!(
+        study_row(&db.pool, "1.6.2").await.expect("study").ai_result,
+        StudyAiResult::NotAnalysed
+    );
+    let analysis = analysed(&image, 0.88);
+    let applied = store_finding(&db.pool, &analysis).await;
+    assert!(
+        matches!(&applied, Applied::Changed(change) if change.has_probability),
+        "the analysis counts: {applied:?}"
+    );
+    let study = study_row(&db.pool, "1.6.2").await.expect("study");
+    assert_eq!(study.ai_result, StudyAiResult::Suspected);
+    assert_eq!(study.probability, Some(0.88));
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM instances WHERE analysis = 'analysed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM findings WHERE status = 'analysed' AND failure_reason = ''"
+        )
+        .await,
+        1,
+        "one finding, the analysis, with no failure left on it"
+    );
+    let before = snapshot(&db.pool).await;
+    assert_eq!(store_finding(&db.pool, &failure).await, Applied::Duplicate);
+    assert_eq!(store_finding(&db.pool, &analysis).await, Applied::Duplicate);
+    assert_eq!(snapshot(&db.pool).await, before, "every row is unchanged");
+    db.finish().await;
+}
+
 /// The study probability is the maximum over analysed eligible images; failed and
 /// not-eligible images do not count; detections are kept per image.
 #[tokio::test]
