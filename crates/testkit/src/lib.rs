@@ -12,6 +12,7 @@
 //!   process group) when their guard drops, also when the test panics;
 //! - [`pki`]: certificates generated for the TLS tests.
 
+pub mod binary;
 pub mod database;
 pub mod eventually;
 pub mod namespace;
@@ -21,6 +22,7 @@ pub mod private_network;
 pub mod process;
 pub mod stack;
 
+pub use binary::fxtriage_bin;
 pub use database::FreshDatabase;
 pub use eventually::{Progress, eventually, poll_until, until};
 pub use namespace::unique_namespace;

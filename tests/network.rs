@@ -37,7 +37,7 @@ sites = ["north", "south"]
 
 /// The binary's command `arguments` against the database of `url`.
 fn fxtriage(arguments: &[&str], url: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fxtriage"));
+    let mut command = Command::new(fxtriage_testkit::fxtriage_bin());
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FXTRIAGE_")) {
         command.env_remove(name);
     }

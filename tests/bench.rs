@@ -30,7 +30,7 @@ where
     K: AsRef<std::ffi::OsStr>,
     V: AsRef<std::ffi::OsStr>,
 {
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["--log-filter", "warn", "bench"])
         .args(args)
         .env_clear()

@@ -136,7 +136,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     let timelines = directory.path().join("timelines.csv");
     let run = |arguments: &[&str]| {
         succeeded(
-            &Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+            &Command::new(fxtriage_testkit::fxtriage_bin())
                 .arg("analytics")
                 .args(arguments)
                 .env("FXTRIAGE_DATABASE_URL", &database.url)
@@ -256,7 +256,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
         panic!("{:?}", groups[0]);
     };
     assert!((median - 2100.0).abs() < 5.0, "{median}");
-    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let refused = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["analytics", "--site", "demo", "--format", "parquet"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)
         .output()
@@ -278,7 +278,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with("demo,4,3,"), "{csv}");
     assert!(lines[2].starts_with("other,1,1,"), "{csv}");
-    let unknown = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let unknown = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["analytics", "--group", "nowhere"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)
         .output()
@@ -396,7 +396,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
         "data": "the wrist model's held-out set",
     });
     std::fs::write(&reference, file.to_string()).unwrap();
-    let registered = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let registered = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["models", "register-reference"])
         .arg(&reference)
         .env("FXTRIAGE_DATABASE_URL", &database.url)
@@ -419,7 +419,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
     assert_eq!(row.get::<_, String>(2), "0.5");
     file["bins"][0] = serde_json::json!(0.9);
     std::fs::write(&reference, file.to_string()).unwrap();
-    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let refused = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["models", "register-reference"])
         .arg(&reference)
         .env("FXTRIAGE_DATABASE_URL", &database.url)
@@ -432,7 +432,7 @@ async fn figures_per_urgency_and_timelines_with_pseudonyms() {
         String::from_utf8_lossy(&refused.stderr)
     );
 
-    let refused = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let refused = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["analytics", "--site", "demo", "--by", "colour"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)
         .output()

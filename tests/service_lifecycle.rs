@@ -61,7 +61,7 @@ async fn every_service_reports_health_and_stops_on_sigterm() {
 
 #[test]
 fn help_lists_every_subcommand() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .arg("--help")
         .output()
         .expect("run");
@@ -87,14 +87,14 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn services_bind_loopback_by_default() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["ingest", "--help"])
         .output()
         .expect("run");
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("127.0.0.1:8081"), "{help}");
     assert!(help.contains("127.0.0.1:11112"), "{help}");
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["dispatch", "serve", "--help"])
         .output()
         .expect("run");

@@ -172,7 +172,7 @@ pub fn free_loopback_port() -> u16 {
 
 pub fn repository_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .join(relative)
 }
 
@@ -235,7 +235,7 @@ impl Service {
         log_dir: &Path,
     ) -> Self {
         let (log, log_file) = log_file(log_dir, name);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fxtriage"));
+        let mut command = Command::new(fxtriage_testkit::fxtriage_bin());
         // Only the settings given: nothing inherited from the test's own environment.
         for (key, _) in std::env::vars()
             .filter(|(key, _)| key.starts_with("FXTRIAGE_") || key == "ORT_DYLIB_PATH")
@@ -654,7 +654,7 @@ pub async fn stow(url: &str, token: &str, instance: &[u8]) -> (u16, Option<Strin
 /// `fxtriage tokens create ARGUMENTS` against the database at `database_url`:
 /// the token it prints.
 pub fn create_token(database_url: &str, arguments: &[&str]) -> String {
-    let created = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let created = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["tokens", "create"])
         .args(arguments)
         .env("FXTRIAGE_DATABASE_URL", database_url)

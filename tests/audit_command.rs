@@ -31,7 +31,7 @@ async fn audit(client: &tokio_postgres::Client, site: &str, actor: &str) {
 }
 
 fn verify(database: &FreshDatabase) -> (Output, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["audit", "verify", "--format", "json"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)
         .output()
@@ -202,7 +202,7 @@ async fn the_audit_chain_shows_every_kind_of_tampering() {
     );
 
     // The table: a line per site.
-    let printed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let printed = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["audit", "verify", "--site", "demo"])
         .env("FXTRIAGE_DATABASE_URL", &database.url)
         .output()

@@ -30,7 +30,8 @@ async fn the_services_run_from_the_image_against_the_local_stack() {
     }
     let tag = format!("localhost/fxtriage:test-{}", std::process::id());
     let built = std::process::Command::new(repository_path("scripts/build-image"))
-        .args([env!("CARGO_BIN_EXE_fxtriage"), tag.as_str()])
+        .arg(fxtriage_testkit::fxtriage_bin())
+        .arg(&tag)
         .output()
         .expect("run scripts/build-image");
     assert!(
@@ -43,7 +44,7 @@ async fn the_services_run_from_the_image_against_the_local_stack() {
     let user = run(&tag, &["--entrypoint", "id"], &["-u"]);
     assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "10001");
     let version = run(&tag, &[], &["--version"]);
-    let expected = std::process::Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let expected = std::process::Command::new(fxtriage_testkit::fxtriage_bin())
         .arg("--version")
         .output()
         .expect("version");

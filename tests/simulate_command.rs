@@ -11,7 +11,7 @@ use serde_json::Value;
 use support::{repository_path, succeeded};
 
 fn fxtriage(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    Command::new(fxtriage_testkit::fxtriage_bin())
         .args(arguments)
         .output()
         .expect("run fxtriage")

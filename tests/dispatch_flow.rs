@@ -206,7 +206,7 @@ async fn report_to_storescp() {
         Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../dispatch/tests/tools/hl7_receiver.py"
+                "/../services/dispatch/tests/tools/hl7_receiver.py"
             ))
             .arg(&ris)
             .env(
@@ -237,7 +237,7 @@ async fn report_to_storescp() {
         Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../dispatch/tests/tools/fhir_receiver.py"
+                "/../services/dispatch/tests/tools/fhir_receiver.py"
             ))
             .arg(&fhir)
             .stdin(Stdio::null())
@@ -299,7 +299,7 @@ called_ae_titles = ["SOUTH_FX"]
     )
     .expect("sites file");
     let samples = directory.path().join("samples");
-    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let written = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["samples", "--studies", &STUDIES.to_string(), "--out"])
         .arg(&samples)
         .output()
@@ -310,7 +310,7 @@ called_ae_titles = ["SOUTH_FX"]
         String::from_utf8_lossy(&written.stderr)
     );
     let south_samples = directory.path().join("south-samples");
-    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let written = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["samples", "--studies", "2", "--seed", "7", "--out"])
         .arg(&south_samples)
         .output()
@@ -345,7 +345,7 @@ called_ae_titles = ["SOUTH_FX"]
     let ordered = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../dispatch/tests/tools/hl7_send.py"
+            "/../services/dispatch/tests/tools/hl7_send.py"
         ))
         .args([
             "--order",
@@ -411,7 +411,7 @@ called_ae_titles = ["SOUTH_FX"]
     let database_url = standalone.described("database_url");
     let deadline = Instant::now() + Duration::from_secs(60);
     let deliveries = loop {
-        let listed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        let listed = Command::new(fxtriage_testkit::fxtriage_bin())
             .args([
                 "dispatch",
                 "list",
@@ -602,7 +602,7 @@ called_ae_titles = ["SOUTH_FX"]
     let validated = Command::new("node")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../dispatch/tests/tools/fhir_validate.mjs"
+            "/../services/dispatch/tests/tools/fhir_validate.mjs"
         ))
         .args(&bundles)
         .env(
@@ -625,7 +625,7 @@ called_ae_titles = ["SOUTH_FX"]
     let sent = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../dispatch/tests/tools/hl7_send.py"
+            "/../services/dispatch/tests/tools/hl7_send.py"
         ))
         .args([
             &hl7_port.to_string(),
@@ -709,7 +709,7 @@ fn start_ris(directory: &Path, port: u16) -> fxtriage_testkit::ChildGuard {
         Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../dispatch/tests/tools/hl7_receiver.py"
+                "/../services/dispatch/tests/tools/hl7_receiver.py"
             ))
             .arg(directory)
             .args(["--port", &port.to_string()])
@@ -733,7 +733,7 @@ fn start_ris(directory: &Path, port: u16) -> fxtriage_testkit::ChildGuard {
 
 /// `fxtriage dispatch list --json` of the database at `url`.
 fn deliveries(url: &str) -> Vec<serde_json::Value> {
-    let listed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let listed = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
             "dispatch",
             "list",
@@ -797,7 +797,7 @@ messages = ["oru"]
     )
     .expect("sites file");
     let samples = directory.path().join("samples");
-    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let written = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
             "samples",
             "--studies",
@@ -1098,7 +1098,7 @@ messages = ["oru"]
     )
     .expect("sites file");
     let samples = directory.path().join("samples");
-    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let written = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["samples", "--studies", "3", "--seed", "5", "--out"])
         .arg(&samples)
         .output()
@@ -1201,7 +1201,7 @@ messages = ["oru"]
     // recording): the same objects, which Orthanc does not add twice.
     for delivery in &listed {
         let id = delivery["delivery_id"].as_i64().expect("an id").to_string();
-        let resent = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        let resent = Command::new(fxtriage_testkit::fxtriage_bin())
             .args(["dispatch", "retry", "--resend", &id, "--database-url", &url])
             .output()
             .expect("dispatch retry");
@@ -1244,7 +1244,7 @@ messages = ["oru"]
     let sent = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../dispatch/tests/tools/hl7_send.py"
+            "/../services/dispatch/tests/tools/hl7_send.py"
         ))
         .args([
             &hl7_port.to_string(),

@@ -64,7 +64,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
     assert_eq!(description["site"], "demo");
 
     let samples = directory.path().join("samples");
-    let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let written = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
             "samples",
             "--studies",
@@ -120,7 +120,7 @@ async fn sample_studies_reach_the_worklist_of_the_embedded_default() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let printed = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let printed = Command::new(fxtriage_testkit::fxtriage_bin())
         .args(["worklist", "--site", "demo"])
         .envs(environment.iter().cloned())
         .output()

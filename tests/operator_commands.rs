@@ -15,7 +15,7 @@ use fxtriage_objstore::{LocalDirStore, ObjectStore};
 /// The binary with `args`, configured by its flags only: the object store and
 /// broker of the environment (a local stack, CI) are ignored.
 fn fxtriage(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fxtriage"));
+    let mut command = Command::new(fxtriage_testkit::fxtriage_bin());
     for (name, _) in std::env::vars() {
         if name.starts_with("FXTRIAGE_") {
             command.env_remove(name);

@@ -888,7 +888,7 @@ impl StandaloneApp {
     /// the called AE title `ae_title` (which names the site).
     async fn send_samples_to(&self, ae_title: &str, folder: &str, count: usize) {
         let samples = self.directory.join(folder);
-        let written = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+        let written = Command::new(fxtriage_testkit::fxtriage_bin())
             .args([
                 "samples",
                 "--studies",

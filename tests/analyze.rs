@@ -21,7 +21,7 @@ fn analyze_prints_each_file_and_writes_the_overlay() {
     std::fs::write(&garbage, b"not an image").expect("write");
     let overlay = directory.path().join("overlay.png");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
             "analyze",
             "--model",
@@ -52,7 +52,7 @@ fn analyze_prints_each_file_and_writes_the_overlay() {
         "the original width"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    let output = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
             "analyze",
             "--model",

@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::{repository_path, succeeded};
 
 fn fxtriage(arguments: &[&str], library: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fxtriage"))
+    Command::new(fxtriage_testkit::fxtriage_bin())
         .args(arguments)
         .env("ORT_DYLIB_PATH", library)
         .output()
