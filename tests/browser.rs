@@ -574,6 +574,27 @@ async fn a_reader_of_a_reading_network_reads_the_merged_worklist_in_the_browser(
         .collect();
     assert_eq!(sites, ["demo", "north"].into(), "both sites merged");
 
+    // The network's plots: both sites' studies, drawn in the page.
+    let plots = app
+        .api_get(&group_token, "groups/network/analytics/plots")
+        .await;
+    let received: u64 = plots["daily"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|day| day["received"].as_u64().expect("received"))
+        .sum();
+    assert_eq!(received, total as u64, "every study of both sites: {plots}");
+    browser
+        .wait_for(
+            "the network's turnaround plots",
+            "const charts = document.querySelectorAll('#analytics-charts svg'); \
+             return !document.getElementById('analytics').hidden && charts.length === 3 && \
+                 charts[2].querySelectorAll('rect[data-hour]').length === 24;",
+            json!([]),
+        )
+        .await;
+
     // A claim made at the north site by someone else shows up by itself.
     let north_study = api_order
         .iter()

@@ -1064,6 +1064,58 @@ pub async fn get_plots(
     Extension(caller): Extension<Caller>,
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Plots>> {
+    let zone = state
+        .sites
+        .current()
+        .site(caller.site.as_str())
+        .map_or(jiff::tz::TimeZone::UTC, |site| site.zone());
+    plots_of(&state, &[caller.site.as_str().to_owned()], query, &zone).await
+}
+
+/// `GET /api/v1/groups/{group}/analytics/plots?from=&to=`: the plots of a
+/// reading network, its sites in service together; days and hours in their
+/// time zone when they all have the same one, else in UTC.
+pub async fn get_group_plots(
+    State(state): State<AppState>,
+    Extension(caller): Extension<GroupCaller>,
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> ApiResult<Json<Plots>> {
+    let registry = state.sites.current();
+    let zones: Vec<jiff::tz::TimeZone> = caller
+        .sites
+        .iter()
+        .map(|site| {
+            registry
+                .site(site.as_str())
+                .map_or(jiff::tz::TimeZone::UTC, |site| site.zone())
+        })
+        .collect();
+    let zone = match zones.split_first() {
+        Some((first, rest))
+            if rest
+                .iter()
+                .all(|zone| zone.iana_name() == first.iana_name()) =>
+        {
+            first.clone()
+        }
+        _ => jiff::tz::TimeZone::UTC,
+    };
+    let sites: Vec<String> = caller
+        .sites
+        .iter()
+        .map(|site| site.as_str().to_owned())
+        .collect();
+    plots_of(&state, &sites, query, &zone).await
+}
+
+/// The plots of `sites` over the period of `query` (default: the last 30
+/// days, at most 366).
+async fn plots_of(
+    state: &AppState,
+    sites: &[String],
+    query: Result<Query<AnalyticsQuery>, QueryRejection>,
+    zone: &jiff::tz::TimeZone,
+) -> ApiResult<Json<Plots>> {
     let (from, to, _, _) = parse_query(query)?;
     let now = OffsetDateTime::now_utc();
     let to = to.unwrap_or(now);
@@ -1074,20 +1126,10 @@ pub async fn get_plots(
         ));
     }
     let client = state.pool.get().await?;
-    let found = timelines(
-        &client,
-        &[caller.site.as_str().to_owned()],
-        Some(from),
-        Some(to),
-    )
-    .await
-    .doing("reading the studies' timelines")?;
-    let zone = state
-        .sites
-        .current()
-        .site(caller.site.as_str())
-        .map_or(jiff::tz::TimeZone::UTC, |site| site.zone());
-    Ok(Json(plots(&found, from, to, &zone)))
+    let found = timelines(&client, sites, Some(from), Some(to))
+        .await
+        .doing("reading the studies' timelines")?;
+    Ok(Json(plots(&found, from, to, zone)))
 }
 
 #[cfg(test)]

@@ -240,6 +240,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/worklist", get(groups::get_group_worklist))
         .route("/worklist/next", post(groups::post_group_claim_next))
         .route("/analytics", get(analytics::get_group_analytics))
+        .route("/analytics/plots", get(analytics::get_group_plots))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate_group));
     let admin_routes = Router::new()
         .route("/sites", get(admin::get_sites))

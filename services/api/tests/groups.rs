@@ -399,6 +399,75 @@ async fn the_admin_api_applies_sites_files_and_manages_tokens_for_a_deployment_a
     api.finish().await;
 }
 
+/// A reading network's plots: its sites' studies together, days and hours in
+/// the sites' time zone when they share one, else in UTC; a site's token gets
+/// 404 there.
+#[tokio::test]
+async fn a_group_sees_the_plots_of_its_sites_in_their_time_zone() {
+    let Some(api) = start_api().await else {
+        return;
+    };
+    studies_at_both_sites(&api).await;
+    let plots = |token: String| {
+        let api = &api;
+        async move {
+            let response = api.group_get(&token, GROUP, "/analytics/plots").await;
+            let status = response.status();
+            (status, response.json::<serde_json::Value>().await.ok())
+        }
+    };
+    let (status, body) = plots(api.network.viewer.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = body.expect("JSON");
+    let received: u64 = body["daily"]
+        .as_array()
+        .expect("daily")
+        .iter()
+        .map(|day| day["received"].as_u64().expect("received"))
+        .sum();
+    assert_eq!(received, 5, "both sites' studies: {body}");
+    assert_eq!(body["time_zone"], "UTC");
+    assert_eq!(body["queue_by_hour"].as_array().map(Vec::len), Some(24));
+    let (status, _) = plots(api.demo.admin.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not for a site's token");
+
+    // Both sites in London: the group's plots are too; one in New York: UTC.
+    let zoned = |demo: &str, other: &str| {
+        SITES_FILE
+            .replace(
+                "name = \"Demo hospital\"",
+                &format!("name = \"Demo hospital\"\ntime_zone = \"{demo}\""),
+            )
+            .replace(
+                "name = \"Other hospital\"",
+                &format!("name = \"Other hospital\"\ntime_zone = \"{other}\""),
+            )
+    };
+    for (demo, other, expected) in [
+        ("Europe/London", "Europe/London", "Europe/London"),
+        ("Europe/London", "America/New_York", "UTC"),
+    ] {
+        fxtriage_sites::store::apply_text(&api.pool, &zoned(demo, other), Default::default())
+            .await
+            .expect("sites file");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, body) = plots(api.network.viewer.clone()).await;
+            let body = body.expect("JSON");
+            if body["time_zone"] == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{demo} and {other}: {}, not {expected}",
+                body["time_zone"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    api.finish().await;
+}
+
 /// A reading network's analytics: its sites' studies together, side by side
 /// with `by=site`; a site's token gets 404 there.
 #[tokio::test]

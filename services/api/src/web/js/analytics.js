@@ -1,11 +1,11 @@
-// Turnaround over the last 30 days for the signed-in site, drawn as SVG in the
-// page (no library, no CDN): the distribution of turnarounds per AI result,
-// the daily median and 90th percentile, and the mean queue length over the
-// hours of the day. A group's page has none (the figures are a site's).
+// Turnaround over the last 30 days for the signed-in site, or the reading
+// network's sites together, drawn as SVG in the page (no library, no CDN): the
+// distribution of turnarounds per AI result, the daily median and 90th
+// percentile, and the mean queue length over the hours of the day.
 
 import { api } from "./api.js";
 import { $, AI_LABELS, el } from "./format.js";
-import { isGroup, session, sitePath } from "./session.js";
+import { session, worklistPath } from "./session.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 360;
@@ -148,7 +148,7 @@ function queueChart(plots) {
     const height = ((bottom - PAD.top) * value) / maxY;
     root.append(
       svg("rect", { x: PAD.left + hour * span + 1, y: bottom - height, width: span - 2, height, fill: "#34506e", "data-hour": hour },
-        svg("title", {}, `${String(hour).padStart(2, "0")}:00 UTC: ${value.toFixed(1)} waiting`)),
+        svg("title", {}, `${String(hour).padStart(2, "0")}:00 ${plots.time_zone || "UTC"}: ${value.toFixed(1)} waiting`)),
     );
     if (hour % 6 === 0) {
       root.append(svg("text", { x: PAD.left + hour * span, y: bottom + 12, class: "tick" }, `${String(hour).padStart(2, "0")}h`));
@@ -159,13 +159,13 @@ function queueChart(plots) {
 
 export async function refreshAnalytics() {
   const panel = $("analytics");
-  if (!session.token || isGroup()) {
+  if (!session.token) {
     panel.hidden = true;
     return;
   }
   let plots;
   try {
-    plots = await api("GET", sitePath(session.site, "/analytics/plots"));
+    plots = await api("GET", worklistPath("/analytics/plots"));
   } catch (error) {
     panel.hidden = true;
     return;
