@@ -103,6 +103,61 @@ pub struct KafkaBus {
     /// Replaced when it hits a fatal error (see [`KafkaBus::produce`]).
     producer: std::sync::RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
+    /// What its consumers report that needs the operator, for the health check.
+    problems: Arc<ConsumerProblems>,
+}
+
+/// Errors of this bus's consumers that librdkafka cannot cure by retrying
+/// (authentication, authorisation, TLS, a topic that does not exist, or a
+/// fatal error), per consumer: the health check reports them, so that
+/// readiness names a consumer that cannot consume while its broker answers.
+/// A fatal one stays until the consumer receives again or is dropped; the
+/// others until none has come for [`PROBLEM_WINDOW`] (librdkafka reports them
+/// again at each attempt while they last).
+#[derive(Debug, Default)]
+struct ConsumerProblems(Mutex<std::collections::HashMap<String, ConsumerProblem>>);
+
+#[derive(Debug)]
+struct ConsumerProblem {
+    error: String,
+    fatal: bool,
+    at: std::time::Instant,
+}
+
+/// How long after its last report a consumer's non-fatal problem is reported.
+const PROBLEM_WINDOW: Duration = Duration::from_secs(30);
+
+impl ConsumerProblems {
+    fn record(&self, consumer: &str, error: &KafkaError, fatal: bool) {
+        lock(&self.0).insert(
+            consumer.to_owned(),
+            ConsumerProblem {
+                error: error.to_string(),
+                fatal,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    fn clear(&self, consumer: &str) {
+        let mut problems = lock(&self.0);
+        if !problems.is_empty() {
+            problems.remove(consumer);
+        }
+    }
+
+    /// The first current problem, by consumer name.
+    fn current(&self) -> Option<(String, String)> {
+        let problems = lock(&self.0);
+        let mut current: Vec<(&String, &ConsumerProblem)> = problems
+            .iter()
+            .filter(|(_, problem)| problem.fatal || problem.at.elapsed() < PROBLEM_WINDOW)
+            .collect();
+        current.sort_by(|a, b| a.0.cmp(b.0));
+        current
+            .first()
+            .map(|(consumer, problem)| ((*consumer).clone(), problem.error.clone()))
+    }
 }
 
 /// Counter: Kafka producers replaced after a fatal error.
@@ -164,6 +219,7 @@ impl KafkaBus {
             config,
             producer: std::sync::RwLock::new(producer),
             admin,
+            problems: Arc::default(),
         })
     }
 
@@ -365,12 +421,24 @@ impl Bus for KafkaBus {
             tracker,
             passed_over: Mutex::new(std::collections::HashMap::new()),
             left,
+            name: format!("group {group} on {}", topics.join(",")),
             topics: topics.join(","),
+            problems: Arc::clone(&self.problems),
         }))
     }
 
+    /// The broker answers a metadata request, and no consumer of this bus
+    /// reports a problem that needs the operator.
     async fn health_check(&self) -> Result<(), BusError> {
-        self.check(HEALTH_CHECK_TIMEOUT).await
+        self.check(HEALTH_CHECK_TIMEOUT).await?;
+        match self.problems.current() {
+            None => Ok(()),
+            Some((consumer, error)) => Err(BusError::Consume {
+                topics: consumer,
+                message: error,
+                kind: BusErrorKind::Permanent,
+            }),
+        }
     }
 
     fn describe(&self) -> String {
@@ -555,11 +623,15 @@ struct KafkaConsumer {
     /// Set once closed or dropped; read by `watch_for_a_stuck_group`.
     left: Arc<Mutex<bool>>,
     topics: String,
+    /// Its group and topics, as the health check names it.
+    name: String,
+    problems: Arc<ConsumerProblems>,
 }
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
         *lock(&self.left) = true;
+        self.problems.clear(&self.name);
     }
 }
 
@@ -609,6 +681,24 @@ impl PassedOver {
 
 /// Whether a consume error says the client cannot reach a broker (it
 /// reconnects by itself).
+/// Whether a consume error is one that retrying does not cure: someone must
+/// fix credentials, permissions, TLS settings or the topic.
+fn needs_the_operator(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
 fn is_connection_failure(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
@@ -650,8 +740,12 @@ impl Consumer for KafkaConsumer {
         let consumer = &self.consumer;
         let message = loop {
             match consumer.recv().await {
-                Ok(message) => break message,
+                Ok(message) => {
+                    self.problems.clear(&self.name);
+                    break message;
+                }
                 Err(error) if is_fatal(consumer, &error) => {
+                    self.problems.record(&self.name, &error, true);
                     return Err(BusError::Consume {
                         topics: self.topics.clone(),
                         message: error.to_string(),
@@ -659,6 +753,9 @@ impl Consumer for KafkaConsumer {
                     });
                 }
                 Err(error) => {
+                    if needs_the_operator(&error) {
+                        self.problems.record(&self.name, &error, false);
+                    }
                     let code = error
                         .rdkafka_error_code()
                         .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"));
