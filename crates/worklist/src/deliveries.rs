@@ -94,12 +94,24 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// destination; whether it was new.
 pub async fn enqueue(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error> {
     let client = pool.get().await?;
-    let written = client
+    Ok(insert(&client, delivery, "DO NOTHING").await? == 1)
+}
+
+/// Inserts `delivery`; `on_conflict` says what to do when its object is
+/// already there for its destination. How many rows were written.
+async fn insert(
+    client: &impl deadpool_postgres::GenericClient,
+    delivery: &NewDelivery,
+    on_conflict: &str,
+) -> Result<u64, Error> {
+    Ok(client
         .execute(
-            "INSERT INTO deliveries
-                 (site_id, destination, kind, study_instance_uid, object_id, supersedes, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (site_id, destination, object_id) DO NOTHING",
+            &format!(
+                "INSERT INTO deliveries
+                     (site_id, destination, kind, study_instance_uid, object_id, supersedes, payload)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (site_id, destination, object_id) {on_conflict}"
+            ),
             &[
                 &delivery.site_id,
                 &delivery.destination,
@@ -110,8 +122,7 @@ pub async fn enqueue(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error>
                 &delivery.payload,
             ],
         )
-        .await?;
-    Ok(written == 1)
+        .await?)
 }
 
 /// Writes `delivery` as the newest revision of the study's result of its kind
@@ -123,25 +134,13 @@ pub async fn enqueue(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error>
 pub async fn enqueue_revision(pool: &Pool, delivery: &NewDelivery) -> Result<bool, Error> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let written = transaction
-        .execute(
-            "INSERT INTO deliveries
-                 (site_id, destination, kind, study_instance_uid, object_id, supersedes, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (site_id, destination, object_id) DO UPDATE
-                 SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = now()
-                 WHERE deliveries.state = 'superseded'",
-            &[
-                &delivery.site_id,
-                &delivery.destination,
-                &delivery.kind,
-                &delivery.study_instance_uid,
-                &delivery.object_id,
-                &delivery.supersedes,
-                &delivery.payload,
-            ],
-        )
-        .await?;
+    let written = insert(
+        &transaction,
+        delivery,
+        "DO UPDATE SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = now()
+             WHERE deliveries.state = 'superseded'",
+    )
+    .await?;
     transaction
         .execute(
             "UPDATE deliveries SET state = 'superseded'

@@ -419,6 +419,15 @@ async fn only_the_newest_revision_of_a_result_is_sent() {
     // The first result finds the PACS busy: listed as failed.
     let report = sr_report();
     let first = sr_delivery_of("north", &report);
+    let latest_sent = || {
+        outbox::latest_sent_object(
+            &pool,
+            "north",
+            "pacs",
+            "dicom-sr",
+            &report.context.study_instance_uid,
+        )
+    };
     assert!(
         outbox::enqueue_revision(&pool, &first)
             .await
@@ -492,15 +501,7 @@ async fn only_the_newest_revision_of_a_result_is_sent() {
     // The result goes back to what the first said: the first is due again and
     // sent, naming the second (which the PACS has) as the one it replaces.
     assert_eq!(
-        outbox::latest_sent_object(
-            &pool,
-            "north",
-            "pacs",
-            "dicom-sr",
-            &first.study_instance_uid
-        )
-        .await
-        .expect("latest sent"),
+        latest_sent().await.expect("latest sent"),
         Some(second.object_id.clone())
     );
     assert!(
@@ -547,15 +548,7 @@ async fn only_the_newest_revision_of_a_result_is_sent() {
         .expect("sent");
     assert_eq!(state_of(&pool, &third.object_id).await.0, "sent");
     assert_eq!(
-        outbox::latest_sent_object(
-            &pool,
-            "north",
-            "pacs",
-            "dicom-sr",
-            &first.study_instance_uid
-        )
-        .await
-        .expect("latest sent"),
+        latest_sent().await.expect("latest sent"),
         Some(third.object_id.clone())
     );
 
