@@ -82,21 +82,13 @@ pub async fn run(
             .await
             .context("cannot read the site registry")?,
     };
-    match dimse::unmet_tls_settings(
-        sites.current().sites().map(AsRef::as_ref),
+    // Logged, not fatal, at start and at each change of the registry: one
+    // site's setting must not keep every other site's images out.
+    let _tls_settings = dimse::watch_tls_settings(
+        sites.clone(),
         config.dimse_tls.as_ref().map(|tls| tls.verifies_clients),
-    ) {
-        Ok(warnings) => {
-            for warning in warnings {
-                tracing::warn!("{warning}");
-            }
-        }
-        // Logged, not fatal: the registry changes while ingest runs, and one
-        // site's setting must not keep every other site's images out.
-        Err(errors) => {
-            tracing::error!("the sites' DICOM TLS settings cannot be met: {errors}");
-        }
-    }
+        shutdown.clone(),
+    );
     let stow_limits = stow::StowLimits {
         failed_auth: config.failed_auth,
         ..stow::StowLimits::default()

@@ -24,7 +24,7 @@ mod tls;
 
 pub use self::instance_file::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 pub use self::negotiation::TRANSFER_SYNTAXES;
-pub use self::tls::{DimseTls, TlsFiles, server_config, unmet_tls_settings};
+pub use self::tls::{DimseTls, TlsFiles, server_config, unmet_tls_settings, watch_tls_settings};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -63,6 +63,52 @@ pub fn unmet_tls_settings<'a>(
     }
 }
 
+/// Checks the sites' DICOM TLS settings against this ingest's TLS listener
+/// (`listener`, as for [`unmet_tls_settings`]) at start and again whenever the
+/// registry's revision moves (a site added or changed while ingest runs),
+/// until `shutdown`: logs a warning for each setting met elsewhere, an error
+/// for one no sender can meet here (naming the sites), and publishes each
+/// outcome on the returned channel. Never stops ingest: one site's setting
+/// must not keep every other site's images out.
+pub fn watch_tls_settings(
+    sites: fxtriage_sites::SiteRegistry,
+    listener: Option<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::sync::watch::Receiver<Result<Vec<String>, String>> {
+    let check = move |snapshot: &fxtriage_sites::Snapshot| {
+        let outcome = unmet_tls_settings(snapshot.sites().map(AsRef::as_ref), listener);
+        match &outcome {
+            Ok(warnings) => {
+                for warning in warnings {
+                    tracing::warn!(revision = snapshot.revision, "{warning}");
+                }
+            }
+            Err(errors) => tracing::error!(
+                revision = snapshot.revision,
+                "the sites' DICOM TLS settings cannot be met: {errors}"
+            ),
+        }
+        outcome
+    };
+    let first = sites.current();
+    let (sender, receiver) = tokio::sync::watch::channel(check(&first));
+    tokio::spawn(async move {
+        let mut revision = first.revision;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(fxtriage_sites::registry::REFRESH_INTERVAL) => {}
+            }
+            let snapshot = sites.current();
+            if snapshot.revision != revision {
+                revision = snapshot.revision;
+                let _ = sender.send(check(&snapshot));
+            }
+        }
+    });
+    receiver
+}
+
 /// Whether the client certificate of a TLS session (already verified against
 /// the client CA in the handshake) names one of `names` among its subject
 /// alternative names (DNS). No certificate, or one naming none: false.
