@@ -430,10 +430,8 @@ called_ae_titles = ["SOUTH_FX"]
             .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON record"))
             .collect();
-        if deliveries
-            .iter()
-            .all(|delivery| delivery["state"] == "sent")
-        {
+        // Sent, or superseded unsent by a newer revision of the same result.
+        if deliveries.iter().all(settled) {
             break deliveries;
         }
         assert!(Instant::now() < deadline, "not all sent: {deliveries:#?}");
@@ -447,10 +445,11 @@ called_ae_titles = ["SOUTH_FX"]
         };
         delivery["site_id"] == "north" && delivery["destination"] == destination
     }));
+    // What reached its destination: the superseded revisions never leave.
     let of_kind = |kind: &str| {
         deliveries
             .iter()
-            .filter(|delivery| delivery["kind"] == kind)
+            .filter(|delivery| delivery["kind"] == kind && delivery["state"] == "sent")
             .count()
     };
 
@@ -732,6 +731,12 @@ fn start_ris(directory: &Path, port: u16) -> fxtriage_testkit::ChildGuard {
 }
 
 /// `fxtriage dispatch list --json` of the database at `url`.
+/// A delivery that is done: sent, or superseded by a newer revision of the
+/// same result before it was sent (and so never sent).
+fn settled(delivery: &serde_json::Value) -> bool {
+    delivery["state"] == "sent" || delivery["state"] == "superseded"
+}
+
 fn deliveries(url: &str) -> Vec<serde_json::Value> {
     let listed = Command::new(fxtriage_testkit::fxtriage_bin())
         .args([
@@ -871,7 +876,8 @@ messages = ["oru"]
             assert!(
                 pending
                     .iter()
-                    .all(|delivery| delivery["state"] == "pending"),
+                    .all(|delivery| delivery["state"] == "pending"
+                        || delivery["state"] == "superseded"),
                 "nothing can be sent while the peers are away: {pending:#?}"
             );
             break;
@@ -926,10 +932,7 @@ messages = ["oru"]
     let mut last_progress = Instant::now();
     let sent = loop {
         let now = deliveries(&url);
-        let sent = now
-            .iter()
-            .filter(|delivery| delivery["state"] == "sent")
-            .count();
+        let sent = now.iter().filter(|delivery| settled(delivery)).count();
         if sent == now.len() && sent >= planned {
             break now;
         }
@@ -952,7 +955,7 @@ messages = ["oru"]
     );
     let of_kind = |kind: &str| {
         sent.iter()
-            .filter(|delivery| delivery["kind"] == kind)
+            .filter(|delivery| delivery["kind"] == kind && delivery["state"] == "sent")
             .count()
     };
     // Each delivery is one object at the PACS (the same content twice would
@@ -1151,8 +1154,7 @@ messages = ["oru"]
         let reports = orthanc_instances(&http, orthanc_http, "SR").await;
         let captures = orthanc_instances(&http, orthanc_http, "OT").await;
         let listed = deliveries(&url);
-        let all_sent =
-            !listed.is_empty() && listed.iter().all(|delivery| delivery["state"] == "sent");
+        let all_sent = !listed.is_empty() && listed.iter().all(settled);
         if reports.len() >= 3
             && captures.len() >= images
             && oru_studies(&ris).len() >= 3
@@ -1174,7 +1176,11 @@ messages = ["oru"]
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let listed = deliveries(&url);
+    // What was sent (a revision superseded before it was sent never was).
+    let listed: Vec<serde_json::Value> = deliveries(&url)
+        .into_iter()
+        .filter(|delivery| delivery["state"] == "sent")
+        .collect();
     let of_kind = |kind: &str| -> BTreeSet<String> {
         listed
             .iter()
@@ -1214,10 +1220,10 @@ messages = ["oru"]
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now = deliveries(&url);
-        if now
-            .iter()
-            .all(|delivery| delivery["state"] == "sent" && delivery["attempts"] == 1)
-        {
+        if now.iter().all(|delivery| {
+            delivery["state"] == "superseded"
+                || (delivery["state"] == "sent" && delivery["attempts"] == 1)
+        }) {
             break;
         }
         assert!(Instant::now() < deadline, "not all sent again: {now:#?}");
