@@ -100,6 +100,10 @@ struct Ledger {
     codes: HashMap<String, Issued>,
     exchanged: usize,
     refused: Vec<String>,
+    /// Requests for the discovery document, answered or not.
+    discoveries: usize,
+    /// Whether the provider answers (else 503 to everything).
+    away: bool,
 }
 
 struct Shared {
@@ -166,10 +170,14 @@ impl Provider {
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
         });
+        let counted = Arc::clone(&shared);
         let router = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(discovery) }),
+                axum::routing::get(move || async move {
+                    counted.ledger().discoveries += 1;
+                    axum::Json(discovery)
+                }),
             )
             .route(
                 "/jwks",
@@ -177,6 +185,10 @@ impl Provider {
             )
             .route("/authorize", axum::routing::get(authorize))
             .route("/token", axum::routing::post(token))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                answer_unless_away,
+            ))
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("provider");
@@ -207,6 +219,35 @@ impl Provider {
     pub fn refused(&self) -> Vec<String> {
         self.shared.ledger().refused.clone()
     }
+
+    /// Requests for the discovery document so far, answered or not.
+    pub fn discoveries(&self) -> usize {
+        self.shared.ledger().discoveries
+    }
+
+    /// Makes the provider answer 503 to everything (`true`) or answer again.
+    pub fn set_away(&self, away: bool) {
+        self.shared.ledger().away = away;
+    }
+}
+
+/// 503 to every request while the provider is away, counting the discovery
+/// requests it refuses.
+async fn answer_unless_away(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    {
+        let mut ledger = shared.ledger();
+        if ledger.away {
+            if request.uri().path() == "/.well-known/openid-configuration" {
+                ledger.discoveries += 1;
+            }
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn authorize(

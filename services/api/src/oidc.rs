@@ -96,6 +96,10 @@ pub struct OidcVerifier {
     fetching: Mutex<()>,
     /// The provider's discovery document, once read (see [`Self::discovery`]).
     discovered: std::sync::Mutex<Option<(Discovery, Instant)>>,
+    /// One read of the discovery document at a time; the others wait for it.
+    discovering: Mutex<()>,
+    /// When a read of the discovery document last failed.
+    discovery_failed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What the web page's sign-in needs of the provider's discovery document.
@@ -121,6 +125,8 @@ impl OidcVerifier {
             keys: std::sync::Mutex::new(Keys::default()),
             fetching: Mutex::new(()),
             discovered: std::sync::Mutex::new(None),
+            discovering: Mutex::new(()),
+            discovery_failed: std::sync::Mutex::new(None),
         }
     }
 
@@ -130,16 +136,70 @@ impl OidcVerifier {
 
     /// The issuer's discovery document (`{issuer}/.well-known/openid-configuration`),
     /// read again after [`MAX_KEY_AGE`]; its `issuer` must be the configured one.
+    /// One read at a time, and after a failed one none for [`REFRESH_INTERVAL`]:
+    /// while the provider is away, requests neither queue on it nor flood it
+    /// when it comes back. A document read before stays in use meanwhile.
     pub async fn discovery(&self) -> Result<Discovery, OidcError> {
-        if let Some((discovery, read)) = self
-            .discovered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            && read.elapsed() < MAX_KEY_AGE
-        {
+        let read = |any_age: bool| {
+            self.discovered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .filter(|(_, read)| any_age || read.elapsed() < MAX_KEY_AGE)
+                .map(|(discovery, _)| discovery)
+        };
+        if let Some(discovery) = read(false) {
             return Ok(discovery);
         }
+        let _one_read = self.discovering.lock().await;
+        // Another request may have read it while this one waited.
+        if let Some(discovery) = read(false) {
+            return Ok(discovery);
+        }
+        let failed_lately = self
+            .discovery_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < REFRESH_INTERVAL);
+        if failed_lately {
+            return read(true).ok_or_else(|| {
+                OidcError::Unavailable(
+                    "the provider's discovery document could not be read lately; retrying shortly"
+                        .into(),
+                )
+            });
+        }
+        match self.read_discovery().await {
+            Ok(discovery) => {
+                *self
+                    .discovered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((discovery.clone(), Instant::now()));
+                *self
+                    .discovery_failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                Ok(discovery)
+            }
+            Err(error) => {
+                *self
+                    .discovery_failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                match read(true) {
+                    Some(discovery) => {
+                        tracing::warn!(%error, "the identity provider's discovery document could not be read again; the one read before stays in use");
+                        Ok(discovery)
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Reads the discovery document from the provider.
+    async fn read_discovery(&self) -> Result<Discovery, OidcError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
@@ -157,17 +217,11 @@ impl OidcVerifier {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let discovery = Discovery {
+        Ok(Discovery {
             authorization_endpoint: text("authorization_endpoint"),
             token_endpoint: text("token_endpoint"),
             jwks_uri: text("jwks_uri"),
-        };
-        *self
-            .discovered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((discovery.clone(), Instant::now()));
-        Ok(discovery)
+        })
     }
 
     /// The web page's sign-in through the provider (authorisation code with

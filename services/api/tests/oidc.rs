@@ -453,3 +453,62 @@ async fn the_web_page_sign_in_exchanges_a_code_only_with_its_pkce_verifier_and_n
     );
     api.finish().await;
 }
+
+/// A provider that is away is asked for its discovery document once, not once
+/// per request: concurrent requests wait for one read, and after it failed
+/// none is sent for a while (each answered 503 at once); once it was read, the
+/// document stays in use while the provider is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_away_is_asked_once_not_once_per_request() {
+    let issuer = Provider::start(SigningKey::generate(KID), &[], serde_json::json!({})).await;
+    let Some(api) = api_trusting(&issuer.url).await else {
+        return;
+    };
+    issuer.set_away(true);
+    let config = || async {
+        api.http
+            .get(api.url("/api/v1/auth/config"))
+            .send()
+            .await
+            .expect("config")
+            .status()
+    };
+    let statuses = futures::future::join_all((0..8).map(|_| config())).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(issuer.discoveries(), 1, "one read for eight requests");
+    // Back, but within the pause after a failed read: not asked yet.
+    issuer.set_away(false);
+    assert_eq!(config().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(issuer.discoveries(), 1, "no read within the pause");
+    api.finish().await;
+
+    // Read once, the document is used while the provider is away.
+    let Some(api) = api_trusting(&issuer.url).await else {
+        return;
+    };
+    let before = issuer.discoveries();
+    let offered = api
+        .http
+        .get(api.url("/api/v1/auth/config"))
+        .send()
+        .await
+        .expect("config");
+    assert_eq!(offered.status(), StatusCode::OK);
+    issuer.set_away(true);
+    for _ in 0..3 {
+        let offered = api
+            .http
+            .get(api.url("/api/v1/auth/config"))
+            .send()
+            .await
+            .expect("config");
+        assert_eq!(offered.status(), StatusCode::OK);
+    }
+    assert_eq!(issuer.discoveries(), before + 1);
+    api.finish().await;
+}
